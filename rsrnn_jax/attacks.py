@@ -1,0 +1,449 @@
+"""Adversarial attacks (paper.md §7): PGD / FGSM (L∞ and L2), PGD with restarts, L∞ Square Attack, and ASR.
+
+Every attack is composed from four small pure parts, combined inside ONE ``jax.lax.fori_loop``:
+
+* an **initialiser** — a random start in the ε-ball (``_random_init``),
+* a **loss** — the per-example quantity the attacker *ascends* (``attack_loss``: CE or margin, with the
+  targeted sign folded in),
+* a **step** — L∞: ``step_size · sign(g)``; L2: ``step_size · g / ‖g‖₂`` per example (``_ascent_step``),
+* a **projection** — onto the ε-ball of the given norm, then onto the image box [0, 1] (``project``).
+
+Conventions
+-----------
+* ``logits_fn(images) -> [B, K]``: the attacked model, images in **[0, 1]**, shape [B, H, W, C] (any rank ≥ 2
+  works; axis 0 is the batch). For the recurrent models wrap the model so that it returns the logits of the
+  attacked step (the paper attacks the last of k steps). The model must treat examples independently (eval mode,
+  no batch statistics) for per-example attacks to be meaningful.
+* ``labels`` are the true classes when ``targeted=False`` and the **target** classes when ``targeted=True``.
+* Gradients are taken of the **sum** of the per-example losses, so each example's gradient (and thus its step)
+  is its own and does not depend on the batch size or on the other examples (unlike a ``mean`` loss, which only
+  rescales it — irrelevant for sign / normalised steps, but a sum keeps the per-example semantics exact).
+* ``eps`` and ``step_size`` may be Python floats, 0-d arrays (traced under ``jit``: one compilation serves every
+  ε) or per-example arrays of shape [B]. With ``norm="l2"`` ε is an L2 radius per example.
+  Concrete negative values raise ``ValueError``; a *traced* ε cannot be checked and is clamped at 0.
+* ``num_steps`` / ``num_queries`` / ``num_restarts`` are static Python ints.
+* Randomness comes only from explicit PRNG keys (raw ``PRNGKey`` or typed ``jax.random.key``).
+* All functions are pure and jittable; wrap them with ``jax.jit(functools.partial(pgd, logits_fn, ...))``.
+  They work unchanged on inputs sharded over a mesh's batch axis (every op is per-example or elementwise, so
+  ``jit`` propagates the batch sharding).
+* Attacks return ``lax.stop_gradient`` of the adversarial images, in the input dtype.
+
+Projection note (L2): the ball projection is followed by clipping to [0, 1]. Clipping moves every coordinate
+towards the clean pixel (which lies in [0, 1]), so the result stays inside the ball; it is a feasible point of
+ball ∩ box, not the exact Euclidean projection onto the intersection (the usual choice, as in advertorch).
+For L∞ the two clips are the exact projection onto the intersection (a box).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+LogitsFn = Callable[[Array], Array]
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin")
+
+# Square Attack (Andriushchenko et al. 2020): the fraction of pixels p of the square is halved at these
+# iterations of a 10,000-query budget; the schedule is rescaled linearly to the actual budget.
+_SQUARE_SCHEDULE_ITERS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_TINY = 1e-30
+_L2_SAFETY = 1.0 - 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checking (Python level, at trace time)
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_norm(norm):
+  if norm not in NORMS:
+    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def _check_loss(loss):
+  if loss not in LOSSES:
+    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+def _concrete(value):
+  """The value as a numpy array if it is known at trace time, else None (a tracer)."""
+  try:
+    return np.asarray(value)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def _check_nonneg(name, value):
+  v = _concrete(value)
+  if v is None:
+    return
+  if not np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_:
+    raise ValueError(f"{name} must be a number, got {value!r}")
+  if np.any(np.isnan(v)) or np.any(v < 0):
+    raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_count(name, value, minimum):
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be a static Python int, got {value!r}")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _per_example(value, x):
+  """A scalar or [B] hyper-parameter as an array broadcastable against x ([B, ...]), clamped at 0."""
+  v = jnp.maximum(jnp.asarray(value, dtype=x.dtype), 0)
+  if v.ndim == 0:
+    return v
+  if v.ndim == 1 and v.shape[0] == x.shape[0]:
+    return v.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+  raise ValueError(f"expected a scalar or a per-example [{x.shape[0]}] array, got shape {v.shape}")
+
+
+def _check_images_labels(images, labels):
+  if images.ndim < 2:
+    raise ValueError(f"images must be batched [B, ...], got shape {images.shape}")
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+  if labels.shape != images.shape[:1]:
+    raise ValueError(f"labels must have shape [{images.shape[0]}], got {labels.shape}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The parts
+# ----------------------------------------------------------------------------------------------------------
+
+def _sum_per_example(v):
+  return jnp.sum(v, axis=tuple(range(1, v.ndim)), keepdims=True)
+
+
+def _l2_norm(v):
+  """Per-example L2 norm [B,1,...,1], computed after rescaling by the max |v| so tiny values don't underflow."""
+  scale = jnp.max(jnp.abs(v), axis=tuple(range(1, v.ndim)), keepdims=True)
+  safe = jnp.maximum(scale, _TINY)
+  return jnp.sqrt(_sum_per_example(jnp.square(v / safe))) * scale
+
+
+def attack_loss(logits, labels, *, loss="ce", targeted=False):
+  """Per-example loss [B] that the attacker ascends.
+
+  untargeted (labels = true classes)      targeted (labels = target classes)
+    ce:     CE(logits, y)                     −CE(logits, t)
+    margin: max_{j≠y} z_j − z_y               z_t − max_{j≠t} z_j
+  A positive margin means the attack succeeded (argmax ≠ y, resp. argmax = t).
+  """
+  _check_loss(loss)
+  z = jnp.asarray(logits).astype(jnp.float32)
+  if z.ndim != 2:
+    raise ValueError(f"logits must be [B, K], got shape {z.shape}")
+  onehot = jax.nn.one_hot(labels, z.shape[-1], dtype=jnp.bool_)
+  z_label = jnp.sum(jnp.where(onehot, z, 0.0), axis=-1)
+  if loss == "ce":
+    value = jax.nn.logsumexp(z, axis=-1) - z_label  # CE toward `labels`
+  else:
+    z_other = jnp.max(jnp.where(onehot, -jnp.inf, z), axis=-1)
+    value = z_other - z_label  # margin away from `labels`
+  return -value if targeted else value
+
+
+def _is_success(logits, labels, targeted):
+  pred = jnp.argmax(logits, axis=-1)
+  return pred == labels if targeted else pred != labels
+
+
+def _project(x_adv, x, eps_b, norm):
+  """project() with ε already broadcast against x (see _per_example)."""
+  delta = x_adv - x
+  if norm == "linf":
+    delta = jnp.clip(delta, -eps_b, eps_b)
+  else:
+    # Outside points land at radius ε·(1 − 1e-6): float32 rounding of the norm (~1e-7 relative) and of x + δ
+    # then cannot push them out of the ball. Points inside (‖δ‖ ≤ ε) are untouched, so this is idempotent.
+    n = _l2_norm(delta)
+    shrink = eps_b * _L2_SAFETY / jnp.maximum(n, _TINY)
+    delta = delta * jnp.where(n > eps_b, shrink, 1.0).astype(x.dtype)
+  return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def project(x_adv, x, *, eps, norm):
+  """Projects x_adv onto {‖x_adv − x‖ ≤ ε} ∩ [0, 1]^d, per example (ε: scalar or [B]).
+
+  L∞: clip δ to [−ε, ε], then x + δ to [0, 1] (exact projection onto the intersection, a box).
+  L2: rescale δ to norm ε·(1 − 1e-6) if it is longer than ε, then clip to [0, 1] (stays in the ball, see
+  the module docstring; the 1e-6 margin absorbs float32 rounding).
+  """
+  _check_norm(norm)
+  _check_nonneg("eps", eps)
+  x = jnp.asarray(x)
+  return _project(jnp.asarray(x_adv, dtype=x.dtype), x, _per_example(eps, x), norm)
+
+
+def _random_init(rng, x, eps_b, norm):
+  """A uniform random point of the ε-ball around x (before clipping to the box)."""
+  if norm == "linf":
+    delta = jax.random.uniform(rng, x.shape, x.dtype, -1.0, 1.0) * eps_b
+  else:
+    # Uniform in the L2 ball: a Gaussian direction, radius ε·U^(1/d).
+    k_dir, k_rad = jax.random.split(rng)
+    direction = jax.random.normal(k_dir, x.shape, x.dtype)
+    direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
+    d = int(np.prod(x.shape[1:]))
+    u = jax.random.uniform(k_rad, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+    delta = direction * eps_b * u ** (1.0 / d)
+  return x + delta
+
+
+def _ascent_step(grad, step_b, norm):
+  """The update that ascends the loss: step·sign(g) (L∞) or step·g/‖g‖₂ (L2; zero if g = 0)."""
+  if norm == "linf":
+    return step_b * jnp.sign(grad)
+  n = _l2_norm(grad)
+  return step_b * jnp.where(n > 0, grad / jnp.maximum(n, _TINY), 0.0)
+
+
+def _loss_grad_fn(logits_fn, labels, loss, targeted):
+  def total(x_adv):
+    # Sum (not mean) of per-example losses: d total / d x_adv[i] = d loss_i / d x_adv[i].
+    return jnp.sum(attack_loss(logits_fn(x_adv), labels, loss=loss, targeted=targeted))
+  return jax.grad(total)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradient attacks
+# ----------------------------------------------------------------------------------------------------------
+
+def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, norm: str = "linf",
+        targeted: bool = False, random_start: bool = True, loss: str = "ce", rng=None):
+  """Projected gradient ascent of ``attack_loss`` in the ε-ball (L∞ or L2) ∩ [0, 1]; returns the last iterate.
+
+  x₀ = Π(x + U(ball)) if ``random_start`` else x;  x_{k+1} = Π(x_k + step(∇ Σ_i loss_i(x_k))).
+  ``targeted=True``: ``labels`` are the targets and the attack descends CE to them (or raises their margin).
+  """
+  _check_norm(norm)
+  _check_loss(loss)
+  _check_nonneg("eps", eps)
+  _check_nonneg("step_size", step_size)
+  _check_count("num_steps", num_steps, 0)
+  if random_start and rng is None:
+    raise ValueError("random_start=True needs an explicit PRNG key: pass rng=")
+  x = jnp.asarray(images)
+  labels = jnp.asarray(labels)
+  _check_images_labels(x, labels)
+  eps_b = _per_example(eps, x)
+  step_b = _per_example(step_size, x)
+  grad_fn = _loss_grad_fn(logits_fn, labels, loss, targeted)
+  proj = lambda xa: _project(xa, x, eps_b, norm)
+
+  x_adv = proj(_random_init(rng, x, eps_b, norm)) if random_start else x
+
+  def body(_, xa):
+    return proj(xa + _ascent_step(grad_fn(xa), step_b, norm))
+
+  x_adv = jax.lax.fori_loop(0, num_steps, body, x_adv)
+  return jax.lax.stop_gradient(x_adv).astype(x.dtype)
+
+
+def fgsm(logits_fn: LogitsFn, images, labels, *, eps, norm: str = "linf", targeted: bool = False,
+         loss: str = "ce"):
+  """Fast gradient (sign) method: one PGD step of size ε from the clean image (FGSM for L∞, FGM for L2)."""
+  return pgd(logits_fn, images, labels, eps=eps, step_size=eps, num_steps=1, norm=norm, targeted=targeted,
+             random_start=False, loss=loss)
+
+
+def pgd_restarts(logits_fn: LogitsFn, images, labels, *, num_restarts: int, rng, **pgd_kwargs):
+  """PGD from ``num_restarts`` random starts; keeps, per example, the worst case over the restarts.
+
+  Restart i runs ``pgd(..., rng=jax.random.split(rng, num_restarts)[i], **pgd_kwargs)``. "Worst case" is
+  lexicographic: a successful adversarial (misclassified, or classified as the target) beats an unsuccessful
+  one; among equals the higher ``attack_loss`` (same ``loss`` / ``targeted`` as the attack) wins; ties keep
+  the earlier restart. Hence the result is, per example, at least as strong as every single restart.
+  All restarts run inside one ``fori_loop`` (one compiled PGD body).
+  """
+  _check_count("num_restarts", num_restarts, 1)
+  if rng is None:
+    raise ValueError("pgd_restarts needs an explicit PRNG key: pass rng=")
+  if "rng" in pgd_kwargs:
+    raise ValueError("pass the PRNG key once, as rng=")
+  loss = pgd_kwargs.get("loss", "ce")
+  targeted = pgd_kwargs.get("targeted", False)
+  _check_loss(loss)
+  x = jnp.asarray(images)
+  labels = jnp.asarray(labels)
+  _check_images_labels(x, labels)
+  keys = jax.random.split(rng, num_restarts)
+
+  def body(i, carry):
+    best_x, best_loss, best_success = carry
+    x_adv = pgd(logits_fn, x, labels, rng=keys[i], **pgd_kwargs)
+    logits = logits_fn(x_adv)
+    value = attack_loss(logits, labels, loss=loss, targeted=targeted)
+    success = _is_success(logits, labels, targeted)
+    better = (i == 0) | (success & ~best_success) | ((success == best_success) & (value > best_loss))
+    pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (jnp.where(pick, x_adv, best_x), jnp.where(better, value, best_loss),
+            jnp.where(better, success, best_success))
+
+  init = (x, jnp.full(x.shape[:1], -jnp.inf, jnp.float32), jnp.zeros(x.shape[:1], jnp.bool_))
+  best_x, _, _ = jax.lax.fori_loop(0, num_restarts, body, init)
+  return jax.lax.stop_gradient(best_x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Square Attack (score-based, gradient-free, L∞)
+# ----------------------------------------------------------------------------------------------------------
+
+def _square_fraction(p_init, it, num_queries):
+  """p(it): p_init halved at iterations {10, 50, 200, 500, 1k, 2k, 4k, 6k, 8k} of a 10k budget, rescaled."""
+  it_scaled = (it * 10000) // num_queries
+  halvings = jnp.sum(it_scaled > jnp.asarray(_SQUARE_SCHEDULE_ITERS))
+  return p_init / (2.0 ** halvings.astype(jnp.float32))
+
+
+def square_attack(logits_fn: LogitsFn, images, labels, *, eps, num_queries: int, rng, targeted: bool = False,
+                  p_init: float = 0.8):
+  """L∞ Square Attack (Andriushchenko et al., ECCV 2020) with the margin loss; returns the best point found.
+
+  Budget: ``num_queries`` forward passes per example — one for the initialisation (vertical stripes of ±ε,
+  one sign per column and channel) and ``num_queries − 1`` random-search iterations. Iteration i proposes, per
+  example, a square of side s(i) = round(√(p(i)·H·W)) (clamped to [1, min(H, W)]) at a uniformly random
+  position, whose perturbation is set to ±ε per channel (a random sign per channel); the proposal is projected
+  and accepted per example iff it strictly raises the margin ``attack_loss``. Examples already fooled (margin
+  > 0) are frozen, as in the paper. If the proposed signs equal the current perturbation on the whole square
+  (a wasted query), a uniformly random non-empty subset of the channel signs is flipped instead of resampling
+  in a while-loop. ``targeted=True``: ``labels`` are the targets.
+  """
+  _check_nonneg("eps", eps)
+  _check_count("num_queries", num_queries, 1)
+  p = _concrete(p_init)
+  if p is not None and not (0.0 < float(p) <= 1.0):
+    raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
+  if rng is None:
+    raise ValueError("square_attack needs an explicit PRNG key: pass rng=")
+  x = jnp.asarray(images)
+  labels = jnp.asarray(labels)
+  _check_images_labels(x, labels)
+  if x.ndim != 4:
+    raise ValueError(f"square_attack needs images [B, H, W, C], got shape {x.shape}")
+  b, h, w, c = x.shape
+  eps_b = _per_example(eps, x)
+  proj = lambda xa: _project(xa, x, eps_b, "linf")
+  score = lambda xa: attack_loss(logits_fn(xa), labels, loss="margin", targeted=targeted)
+
+  k_init, k_loop = jax.random.split(rng)
+  stripes = jax.random.rademacher(k_init, (b, 1, w, c), x.dtype)
+  x_best = proj(x + eps_b * stripes)
+  loss_best = score(x_best)
+
+  rows = jnp.arange(h).reshape(1, h, 1, 1)
+  cols = jnp.arange(w).reshape(1, 1, w, 1)
+  channel_bits = (2 ** jnp.arange(min(c, 30))).astype(jnp.int32)
+
+  def body(i, carry):
+    x_cur, loss_cur = carry
+    # One draw per iteration (few random-number kernels keep compilation fast): [row, col, flip, signs...].
+    u = jax.random.uniform(jax.random.fold_in(k_loop, i), (b, 3 + c))
+    frac = _square_fraction(p_init, i, num_queries)
+    side = jnp.clip(jnp.round(jnp.sqrt(frac * h * w)).astype(jnp.int32), 1, min(h, w))
+    r0 = jnp.minimum(jnp.floor(u[:, 0] * (h - side + 1)).astype(jnp.int32), h - side).reshape(b, 1, 1, 1)
+    c0 = jnp.minimum(jnp.floor(u[:, 1] * (w - side + 1)).astype(jnp.int32), w - side).reshape(b, 1, 1, 1)
+    window = (rows >= r0) & (rows < r0 + side) & (cols >= c0) & (cols < c0 + side)  # [B,H,W,1]
+    signs = jnp.where(u[:, 3:] < 0.5, -1.0, 1.0).astype(x.dtype).reshape(b, 1, 1, c)
+
+    def propose(s):
+      return proj(jnp.where(window, x + eps_b * s, x_cur))
+
+    x_new = propose(signs)
+    # A proposal that changes nothing wastes a query: flip a random non-empty subset of the channel signs.
+    unchanged = jnp.all(jnp.where(window, x_new == x_cur, True), axis=(1, 2, 3))
+    num_subsets = 2 ** min(c, 30) - 1
+    subset = 1 + jnp.minimum(jnp.floor(u[:, 2] * num_subsets).astype(jnp.int32), num_subsets - 1)
+    flip = (subset[:, None] & channel_bits) != 0  # [B, min(C,30)]
+    flip = jnp.pad(flip, ((0, 0), (0, c - flip.shape[1]))).reshape(b, 1, 1, c)
+    signs = jnp.where(unchanged.reshape(b, 1, 1, 1) & flip, -signs, signs)
+    x_new = propose(signs)
+
+    loss_new = score(x_new)
+    accept = (loss_new > loss_cur) & (loss_cur <= 0)  # per example; fooled examples are frozen
+    return (jnp.where(accept.reshape(b, 1, 1, 1), x_new, x_cur), jnp.where(accept, loss_new, loss_cur))
+
+  x_best, _ = jax.lax.fori_loop(1, num_queries, body, (x_best, loss_best))
+  return jax.lax.stop_gradient(x_best).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets and success rates
+# ----------------------------------------------------------------------------------------------------------
+
+def random_targets(rng, labels, num_classes: int):
+  """Per example a target drawn uniformly from the K−1 classes other than its label (deterministic in rng).
+
+  (The paper's scripts used ``randint(0, K)``, which may equal the label; here a target never does.)
+  """
+  _check_count("num_classes", num_classes, 2)
+  labels = jnp.asarray(labels)
+  offset = jax.random.randint(rng, labels.shape, 1, num_classes, dtype=labels.dtype)
+  return (labels + offset) % num_classes
+
+
+def attack_success(clean_logits, adv_logits, labels, *, targets=None, mask=None):
+  """Per-step accuracy and attack success rate (paper.md §7, calculate_asr.py).
+
+  clean_logits, adv_logits: [T, B, K] (per recurrent step) or [B, K]; labels [B] (true classes);
+  targets [B] (targeted attack) or None; mask [B] (bool/0-1: which examples count, e.g. batch padding) or None.
+  Per step s, over the counted examples:
+    untargeted ASR(s) = #{clean correct(s) ∧ adv wrong(s)} / #{clean correct(s)}
+    targeted   ASR(s) = #{clean correct(s) ∧ adv predicts target(s)} / #{clean correct(s)}
+  Returns a dict of [T] arrays (scalars for [B, K] inputs): ``clean_acc``, ``adv_acc`` (accuracy w.r.t. the
+  true labels), ``asr`` (NaN where no example is clean-correct; aggregate over batches with the counts),
+  ``num_clean_correct``, ``num_success``, ``num_adv_correct`` and ``num_examples``.
+  """
+  clean = jnp.asarray(clean_logits)
+  adv = jnp.asarray(adv_logits)
+  for name, a in (("clean_logits", clean), ("adv_logits", adv)):
+    if a.ndim not in (2, 3):
+      raise ValueError(f"{name} must be [T, B, K] or [B, K], got shape {a.shape}")
+  no_step_axis = clean.ndim == 2 and adv.ndim == 2
+  clean = clean if clean.ndim == 3 else clean[None]
+  adv = adv if adv.ndim == 3 else adv[None]
+  if clean.shape[1:] != adv.shape[1:] or (clean.shape[0] != adv.shape[0] and 1 not in (clean.shape[0],
+                                                                                         adv.shape[0])):
+    raise ValueError(f"clean_logits {clean.shape} and adv_logits {adv.shape} do not match (steps, batch, classes)")
+  batch = clean.shape[1]
+  labels = jnp.asarray(labels)
+  if labels.shape != (batch,):
+    raise ValueError(f"labels must have shape [{batch}], got {labels.shape}")
+  if targets is not None and jnp.shape(targets) != (batch,):
+    raise ValueError(f"targets must have shape [{batch}], got {jnp.shape(targets)}")
+  if mask is None:
+    mask = jnp.ones((batch,), jnp.bool_)
+  else:
+    if jnp.shape(mask) != (batch,):
+      raise ValueError(f"mask must have shape [{batch}], got {jnp.shape(mask)}")
+    mask = jnp.asarray(mask).astype(jnp.bool_)
+
+  clean_pred = jnp.argmax(clean, axis=-1)  # [T, B]
+  adv_pred = jnp.argmax(adv, axis=-1)
+  clean_correct = (clean_pred == labels) & mask
+  adv_correct = (adv_pred == labels) & mask
+  hit = adv_pred != labels if targets is None else adv_pred == jnp.asarray(targets)
+  success = clean_correct & hit
+
+  count = lambda v: jnp.sum(v, axis=-1, dtype=jnp.int32)
+  num_steps = success.shape[0]
+  out = {
+      "num_examples": count(mask),
+      "num_clean_correct": count(clean_correct),
+      "num_adv_correct": count(adv_correct),
+      "num_success": count(success),
+  }
+  out = {k: jnp.broadcast_to(v, (num_steps,)) for k, v in out.items()}
+  n = out["num_examples"].astype(jnp.float32)
+  out["clean_acc"] = out["num_clean_correct"] / n
+  out["adv_acc"] = out["num_adv_correct"] / n
+  out["asr"] = out["num_success"] / out["num_clean_correct"].astype(jnp.float32)
+  if no_step_axis:
+    out = {k: v[0] for k, v in out.items()}
+  return out

@@ -1,0 +1,51 @@
+"""Config validation: impossible values fail early with one line that says what to change."""
+from __future__ import annotations
+
+from rsrnn_jax.models import MODELS
+
+
+def _require(cond: bool, message: str) -> None:
+  if not cond:
+    raise ValueError(message)
+
+
+def validate(config) -> None:
+  """Raises ValueError with a one-line message for the first impossible value in ``config``."""
+  t, m, e = config.train, config.model, config.eval
+  _require(m.name in MODELS, f"config.model.name={m.name!r} is unknown; choose one of {', '.join(MODELS)}")
+  for key in ("batch_size", "num_train_steps", "num_glimpses", "log_every", "checkpoint_every",
+              "keep_checkpoints"):
+    _require(int(t[key]) > 0, f"config.train.{key} must be a positive integer, got {t[key]!r}")
+  _require(int(t.warmup_steps) >= 0, f"config.train.warmup_steps must be >= 0, got {t.warmup_steps!r}")
+  _require(float(t.learning_rate) > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate!r}")
+  _require(t.loss_steps in ("all", "last"), f"config.train.loss_steps must be 'all' or 'last', got {t.loss_steps!r}")
+  _require(t.optimizer in ("adamw", "sgd"), f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
+  _require(t.schedule in ("cosine", "step"), f"config.train.schedule must be 'cosine' or 'step', got {t.schedule!r}")
+  for key in ("num_glimpses", "batch_size"):
+    _require(int(e[key]) > 0, f"config.eval.{key} must be a positive integer, got {e[key]!r}")
+  _require(int(e.max_examples) >= 0, f"config.eval.max_examples must be >= 0, got {e.max_examples!r}")
+  _require(int(config.num_devices) >= 0, f"config.num_devices must be >= 0, got {config.num_devices!r}")
+  _require(m.dtype in ("float32", "bfloat16"), f"config.model.dtype must be 'float32' or 'bfloat16', got {m.dtype!r}")
+  _require(m.norm in ("batch", "group", "none"), f"config.model.norm must be batch, group or none, got {m.norm!r}")
+  s = m.sampler
+  _require(s.kind in ("retina", "crop"), f"config.model.sampler.kind must be 'retina' or 'crop', got {s.kind!r}")
+  _require(int(s.out_size) >= 4, f"config.model.sampler.out_size must be >= 4, got {s.out_size!r}")
+  _require(float(s.density_ratio) > 1, f"config.model.sampler.density_ratio (the paper's b) must be > 1, "
+           f"got {s.density_ratio!r}")
+  _require(len(s.scales) > 0 and all(0 < float(v) <= 4 for v in s.scales),
+           f"config.model.sampler.scales must be fractions of the image side in (0, 4], got {s.scales!r}")
+  _require(m.core in ("conv_gru", "gru"), f"config.model.core must be 'conv_gru' or 'gru', got {m.core!r}")
+  for key in ("encoder1", "encoder2", "stages"):
+    for stage in m[key]:
+      _require(len(stage) == 3 and int(stage[0]) > 0 and int(stage[1]) >= 0 and int(stage[2]) in (0, 1),
+               f"config.model.{key} stages must be (features>0, convs>=0, pool 0|1), got {tuple(stage)!r}")
+  if m.core == "conv_gru":
+    pools = sum(int(st[2]) for st in m.encoder1)
+    _require(int(s.out_size) // 2 ** pools >= 1,
+             f"config.model.sampler.out_size={s.out_size} is too small for {pools} pooling stages")
+  _require(int(m.core_features) > 0, f"config.model.core_features must be > 0, got {m.core_features!r}")
+  _require(int(m.ior_size) >= 2, f"config.model.ior_size must be >= 2, got {m.ior_size!r}")
+  d = m.dorsal
+  _require(int(d.saliency_size) >= 2, f"config.model.dorsal.saliency_size must be >= 2, got {d.saliency_size!r}")
+  _require(0 < float(d.sigma_min) < float(d.sigma_init),
+           f"config.model.dorsal needs 0 < sigma_min < sigma_init, got {d.sigma_min!r}, {d.sigma_init!r}")

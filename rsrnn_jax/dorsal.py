@@ -1,0 +1,100 @@
+"""Dorsal stream: where to look next.
+
+One step of the attention module of RS-RNN (paper.md §3, model.png (b)):
+
+  σ network          σ_t = σ_min + softplus(Dense(pooled features))           (per example, normalised units)
+  inhibition of return M_t = ReLU(M_{t−1} − G(l_t, σ_t))                        (image-space map, 1 = not yet seen)
+  saliency network   S = softplus(Conv1×1(ReLU(Conv3×3(features))))             (view coordinates, s × s)
+  2-D softmax        P = softmax(S ⊙ warp(M_t → view))                          (over the s·s cells)
+  2-D sample         cell ~ Categorical(P) when sampling, argmax(P) otherwise
+  next fixation      l_{t+1} = stop_gradient(view_to_image(cell centre, l_t))
+
+Design decisions (paper.md leaves them open; see docs/design.md):
+* S is non-negative (softplus) so an inhibited cell (M = 0) gets the smallest logit: the product S ⊙ M of the
+  paper then really inhibits. (With tanh saliency, as in the authors' later code, inhibited cells would score
+  above every cell with negative saliency.)
+* σ is bounded below by ``sigma_min`` (softplus + floor): a learned σ → 0 would divide by zero in G.
+* The Gaussian is not renormalised by its grid maximum (its analytic peak is 1).
+* The fixation is not differentiable (categorical / argmax + stop_gradient); the policy is trained with
+  REINFORCE from the returned log-probabilities (see :mod:`rsrnn_jax.train`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rsrnn_jax import retina
+from rsrnn_jax.samplers import uniform_grid
+
+Dtype = Any
+
+
+def gaussian_blob(fixations, sigma, size: int):
+  """G(q) = exp(−|q − l|² / (2σ²)) on the ``size × size`` normalised image grid. fixations [B,2], sigma [B]."""
+  grid = uniform_grid(size)  # [size,size,2]
+  d2 = jnp.sum((grid[None] - fixations[:, None, None, :]) ** 2, axis=-1)
+  return jnp.exp(-d2 / (2.0 * sigma[:, None, None] ** 2))
+
+
+def inhibit(ior_map, fixations, sigma):
+  """One inhibition-of-return update M_t = ReLU(M_{t−1} − G(l_t, σ_t)). ior_map [B,G,G]."""
+  return jax.nn.relu(ior_map - gaussian_blob(fixations, sigma, ior_map.shape[-1]))
+
+
+def cell_to_view(index, size: int):
+  """Flat cell index of an s × s map → view coordinates (x, y) of the cell centre (align_corners grid)."""
+  row, col = jnp.divmod(index, size)
+  step = 2.0 / (size - 1)
+  return jnp.stack([col * step - 1.0, row * step - 1.0], axis=-1)
+
+
+class Dorsal(nn.Module):
+  """Saliency map, σ network, inhibition of return, 2-D softmax and 2-D sample."""
+  saliency_size: int = 16
+  hidden: int = 64
+  sigma_init: float = 0.22
+  sigma_min: float = 0.02
+  learn_sigma: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, pooled, fixations, ior_map, sampler, *, sample: bool):
+    """features [B,h,w,C] in view coordinates, pooled [B,D], fixations [B,2], ior_map [B,G,G].
+
+    Returns (next_fixations [B,2], log_prob [B], new_ior_map [B,G,G], maps dict).
+    """
+    batch = features.shape[0]
+    s = self.saliency_size
+    # σ network.
+    raw0 = jnp.log(jnp.expm1(self.sigma_init - self.sigma_min))  # softplus⁻¹, so σ starts at sigma_init
+    if self.learn_sigma:
+      raw = nn.Dense(1, kernel_init=nn.initializers.zeros,
+                     bias_init=nn.initializers.constant(raw0), name="sigma_net")(pooled)[:, 0]
+    else:
+      raw = jnp.full((batch,), raw0)
+    sigma = self.sigma_min + jax.nn.softplus(raw.astype(jnp.float32))
+    # Inhibition of return at the fixation just taken.
+    ior_map = inhibit(ior_map, fixations, sigma)
+    # Saliency map network in view coordinates.
+    x = jax.image.resize(features, (batch, s, s, features.shape[-1]), "bilinear")
+    x = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype, name="saliency_conv")(x))
+    sal = jax.nn.softplus(nn.Conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0])
+    sal = sal.astype(jnp.float32)
+    # IOR map warped into the same view coordinates; zero outside the image, so those cells are inhibited.
+    ior_view = retina.bilinear_sample(ior_map[..., None], sampler.view_grid(fixations, s))[..., 0]
+    logits = (sal * ior_view).reshape(batch, s * s)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    if sample:
+      index = jax.random.categorical(self.make_rng("fixation"), logits, axis=-1)
+    else:
+      index = jnp.argmax(logits, axis=-1)
+    log_prob = jnp.take_along_axis(log_p, index[:, None], axis=-1)[:, 0]
+    u = cell_to_view(index, s)
+    next_fix = sampler.view_to_image(u[:, None, :], fixations)[:, 0, :]
+    next_fix = jax.lax.stop_gradient(jnp.clip(next_fix, -1.0, 1.0))
+    maps = {"saliency": sal, "probs": jnp.exp(log_p).reshape(batch, s, s), "ior": ior_map,
+            "sigma": sigma}
+    return next_fix, log_prob, ior_map, maps

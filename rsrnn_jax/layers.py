@@ -1,0 +1,110 @@
+"""Ventral-stream building blocks: VGG-style conv stages, the ConvGRU cell and the 1-D GRU core.
+
+All modules are plain Flax Linen modules. Normalisation is chosen by name (``"batch"``, ``"group"``,
+``"none"``) so that a config, not a code copy, picks BatchNorm (the paper's VGG) or GroupNorm (no batch
+statistics: the default in the recurrent models, which keeps the scan carry free of mutable state).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Stages are written as (features, num_convs, pool) triples in configs.
+StageSpec = Sequence[int]
+
+
+def norm_layer(kind: str, *, train: bool, dtype: Dtype, groups: int = 32, name: str | None = None):
+  """Returns a normalisation module by name."""
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
+  if kind == "group":
+    return _GroupNormAuto(groups=groups, dtype=dtype, name=name)
+  if kind == "none":
+    return lambda x: x
+  raise ValueError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
+
+
+class _GroupNormAuto(nn.Module):
+  """GroupNorm whose group count is the largest divisor of the channels that is <= ``groups``."""
+  groups: int = 32
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    g = min(self.groups, channels)
+    while channels % g:
+      g -= 1
+    return nn.GroupNorm(num_groups=g, dtype=self.dtype)(x)
+
+
+class ConvStages(nn.Module):
+  """VGG-style stages: each stage is ``num_convs`` × (3×3 conv, norm, ReLU), then optional 2×2 max-pool.
+
+  ``stages`` is a sequence of (features, num_convs, pool) with pool in {0, 1}.
+  """
+  stages: Sequence[StageSpec]
+  norm: str = "group"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    for i, (features, num_convs, pool) in enumerate(self.stages):
+      for j in range(num_convs):
+        x = nn.Conv(features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype,
+                    name=f"stage{i}_conv{j}")(x)
+        x = norm_layer(self.norm, train=train, dtype=self.dtype, name=f"stage{i}_norm{j}")(x)
+        x = nn.relu(x)
+      if pool:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return x
+
+
+class ConvGRUCell(nn.Module):
+  """Convolutional GRU (Choi's ConvGRU.py): GroupNorm on the gates and the candidate, learned h0.
+
+    [z, r] = σ(GN(Conv_k([x, h])));  h̃ = tanh(GN(Conv_k([x, r ⊙ h])));  h' = (1 − z) ⊙ h + z ⊙ h̃
+  """
+  features: int
+  kernel_size: int = 3
+  groups: int = 32
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, x):
+    k = (self.kernel_size, self.kernel_size)
+    gates = nn.Conv(2 * self.features, k, use_bias=False, dtype=self.dtype, name="gates")(
+        jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    gates = _GroupNormAuto(groups=2 * self.groups, dtype=self.dtype, name="gates_norm")(gates)
+    z, r = jnp.split(nn.sigmoid(gates), 2, axis=-1)
+    cand = nn.Conv(self.features, k, use_bias=False, dtype=self.dtype, name="candidate")(
+        jnp.concatenate([x, r * h.astype(x.dtype)], axis=-1))
+    cand = jnp.tanh(_GroupNormAuto(groups=self.groups, dtype=self.dtype, name="candidate_norm")(cand))
+    new_h = (1.0 - z) * h + z * cand
+    return new_h.astype(h.dtype)
+
+
+class GRUCore(nn.Module):
+  """1-D GRU on pooled features (the Base-Retina / DRAM / GF-Net-m core), learned h0 = tanh(param)."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, x):
+    new_h, _ = nn.GRUCell(self.features, dtype=self.dtype, name="cell")(h, x)
+    return new_h
+
+
+def global_avg_pool(x):
+  return jnp.mean(x, axis=(-3, -2))
+
+
+def normalize_pixels(images, mean: Sequence[float], std: Sequence[float]):
+  """[0, 1] pixels → standardised inputs. Lives inside the model so attacks work in pixel space."""
+  mean = jnp.asarray(mean, images.dtype)
+  std = jnp.asarray(std, images.dtype)
+  return (images - mean) / std

@@ -1,0 +1,159 @@
+"""Recurrent glimpse models (RS-RNN and the overt-attention baselines) as one configurable module.
+
+Per step t (paper.md §3–§4, model.png):
+
+  glimpse_t = sampler(image, l_t)                          retina (RS-RNN, Base-Retina) or crops (DRAM, GF-Net-m)
+  x_t       = Encoder1(glimpse_t)                          VGG-style conv stages (one encoder per glimpse scale)
+  h_t       = Core(h_{t−1}, x_t)                           ConvGRU (2-D, RS-RNN) or GRU on pooled features (1-D)
+  z_t       = Encoder2(h_t)                                more conv stages (2-D core only) + global average pool
+  p_t       = Classifier(z_t)                              logits at every step
+  l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.dorsal`
+
+The loop is a Flax ``nn.scan`` over steps with parameters broadcast; its ``unroll`` comes from the config
+(``-1``: fully unrolled on CPU, where a rolled scan makes conv weight gradients ~60× slower, rolled elsewhere).
+Fixations may be forced per step (``fixations`` + ``fixation_mask``): the initial fixation is the forced
+fixation of step 0, and the adversarial probability maps force the fixation of a chosen step.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rsrnn_jax import layers
+from rsrnn_jax.dorsal import Dorsal
+
+Dtype = Any
+
+
+class _Step(nn.Module):
+  """One glimpse step; scanned over time by :class:`GlimpseRNN`."""
+  num_classes: int
+  sampler: Any
+  encoder1: Sequence[Sequence[int]]
+  core: str
+  core_features: int
+  encoder2: Sequence[Sequence[int]]
+  norm: str
+  dorsal_cfg: dict
+  mean: Sequence[float]
+  std: Sequence[float]
+  train: bool
+  sample: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, xs, images):
+    h, candidate, ior_map = carry
+    forced, use_forced = xs
+    fix = jnp.where(use_forced, forced, candidate)
+
+    # Ventral stream.
+    glimpses = self.sampler.glimpses(images, fix)
+    feats = []
+    for i, g in enumerate(glimpses):
+      g = layers.normalize_pixels(g, self.mean, self.std).astype(self.dtype)
+      feats.append(layers.ConvStages(self.encoder1, norm=self.norm, dtype=self.dtype,
+                                     name=f"encoder1_{i}")(g, train=self.train))
+    x = jnp.concatenate(feats, axis=-1)
+    if self.core == "conv_gru":
+      h = layers.ConvGRUCell(self.core_features, dtype=self.dtype, name="core")(h, x)
+      z = layers.ConvStages(self.encoder2, norm=self.norm, dtype=self.dtype, name="encoder2")(
+          h.astype(self.dtype), train=self.train)
+      pooled = layers.global_avg_pool(z)
+      zs = jax.image.resize(z, (*z.shape[:-3], *h.shape[-3:-1], z.shape[-1]), "bilinear")
+      dorsal_features = jnp.concatenate([h.astype(self.dtype), zs], axis=-1)
+    elif self.core == "gru":
+      h = layers.GRUCore(self.core_features, dtype=self.dtype, name="core")(
+          h, layers.global_avg_pool(x))
+      pooled = h
+      dorsal_features = x
+    else:
+      raise ValueError(f"unknown core {self.core!r}; use 'conv_gru' or 'gru'")
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
+
+    # Dorsal stream (chooses l_{t+1}); its inputs are detached so the policy loss trains only the dorsal
+    # parameters and the classifier's features are shaped by the classification loss alone.
+    pooled_f32 = jax.lax.stop_gradient(pooled.astype(jnp.float32))
+    next_fix, log_prob, ior_map, maps = Dorsal(**self.dorsal_cfg, dtype=self.dtype, name="dorsal")(
+        jax.lax.stop_gradient(dorsal_features), pooled_f32, fix, ior_map, self.sampler,
+        sample=self.sample)
+    baseline = nn.Dense(1, name="baseline")(pooled_f32)[:, 0]
+
+    out = {"logits": logits.astype(jnp.float32), "fixations": fix, "log_probs": log_prob,
+           "baselines": baseline, **maps}
+    return (h, next_fix, ior_map), out
+
+
+class GlimpseRNN(nn.Module):
+  """Sampler → Encoder1 → Core → Encoder2 → classifier at every step, plus the dorsal attention module."""
+  num_classes: int
+  sampler: Any
+  encoder1: Sequence[Sequence[int]]
+  core: str = "conv_gru"
+  core_features: int = 256
+  encoder2: Sequence[Sequence[int]] = ()
+  norm: str = "group"
+  dorsal: dict = None
+  ior_size: int = 32
+  mean: Sequence[float] = (0.5,)
+  std: Sequence[float] = (0.25,)
+  unroll: int = -1
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, num_steps: int, train: bool, sample_fixations: bool | None = None,
+               fixations=None, fixation_mask=None, init_fixations=None):
+    """images [B,H,W,C] in [0,1] → dict of per-step outputs, time-major ([T,B,...]).
+
+    Args:
+      num_steps: number of glimpses T (static).
+      train: training mode (BatchNorm statistics).
+      sample_fixations: sample from the dorsal policy (default: ``train``) or take its argmax.
+      fixations, fixation_mask: optional forced fixations [T,B,2] and a [T] boolean mask of the steps at
+        which they replace the policy's choice.
+      init_fixations: [B,2] first fixation; default uniform in [−0.9, 0.9]² when training, else the centre.
+    """
+    batch = images.shape[0]
+    sample = train if sample_fixations is None else sample_fixations
+    if init_fixations is None:
+      if train:
+        init_fixations = jax.random.uniform(self.make_rng("fixation"), (batch, 2), minval=-0.9,
+                                            maxval=0.9)
+      else:
+        init_fixations = jnp.zeros((batch, 2), jnp.float32)
+    if fixations is None:
+      fixations = jnp.zeros((num_steps, batch, 2), jnp.float32)
+      fixation_mask = jnp.zeros((num_steps,), bool)
+    # Step 0 uses init_fixations unless a forced fixation is given for it.
+    forced0 = jnp.where(fixation_mask[0], fixations[0], init_fixations)
+    fixations = fixations.at[0].set(forced0)
+    fixation_mask = fixation_mask.at[0].set(True)
+
+    # Initial recurrent state: a learned h0 broadcast over the batch.
+    if self.core == "conv_gru":
+      side = self.sampler.out_size // 2 ** sum(1 for *_, pool in self.encoder1 if pool)
+      h0 = self.param("h0", nn.initializers.zeros, (1, side, side, self.core_features))
+    else:
+      h0 = jnp.tanh(self.param("h0", nn.initializers.normal(0.1), (1, self.core_features)))
+    h0 = jnp.broadcast_to(h0, (batch, *h0.shape[1:]))
+    ior0 = jnp.ones((batch, self.ior_size, self.ior_size), jnp.float32)
+
+    unroll = self.unroll
+    if unroll < 0:
+      unroll = True if jax.default_backend() == "cpu" else 1
+    elif unroll >= num_steps:
+      unroll = True  # a loop of one trip still pays the rolled-scan gradient cost on XLA:CPU
+    step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
+    scan = nn.scan(step_cls, variable_broadcast="params", variable_carry="batch_stats",
+                   split_rngs={"params": False, "fixation": True}, in_axes=(0, nn.broadcast),
+                   length=num_steps, unroll=unroll)
+    step = scan(num_classes=self.num_classes, sampler=self.sampler, encoder1=self.encoder1,
+                core=self.core, core_features=self.core_features, encoder2=self.encoder2,
+                norm=self.norm, dorsal_cfg=dict(self.dorsal or {}), mean=self.mean, std=self.std,
+                train=train, sample=sample, dtype=self.dtype, name="step")
+    _, outputs = step((h0, init_fixations, ior0), (fixations, fixation_mask), images)
+    return outputs

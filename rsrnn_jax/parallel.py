@@ -1,0 +1,75 @@
+"""Data parallelism: one mesh axis ``data`` over every device of every process.
+
+The successor of ``pmap``: parameters are replicated, batches are sharded along ``data``, and ``jax.jit``
+partitions the computation (gradients are averaged over the global batch by construction, BatchNorm statistics
+are global). The same code runs on 1 CPU, N GPUs, or M hosts after :func:`maybe_initialize_distributed`.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_ID")
+
+
+def maybe_initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                                 process_id: int | None = None) -> bool:
+  """Calls ``jax.distributed.initialize`` when given a coordinator or launched under a cluster manager.
+
+  Explicit arguments (the ``--coordinator_address/--num_processes/--process_id`` flags) take precedence;
+  otherwise JAX's cluster auto-detection (Slurm, Open MPI, TPU pods, ``JAX_COORDINATOR_ADDRESS``) is used.
+  Returns True when the process is part of a multi-process job.
+  """
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True
+  if any(k in os.environ for k in _CLUSTER_ENV) and int(os.environ.get("SLURM_NTASKS", "2")) > 1:
+    jax.distributed.initialize()
+    return True
+  return False
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  """A 1-D ``data`` mesh over all devices (``num_devices=0``) or over the first ``num_devices``."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f"config.num_devices={num_devices} but only {len(devices)} devices are visible")
+    if jax.process_count() > 1 and num_devices != len(devices):
+      raise ValueError("config.num_devices must be 0 (all devices) in a multi-process job")
+    devices = devices[:num_devices]
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def shard_batch(batch: dict, mesh) -> dict:
+  """Per-process numpy batch → global jax.Arrays sharded over ``data``."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(tree, mesh):
+  return jax.device_put(tree, replicated(mesh))
+
+
+def local_batch_size(global_batch_size: int, mesh) -> int:
+  """Checks that the global batch splits evenly over processes and devices; returns the per-process size."""
+  n_dev = mesh.devices.size
+  if global_batch_size % n_dev:
+    raise ValueError(f"batch size {global_batch_size} is not divisible by the {n_dev} devices; "
+                     f"use a multiple of {n_dev}")
+  return global_batch_size // jax.process_count()

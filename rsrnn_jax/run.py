@@ -1,0 +1,36 @@
+"""What ``launch.py`` calls: one entry point per mode, each taking a config and a workdir."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+
+from rsrnn_jax import configlib
+
+MODES = ("train", "eval")
+
+
+def main(config, workdir: str, mode: str = "train"):
+  if mode not in MODES:
+    raise ValueError(f"--mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
+  if not workdir:
+    raise ValueError("--workdir is required: a directory for checkpoints, metrics and results")
+  configlib.validate(config)  # before anything is written
+  if mode == "train":
+    from rsrnn_jax import train
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=1, default=str)
+    return train.train_and_evaluate(config, workdir)
+  from rsrnn_jax import evaluate
+  return evaluate.evaluate(config, workdir)
+
+
+def setup_logging():
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                      datefmt="%H:%M:%S")
+  for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,83 @@
+"""Glimpse samplers: how a model looks at the image around a fixation.
+
+A sampler is a small frozen dataclass over the pure functions of :mod:`rsrnn_jax.retina`:
+
+* ``glimpses(images, fix)``: the list of views the ventral stream sees (one for the retina and Crop-S,
+  two for Crop-D);
+* ``view_grid(fix, size)``: image coordinates of a ``size × size`` view, used to warp image-space maps
+  (inhibition of return) into the coordinates of the view the dorsal stream looks at;
+* ``view_to_image(u, fix)``: view coordinates → image coordinates, used to turn the chosen cell of the
+  dorsal probability map into the next fixation.
+
+Models hold a sampler built from the config (:func:`make_sampler`); nothing else branches on its kind.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+
+from rsrnn_jax import retina
+
+
+@dataclasses.dataclass(frozen=True)
+class RetinaSampler:
+  """Retinal transform: dense fovea at the fixation, sparse periphery (paper.md §1)."""
+  out_size: int
+  density_ratio: float
+
+  @property
+  def num_glimpses(self) -> int:
+    return 1
+
+  def glimpses(self, images, fix):
+    return [retina.retinal_transform(images, fix, out_size=self.out_size,
+                                     density_ratio=self.density_ratio)]
+
+  def view_grid(self, fix, size: int):
+    return retina.retina_grid(fix, out_size=size, density_ratio=self.density_ratio)
+
+  def view_to_image(self, u, fix):
+    return retina.retina_to_image(u, fix, density_ratio=self.density_ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSampler:
+  """Square crops centred at the fixation, one per scale (Crop-S: one scale; Crop-D: two).
+
+  Every crop is resampled to ``out_size × out_size``, so each scale gives the same number of samples.
+  The dorsal stream looks through the largest crop.
+  """
+  out_size: int
+  scales: Sequence[float]
+
+  @property
+  def num_glimpses(self) -> int:
+    return len(self.scales)
+
+  def glimpses(self, images, fix):
+    return [retina.crop(images, fix, scale=s, out_size=self.out_size) for s in self.scales]
+
+  def view_grid(self, fix, size: int):
+    return retina.crop_grid(fix, scale=max(self.scales), out_size=size)
+
+  def view_to_image(self, u, fix):
+    return retina.crop_to_image(u, fix, scale=max(self.scales))
+
+
+def make_sampler(cfg) -> RetinaSampler | CropSampler:
+  """Builds a sampler from ``config.model.sampler`` (fields: kind, out_size, density_ratio, scales)."""
+  if cfg.kind == "retina":
+    return RetinaSampler(out_size=int(cfg.out_size), density_ratio=float(cfg.density_ratio))
+  if cfg.kind == "crop":
+    return CropSampler(out_size=int(cfg.out_size), scales=tuple(float(s) for s in cfg.scales))
+  raise ValueError(f"unknown sampler kind {cfg.kind!r}; use 'retina' or 'crop'")
+
+
+def uniform_grid(size: int, batch_shape=()):
+  """The ``size × size`` grid of view coordinates (x, y) in [-1, 1], align_corners convention."""
+  lin = jnp.linspace(-1.0, 1.0, size)
+  xx, yy = jnp.meshgrid(lin, lin)  # xx varies along columns, yy along rows
+  grid = jnp.stack([xx, yy], axis=-1)
+  return jnp.broadcast_to(grid, (*batch_shape, size, size, 2))

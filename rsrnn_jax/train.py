@@ -1,0 +1,218 @@
+"""Training: state, losses (per-step cross-entropy + REINFORCE), the data-parallel step and the loop.
+
+The loop is resumable: the latest Orbax checkpoint in ``WORKDIR/checkpoints`` is restored automatically and the
+input pipeline restarts at the same batch, so ``kill -9`` followed by the same command finishes the same run.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from rsrnn_jax import checkpoints, configlib, data, parallel, writers
+from rsrnn_jax.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+# ----------------------------------------------------------------------------------------------- model / state
+
+def model_from_config(config, info=None):
+  info = info or data.dataset_info(config.data)
+  return build_model(config.model, num_classes=info.num_classes, mean=config.data.mean,
+                     std=config.data.std), info
+
+
+def learning_rate_schedule(cfg):
+  total = int(cfg.num_train_steps)
+  warmup = min(int(cfg.warmup_steps), max(total - 1, 0))
+  if cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(total, warmup + 1))
+  if cfg.schedule == "step":
+    boundaries = {int(b * total): 0.1 for b in cfg.lr_boundaries}
+    main = optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), main], [warmup])
+  raise ValueError(f"unknown schedule {cfg.schedule!r}; use 'cosine' or 'step'")
+
+
+def make_optimizer(cfg):
+  lr = learning_rate_schedule(cfg)
+  if cfg.optimizer == "adamw":
+    opt = optax.adamw(lr, weight_decay=cfg.weight_decay)
+  elif cfg.optimizer == "sgd":
+    opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                      optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
+  else:
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adamw' or 'sgd'")
+  if cfg.grad_clip:
+    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+  return opt
+
+
+def init_state(model, config, image_shape, rng) -> TrainState:
+  """Initialises parameters on a tiny batch (shapes do not depend on the batch size)."""
+  dummy = jnp.zeros((2, *image_shape), jnp.float32)
+  p_rng, f_rng = jax.random.split(rng)
+  variables = model.init({"params": p_rng, "fixation": f_rng}, dummy,
+                         num_steps=int(config.train.num_glimpses), train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables.get("batch_stats", {}),
+                           tx=make_optimizer(config.train))
+
+
+def abstract_state(model, config, image_shape) -> TrainState:
+  return jax.eval_shape(functools.partial(init_state, model, config, image_shape), jax.random.key(0))
+
+
+def variables_of(state):
+  v = {"params": state.params}
+  if state.batch_stats:
+    v["batch_stats"] = state.batch_stats
+  return v
+
+
+# --------------------------------------------------------------------------------------------------- losses
+
+def classification_loss(logits, labels, mask, loss_steps: str = "all"):
+  """Per-step cross-entropy, averaged over the (masked) batch and over steps (or the last step only)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :])  # [T,B]
+  ce = jnp.sum(ce * mask[None], axis=1) / jnp.maximum(jnp.sum(mask), 1.0)
+  return ce[-1] if loss_steps == "last" else jnp.mean(ce)
+
+
+def reinforce_loss(logits, labels, log_probs, baselines, mask):
+  """REINFORCE for the fixation policy with a learned baseline.
+
+  The action taken at step t chooses l_{t+1}; its return is the mean correctness of the later steps
+  G_t = mean_{s>t} 1[argmax p_s = y]. Loss = −E[(G_t − b_t) log π_t] + E[(G_t − b_t)²], with the advantage
+  detached. The last step's action is never used and gets no loss. Returns (policy_loss, baseline_loss).
+  """
+  num_steps = logits.shape[0]
+  if num_steps < 2:
+    return jnp.zeros(()), jnp.zeros(())
+  correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)  # [T,B]
+  future = jnp.cumsum(correct[::-1], axis=0)[::-1]  # sum_{s>=t}
+  counts = jnp.arange(num_steps, 0, -1, dtype=jnp.float32)[:, None]
+  returns = (future[1:] / counts[1:])  # mean over s>t for t = 0..T-2
+  b = baselines[:-1]
+  adv = jax.lax.stop_gradient(returns - b)
+  denom = jnp.maximum(jnp.sum(mask), 1.0) * (num_steps - 1)
+  policy = -jnp.sum(adv * log_probs[:-1] * mask[None]) / denom
+  baseline = jnp.sum((returns - b) ** 2 * mask[None]) / denom
+  return policy, baseline
+
+
+def per_step_correct(logits, labels, mask):
+  """Number of correct (masked) examples at each step: [T]."""
+  return jnp.sum((jnp.argmax(logits, -1) == labels[None]) * mask[None], axis=1)
+
+
+# --------------------------------------------------------------------------------------------- train step
+
+def train_step(state: TrainState, batch, rng, *, config):
+  """One optimiser step on a global batch (jit partitions it over the ``data`` axis)."""
+  cfg = config.train
+  mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+
+  def loss_fn(params):
+    variables = {"params": params}
+    mutable = []
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+      mutable = ["batch_stats"]
+    out, new_vars = state.apply_fn(variables, batch["image"], num_steps=int(cfg.num_glimpses),
+                                   train=True, rngs={"fixation": rng}, mutable=mutable)
+    ce = classification_loss(out["logits"], batch["label"], mask, cfg.loss_steps)
+    metrics = {"ce": ce}
+    loss = ce
+    if "log_probs" in out:
+      pol, base = reinforce_loss(out["logits"], batch["label"], out["log_probs"], out["baselines"], mask)
+      loss = loss + cfg.rl_weight * pol + cfg.baseline_weight * base
+      metrics.update(policy_loss=pol, baseline_loss=base)
+    metrics["loss"] = loss
+    return loss, (metrics, out["logits"], new_vars)
+
+  (_, (metrics, logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads)
+  if state.batch_stats:
+    state = state.replace(batch_stats=new_vars["batch_stats"])
+  n = jnp.maximum(jnp.sum(mask), 1.0)
+  metrics["accuracy_per_step"] = per_step_correct(logits, batch["label"], mask) / n
+  metrics["grad_norm"] = optax.global_norm(grads)
+  return state, metrics
+
+
+def make_train_step(config, mesh):
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(functools.partial(train_step, config=config),
+                 in_shardings=(rep, shard, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+# --------------------------------------------------------------------------------------------------- loop
+
+def train_and_evaluate(config, workdir: str):
+  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), then evaluates."""
+  configlib.validate(config)
+  info = data.dataset_info(config.data)
+  model, _ = model_from_config(config, info)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.local_batch_size(config.train.batch_size, mesh)
+  manager = checkpoints.manager(workdir, config, create=True)
+  meta = checkpoints.metadata(config, info)
+  checkpoints.check_compatible(manager, meta)
+
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  with jax.set_mesh(mesh):
+    state = parallel.replicate(init_state(model, config, info.image_shape, init_rng), mesh)
+    state = checkpoints.restore_latest(manager, state) or state
+    start = int(jax.device_get(state.step))
+    total = int(config.train.num_train_steps)
+    if start:
+      log.info("resumed from step %d in %s", start, workdir)
+    step_fn = make_train_step(config, mesh)
+    batches = data.train_batches(config.data, global_batch_size=config.train.batch_size,
+                                 seed=config.seed, start_step=start,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
+    writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+    progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
+    window_t, window_n = time.perf_counter(), 0
+    for step in range(start, total):
+      batch = parallel.shard_batch(next(batches), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
+      window_n += config.train.batch_size
+      done = step + 1
+      if done % config.train.log_every == 0 or done == total:
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - window_t
+        scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        scalars["images_per_sec"] = window_n / max(elapsed, 1e-9)
+        scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
+        acc = [float(a) for a in metrics["accuracy_per_step"]]
+        writer.write(done, scalars, accuracy_per_step=acc)
+        progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
+        window_t, window_n = time.perf_counter(), 0
+      else:
+        progress.update(done)
+      if manager.should_save(done) or done == total:
+        checkpoints.save(manager, done, state, meta)
+    manager.wait_until_finished()
+    progress.close()
+    writer.close()
+  results = None
+  if config.train.eval_at_end:
+    from rsrnn_jax import evaluate  # local import: evaluate imports this module
+    results = evaluate.evaluate(config, workdir)
+  return results
