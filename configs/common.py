@@ -4,6 +4,8 @@ Every field is documented here once; ``configs/demo.py`` and ``configs/imagenet.
 """
 import ml_collections
 
+from rsrnn_jax import data
+
 
 def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_ratio: float = 10.0):
   """Model fields for ``name`` at base width ``width`` (64 = the paper's VGG-8: 64-128-256-512)."""
@@ -34,21 +36,15 @@ def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_rati
   return m
 
 
-def get_base_config():
+def get_base_config(data_name: str = "cluttered_fashion_mnist"):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_devices = 0            # 0 = every device of every process; n = the first n (single process)
 
-  c.data = ml_collections.ConfigDict(dict(
-      name="cluttered_fashion_mnist",
-      data_dir=None,           # TFDS data dir (None: ~/tensorflow_datasets)
-      source_dir=None,         # Fashion-MNIST idx folder (None: the Debian package's)
-      canvas_size=96, num_clutter=8, clutter_size=9,
-      image_size=224, eval_resize=256,
-      cache_in_memory=True, num_workers=0,
-      train_split="train", eval_split="test",
-      mean=(0.5,), std=(0.25,),  # per-channel normalisation applied inside the model
-  ))
+  # Data fields are documented in rsrnn_jax/data/pipeline.py; mean/std normalise inside the model.
+  c.data = data.default_data_config(data_name)
+  c.data.mean = (0.5,)
+  c.data.std = (0.25,)
 
   c.model = model_preset("rsrnn")
 
@@ -64,6 +60,7 @@ def get_base_config():
       momentum=0.9,
       weight_decay=1e-4,
       grad_clip=1.0,           # global-norm clipping (0 = off)
+      init_fixation="random",  # random: uniform in [-0.9, 0.9]² (the authors' code) | center
       loss_steps="all",        # all: CE averaged over steps | last: CE on the last step only
       rl_weight=1.0,           # REINFORCE weight for the fixation policy
       baseline_weight=1.0,     # MSE weight of the learned reward baseline

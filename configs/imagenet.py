@@ -22,12 +22,11 @@ TRAIN_IMAGES = 126689  # ImageNet100 train split size with the paper's class lis
 def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
   model = args.get("model", "rsrnn")
-  c = common.get_base_config()
-  c.data.name = "imagenet100"
+  c = common.get_base_config("imagenet100")
   c.data.image_size = 224 if model == "ff_cnn" else 336
   c.data.eval_resize = 256 if model == "ff_cnn" else 384
-  c.data.cache_in_memory = False
   c.data.num_workers = 16
+  c.data.prefetch = 4
   c.data.mean, c.data.std = IMAGENET_MEAN, IMAGENET_STD
 
   c.model = common.model_preset(model, width=64, out_size=64, density_ratio=10.0)

@@ -19,6 +19,8 @@ def validate(config) -> None:
   _require(int(t.warmup_steps) >= 0, f"config.train.warmup_steps must be >= 0, got {t.warmup_steps!r}")
   _require(float(t.learning_rate) > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate!r}")
   _require(t.loss_steps in ("all", "last"), f"config.train.loss_steps must be 'all' or 'last', got {t.loss_steps!r}")
+  _require(t.init_fixation in ("random", "center"),
+           f"config.train.init_fixation must be 'random' or 'center', got {t.init_fixation!r}")
   _require(t.optimizer in ("adamw", "sgd"), f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
   _require(t.schedule in ("cosine", "step"), f"config.train.schedule must be 'cosine' or 'step', got {t.schedule!r}")
   for key in ("num_glimpses", "batch_size"):

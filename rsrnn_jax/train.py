@@ -132,8 +132,11 @@ def train_step(state: TrainState, batch, rng, *, config):
     if state.batch_stats:
       variables["batch_stats"] = state.batch_stats
       mutable = ["batch_stats"]
+    kwargs = {}
+    if cfg.init_fixation == "center":
+      kwargs["init_fixations"] = jnp.zeros((batch["image"].shape[0], 2), jnp.float32)
     out, new_vars = state.apply_fn(variables, batch["image"], num_steps=int(cfg.num_glimpses),
-                                   train=True, rngs={"fixation": rng}, mutable=mutable)
+                                   train=True, rngs={"fixation": rng}, mutable=mutable, **kwargs)
     ce = classification_loss(out["logits"], batch["label"], mask, cfg.loss_steps)
     metrics = {"ce": ce}
     loss = ce
@@ -186,31 +189,33 @@ def train_and_evaluate(config, workdir: str):
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size,
                                  seed=config.seed, start_step=start,
                                  process_index=jax.process_index(), process_count=jax.process_count())
-    writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
     progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
     window_t, window_n = time.perf_counter(), 0
-    for step in range(start, total):
-      batch = parallel.shard_batch(next(batches), mesh)
-      state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
-      window_n += config.train.batch_size
-      done = step + 1
-      if done % config.train.log_every == 0 or done == total:
-        metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - window_t
-        scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-        scalars["images_per_sec"] = window_n / max(elapsed, 1e-9)
-        scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
-        acc = [float(a) for a in metrics["accuracy_per_step"]]
-        writer.write(done, scalars, accuracy_per_step=acc)
-        progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
-        window_t, window_n = time.perf_counter(), 0
-      else:
-        progress.update(done)
-      if manager.should_save(done) or done == total:
-        checkpoints.save(manager, done, state, meta)
-    manager.wait_until_finished()
-    progress.close()
-    writer.close()
+    try:
+      for step in range(start, total):
+        batch = parallel.shard_batch(next(batches), mesh)
+        state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
+        window_n += config.train.batch_size
+        done = step + 1
+        if done % config.train.log_every == 0 or done == total:
+          metrics = jax.device_get(metrics)
+          elapsed = time.perf_counter() - window_t
+          scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+          scalars["images_per_sec"] = window_n / max(elapsed, 1e-9)
+          scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
+          acc = [float(a) for a in metrics["accuracy_per_step"]]
+          writer.write(done, scalars, accuracy_per_step=acc)
+          progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
+          window_t, window_n = time.perf_counter(), 0
+        else:
+          progress.update(done)
+        if done % config.train.checkpoint_every == 0 or done == total:
+          checkpoints.save(manager, done, state, meta)
+    finally:  # an interrupted run still commits the checkpoint being written
+      manager.wait_until_finished()
+      progress.close()
+      writer.close()
   results = None
   if config.train.eval_at_end:
     from rsrnn_jax import evaluate  # local import: evaluate imports this module

@@ -11,13 +11,19 @@ from tqdm import tqdm
 class MetricWriter:
   """Appends ``{"step": s, **scalars}`` to ``WORKDIR/metrics.jsonl`` and writes TensorBoard scalars."""
 
-  def __init__(self, workdir: str, *, enabled: bool = True, filename: str = "metrics.jsonl"):
+  def __init__(self, workdir: str, *, enabled: bool = True, filename: str = "metrics.jsonl",
+               resume_step: int | None = None):
     self.enabled = enabled
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     self._path = os.path.join(workdir, filename)
+    if resume_step is not None and os.path.exists(self._path):
+      # Steps after the restored checkpoint are trained again: drop their stale records.
+      kept = [r for r in read_metrics(workdir, filename) if r.get("step", 0) <= resume_step]
+      with open(self._path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))

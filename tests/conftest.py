@@ -8,3 +8,21 @@ import jax  # noqa: E402
 
 # Most tests are dominated by compile time of tiny models; skip the expensive XLA passes.
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+  """A tiny Fashion-MNIST-like source (96 train / 32 test items, learnable: class = brightness band) and a
+  TFDS data dir, so training tests never need the real data set."""
+  from rsrnn_jax.data import fashion_mnist
+  folder = tmp_path_factory.mktemp("fmnist")
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 96), ("test", 32)):
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    images = (rng.integers(0, 20, (n, 28, 28)) + 20 * labels[:, None, None] + 40).astype(np.uint8)
+    fashion_mnist.write_idx(folder, split, images, labels)
+  return {"source_dir": str(folder), "data_dir": str(tmp_path_factory.mktemp("tfds"))}

@@ -148,7 +148,13 @@ class GlimpseRNN(nn.Module):
     elif unroll >= num_steps:
       unroll = True  # a loop of one trip still pays the rolled-scan gradient cost on XLA:CPU
     step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
-    scan = nn.scan(step_cls, variable_broadcast="params", variable_carry="batch_stats",
+    # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
+    # to step when training updates them, and read-only (broadcast) in evaluation.
+    if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+      broadcast, carry = "params", "batch_stats"
+    else:
+      broadcast, carry = ("params", "batch_stats"), False
+    scan = nn.scan(step_cls, variable_broadcast=broadcast, variable_carry=carry,
                    split_rngs={"params": False, "fixation": True}, in_axes=(0, nn.broadcast),
                    length=num_steps, unroll=unroll)
     step = scan(num_classes=self.num_classes, sampler=self.sampler, encoder1=self.encoder1,

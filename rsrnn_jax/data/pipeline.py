@@ -1,0 +1,452 @@
+"""Input pipeline: TFDS (array_record, no TensorFlow) + grain, numpy batches for the training loop.
+
+Public API
+  ``default_data_config(name)`` -> ConfigDict with every field below (configs/ start from it).
+  ``dataset_info(data_config)`` -> ``DatasetInfo`` (num_classes, image_shape fed to the model, split sizes, names).
+  ``train_batches(data_config, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1)``
+      infinite iterator of {'image': float32 [b, H, W, C] in [0, 1], 'label': int32 [b]}, b = global / processes.
+  ``eval_batches(data_config, *, global_batch_size, split=None, process_index=0, process_count=1,
+                 max_examples=None)``
+      finite iterator of the same plus 'mask': float32 [b] (1 = real example, 0 = padding).
+Images are not normalised (mean/std live in the model).
+
+``data_config`` fields
+  name             'cluttered_fashion_mnist' | 'imagenet100'.
+  data_dir         TFDS data dir the prepared datasets live in (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  source_dir       cluttered: folder with the four Fashion-MNIST idx files (None: the Debian package's folder,
+                   installed on demand when running as root; see ``fashion_mnist.find_fashion_mnist``).
+  manual_dir       imagenet100: folder with ILSVRC2012_img_{train,val}.tar (None: <data_dir>/downloads/manual).
+  canvas_size      cluttered: canvas side S; images are (S, S, 1).
+  num_clutter      cluttered: clutter fragments per image.
+  clutter_size     cluttered: side of each fragment (px).
+  clutter_seed     cluttered: generation seed (0 = the published builder configs).
+  image_size       imagenet100: side of the model input: RandomResizedCrop size (train) / centre crop (eval).
+  eval_resize      imagenet100: eval resizes the shorter side to this before the centre crop (336/384 paper).
+  cache_in_memory  decode the whole split once into a uint8 array and batch from memory (cluttered: ~550 MB
+                   for 60k 96² images, the fast choice; needs fixed-size images, so not for imagenet100).
+  num_workers      grain worker processes decoding/augmenting batches (0 = in the training process; ignored
+                   with cache_in_memory, where batching is a numpy gather).
+  prefetch         batches prepared ahead by background threads (per worker with num_workers > 0; 0 = off).
+  train_split      TFDS split (slicing allowed, e.g. 'train[:50000]') used by ``train_batches``.
+  eval_split       split used by ``eval_batches`` when ``split`` is None.
+Other fields (e.g. the model's ``mean``/``std``) are allowed and ignored here.
+
+Order and sharding. Example positions form one global stream per seed: ``grain.MapDataset.range(N)
+.shuffle(seed).repeat()`` (a fresh permutation each epoch). Global batch k holds positions
+[k·G, (k+1)·G); process p takes the contiguous block [k·G + p·b, k·G + (p+1)·b), so the processes' shards are
+disjoint and concatenated in process order they are exactly the single-process batch. ``start_step=k`` starts at
+batch k by index arithmetic (nothing before it is read). Augmentation draws from
+``default_rng([aug_seed, position])``: it depends on (seed, position in the stream) only, not on the number of
+processes or workers. Workers (``mp_prefetch``) each build whole batches, so their number does not change the
+output either.
+
+Eval: positions 0..n-1 of the split in order (n = max_examples if given and smaller), cut into
+ceil(n / G) global batches, same contiguous per-process blocks; positions ≥ n are zero images with mask 0.
+Every process gets the same number of batches (needed for collectives), every example appears exactly once.
+
+Preparation. The first use of a dataset runs ``download_and_prepare`` into data_dir (logged). Concurrent
+processes take an exclusive ``fcntl.flock`` on ``<data_dir>/.<dataset>-<config>-<version>.lock`` and re-check
+before preparing, so on one machine (or a shared file system with working locks) exactly one process prepares
+while the others wait and then reuse it. TFDS itself writes into a uniquely named temporary folder renamed
+into place at the end, so a reader never sees a half-written dataset; if locks do not work across hosts and two
+hosts race, the loser's rename fails and it reuses the winner's copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import math
+import os
+import pathlib
+import sys
+import time
+from concurrent import futures
+from typing import Any, Iterator
+
+import grain
+import ml_collections
+from absl import flags
+import numpy as np
+import tensorflow_datasets as tfds
+from ml_collections import config_dict
+from PIL import Image
+
+from rsrnn_jax.data import cluttered, imagenet100, transforms
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cluttered_fashion_mnist", "imagenet100")
+_CACHE: dict[tuple, "_ArraySource"] = {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config and metadata.
+
+
+def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections.ConfigDict:
+  """Every data field with its default for ``name`` (see the module docstring for their meaning)."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+  is_cluttered = name == "cluttered_fashion_mnist"
+  return ml_collections.ConfigDict(dict(
+      name=name,
+      data_dir=config_dict.placeholder(str),
+      source_dir=config_dict.placeholder(str),
+      manual_dir=config_dict.placeholder(str),
+      canvas_size=96,
+      num_clutter=8,
+      clutter_size=9,
+      clutter_seed=0,
+      image_size=336,
+      eval_resize=384,
+      cache_in_memory=is_cluttered,
+      num_workers=0 if is_cluttered else min(8, os.cpu_count() or 1),  # never changes the batches
+      prefetch=2,
+      train_split="train",
+      eval_split="test" if is_cluttered else "validation",
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]  # (H, W, C) of the batches' images, as fed to the model
+  num_train: int                     # examples in train_split
+  num_eval: int                      # examples in eval_split
+  class_names: tuple[str, ...]
+
+
+def _get(cfg, field: str, default: Any = None) -> Any:
+  value = cfg.get(field, default) if hasattr(cfg, "get") else getattr(cfg, field, default)
+  return default if value is None else value
+
+
+def _check(cfg) -> str:
+  name = _get(cfg, "name")
+  if name not in DATASETS:
+    raise ValueError(f"data.name must be one of {DATASETS}, got {name!r}")
+  return name
+
+
+def data_dir(cfg) -> pathlib.Path:
+  """The TFDS data dir of ``cfg`` (``data_dir`` or $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+  d = _get(cfg, "data_dir") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  return pathlib.Path(d).expanduser()
+
+
+class _Task:
+  """Per-dataset decoding and preprocessing."""
+  channels: int
+  image_shape: tuple[int, int, int]
+  augments: bool = False
+
+  def train(self, data, rng: np.random.Generator) -> np.ndarray:
+    raise NotImplementedError
+
+  def eval(self, data) -> np.ndarray:
+    raise NotImplementedError
+
+
+class _ClutteredTask(_Task):
+  channels = 1
+
+  def __init__(self, cfg):
+    s = int(_get(cfg, "canvas_size", 96))
+    self.image_shape = (s, s, 1)
+
+  def train(self, data, rng):
+    del rng  # no augmentation: the task is already randomised by construction
+    return transforms.decode(data, 1)
+
+  def eval(self, data):
+    return transforms.decode(data, 1)
+
+
+class _ImagenetTask(_Task):
+  channels = 3
+  augments = True
+
+  def __init__(self, cfg):
+    self.size = int(_get(cfg, "image_size", 336))
+    self.resize = int(_get(cfg, "eval_resize", 384))
+    if self.resize < self.size:
+      raise ValueError(f"eval_resize ({self.resize}) must be >= image_size ({self.size})")
+    self.image_shape = (self.size, self.size, 3)
+
+  @staticmethod
+  def _pil(data):
+    if isinstance(data, np.ndarray):  # already decoded (tfds.testing.mock_data)
+      return Image.fromarray(data.reshape(data.shape[0], data.shape[1], -1)[..., :3]).convert("RGB")
+    return transforms.decode_pil(bytes(data), 3)
+
+  def train(self, data, rng):
+    return transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3)
+
+  def eval(self, data):
+    return transforms.to_array(transforms.resize_center_crop(self._pil(data), self.resize, self.size), 3)
+
+
+def _task(cfg) -> _Task:
+  return _ClutteredTask(cfg) if _check(cfg) == "cluttered_fashion_mnist" else _ImagenetTask(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Builders and preparation.
+
+
+def _make_builder(cfg) -> tfds.core.DatasetBuilder:
+  name = _check(cfg)
+  if name == "cluttered_fashion_mnist":
+    config = cluttered.config_for(int(_get(cfg, "canvas_size", 96)), int(_get(cfg, "num_clutter", 8)),
+                                  int(_get(cfg, "clutter_size", 9)), int(_get(cfg, "clutter_seed", 0)))
+    return cluttered.ClutteredFashionMnist(config=config, data_dir=data_dir(cfg),
+                                           source_dir=_get(cfg, "source_dir"))
+  return imagenet100.Imagenet100(data_dir=data_dir(cfg))
+
+
+def _is_prepared(builder) -> bool:
+  return (pathlib.Path(builder.data_dir) / "dataset_info.json").is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare(cfg) -> tfds.core.DatasetBuilder:
+  """Builder of ``cfg``'s dataset, prepared (generated into data_dir on first use, under a file lock)."""
+  builder = _make_builder(cfg)
+  if _is_prepared(builder):
+    return builder
+  cfg_name = builder.builder_config.name if builder.builder_config else "default"
+  lock = data_dir(cfg) / f".{builder.name}-{cfg_name}-{builder.version}.lock"
+  with _file_lock(lock):
+    builder = _make_builder(cfg)  # another process may have finished while we waited
+    if not _is_prepared(builder):
+      log.info("Preparing TFDS dataset %s/%s into %s (first use; later runs reuse it)",
+               builder.name, cfg_name, data_dir(cfg))
+      start = time.perf_counter()
+      manual_dir = _get(cfg, "manual_dir")
+      dl_config = tfds.download.DownloadConfig(manual_dir=os.fspath(pathlib.Path(manual_dir).expanduser())
+                                               if manual_dir else None)
+      try:
+        builder.download_and_prepare(download_config=dl_config)
+      except OSError:
+        if not _is_prepared(_make_builder(cfg)):  # a racing host may have renamed its copy into place
+          raise
+      log.info("Prepared %s/%s in %.1f s", builder.name, cfg_name, time.perf_counter() - start)
+  return _make_builder(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources.
+
+
+class _RecordSource:
+  """(encoded image, label) records of one split; decoding is left to the task (faster than TFDS's)."""
+
+  def __init__(self, builder, split: str):
+    self._batched = True
+    try:
+      self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+      self._probe()
+    except ModuleNotFoundError:  # tfds.testing.mock_data needs TF to encode its fakes: let TFDS decode
+      self._ds = builder.as_data_source(split)
+      self._probe()
+
+  def _probe(self):
+    if len(self._ds):
+      try:
+        self._ds.__getitems__([0])
+      except TypeError:  # mock_data's batched read is broken: read one by one
+        self._batched = False
+        self._ds[0]
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def fetch(self, indices) -> tuple[list, np.ndarray]:
+    indices = [int(i) for i in indices]
+    records = self._ds.__getitems__(indices) if self._batched else [self._ds[i] for i in indices]
+    return [r["image"] for r in records], np.array([int(r["label"]) for r in records], np.int32)
+
+
+@dataclasses.dataclass
+class _ArraySource:
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def _decode_split(source: _RecordSource, task: _Task, chunk: int = 1024, threads: int = 2) -> _ArraySource:
+  n = len(source)
+  images = np.empty((n, *task.image_shape), np.uint8)
+  labels = np.empty((n,), np.int32)
+
+  def work(start: int) -> None:
+    stop = min(start + chunk, n)
+    data, labels[start:stop] = source.fetch(range(start, stop))
+    for i, d in enumerate(data, start):
+      images[i] = task.eval(d)
+
+  with futures.ThreadPoolExecutor(threads) as pool:  # zlib (PNG) and PIL release the GIL
+    for _ in pool.map(work, range(0, n, chunk)):
+      pass
+  return _ArraySource(images, labels)
+
+
+def _source(cfg, builder, split: str, task: _Task):
+  if not _get(cfg, "cache_in_memory", False):
+    return _RecordSource(builder, split)
+  if task.augments:
+    raise ValueError(f"cache_in_memory needs fixed-size, unaugmented images; set it False for {_check(cfg)}")
+  key = (os.fspath(builder.data_dir), split, task.image_shape)
+  if key not in _CACHE:
+    start = time.perf_counter()
+    _CACHE[key] = _decode_split(_RecordSource(builder, split), task)
+    log.info("Decoded %s[%s] into memory: %d images, %.0f MB, %.1f s", builder.name, split, len(_CACHE[key]),
+             _CACHE[key].images.nbytes / 2**20, time.perf_counter() - start)
+  return _CACHE[key]
+
+
+def clear_cache() -> None:
+  """Frees the decoded splits kept by ``cache_in_memory``."""
+  _CACHE.clear()
+
+
+def dataset_info(cfg) -> DatasetInfo:
+  """Sizes and shapes of ``cfg``'s dataset (prepares it on first use)."""
+  task = _task(cfg)
+  builder = prepare(cfg)
+  names = tuple(builder.info.features["label"].names)
+  return DatasetInfo(
+      name=_check(cfg), num_classes=len(names), image_shape=task.image_shape,
+      num_train=len(builder.as_data_source(_get(cfg, "train_split", "train"))),
+      num_eval=len(builder.as_data_source(_get(cfg, "eval_split", "test"))),
+      class_names=names)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batches.
+
+
+def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"bad process_index={process_index} / process_count={process_count}")
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
+  return global_batch_size // process_count
+
+
+def _to_float(images: np.ndarray) -> np.ndarray:
+  return np.multiply(images, np.float32(1 / 255), dtype=np.float32)
+
+
+def _derived_seed(seed: int, purpose: int) -> int:
+  return int(np.random.SeedSequence([int(seed) % 2**63, purpose]).generate_state(1)[0])
+
+
+class _TrainBatch:
+  """Batch ``step`` of this process (picklable, for grain worker processes)."""
+
+  def __init__(self, source, task: _Task, order, global_batch: int, local_batch: int, process_index: int,
+               aug_seed: int):
+    self.source, self.task, self.order = source, task, order
+    self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
+    self.aug_seed = aug_seed
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    first = step * self.global_batch + self.process_index * self.local_batch
+    positions = range(first, first + self.local_batch)
+    indices = np.array([self.order[p] for p in positions], np.int64)
+    if isinstance(self.source, _ArraySource):
+      images, labels = self.source.images[indices], self.source.labels[indices]
+    else:
+      data, labels = self.source.fetch(indices)
+      images = np.stack([self.task.train(d, np.random.default_rng([self.aug_seed, p]))
+                         for d, p in zip(data, positions)])
+    return {"image": _to_float(images), "label": labels.astype(np.int32)}
+
+
+class _EvalBatch:
+  """Eval batch ``k`` of this process, zero-padded past the last example."""
+
+  def __init__(self, source, task: _Task, num_examples: int, global_batch: int, local_batch: int,
+               process_index: int):
+    self.source, self.task, self.num_examples = source, task, num_examples
+    self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
+
+  def __call__(self, k: int) -> dict[str, np.ndarray]:
+    first = k * self.global_batch + self.process_index * self.local_batch
+    positions = np.arange(first, first + self.local_batch)
+    valid = positions < self.num_examples
+    images = np.zeros((self.local_batch, *self.task.image_shape), np.uint8)
+    labels = np.zeros((self.local_batch,), np.int32)
+    indices = positions[valid]
+    if len(indices):
+      if isinstance(self.source, _ArraySource):
+        images[valid], labels[valid] = self.source.images[indices], self.source.labels[indices]
+      else:
+        data, labels[valid] = self.source.fetch(indices)
+        images[valid] = np.stack([self.task.eval(d) for d in data])
+    return {"image": _to_float(images), "label": labels, "mask": valid.astype(np.float32)}
+
+
+def _iterate(cfg, batches: grain.MapDataset, source) -> Iterator[dict[str, np.ndarray]]:
+  prefetch = int(_get(cfg, "prefetch", 2))
+  workers = 0 if isinstance(source, _ArraySource) else int(_get(cfg, "num_workers", 0))
+  read = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+  ds = batches.to_iter_dataset(read)
+  if workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's worker setup reads absl flags; outside absl.app use defaults
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(prefetch, 1)))
+  return iter(ds)
+
+
+def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite iterator of this process's training batches, from global batch ``start_step`` on.
+
+  Deterministic in (data config, seed, global_batch_size, step); see the module docstring.
+  """
+  local = _local_batch_size(global_batch_size, process_index, process_count)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}")
+  task = _task(cfg)
+  builder = prepare(cfg)
+  source = _source(cfg, builder, _get(cfg, "train_split", "train"), task)
+  if len(source) == 0:
+    raise ValueError(f"{_check(cfg)}: the train split is empty")
+  order = grain.MapDataset.range(len(source)).shuffle(seed=_derived_seed(seed, 0) % 2**32).repeat()
+  load = _TrainBatch(source, task, order, global_batch_size, local, process_index, _derived_seed(seed, 1))
+  steps = grain.MapDataset.range(start_step, sys.maxsize // (2 * global_batch_size)).map(load)
+  return _iterate(cfg, steps, source)
+
+
+def eval_batches(cfg, *, global_batch_size: int, split: str | None = None, process_index: int = 0,
+                 process_count: int = 1, max_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This process's batches of ``split`` (default ``eval_split``), each example once over all processes.
+
+  ``max_examples`` (None or 0 = all) keeps the first N examples of the split.
+  """
+  local = _local_batch_size(global_batch_size, process_index, process_count)
+  task = _task(cfg)
+  builder = prepare(cfg)
+  source = _source(cfg, builder, split or _get(cfg, "eval_split", "test"), task)
+  n = len(source) if not max_examples else min(int(max_examples), len(source))
+  load = _EvalBatch(source, task, n, global_batch_size, local, process_index)
+  steps = grain.MapDataset.range(math.ceil(n / global_batch_size)).map(load)
+  return _iterate(cfg, steps, source)
+

@@ -1,0 +1,43 @@
+"""Tiny configs shared by the tests (widths small enough to compile in seconds)."""
+import ml_collections
+
+from configs import common
+
+
+def tiny_config(model: str = "rsrnn", **overrides):
+  c = common.get_base_config()
+  c.data.name = "cluttered_fashion_mnist"
+  c.data.canvas_size = 32
+  c.data.num_clutter = 2
+  c.data.clutter_size = 5
+  c.data.mean, c.data.std = (0.1,), (0.25,)
+  c.model = common.model_preset(model, width=4, out_size=16, density_ratio=4.0)
+  c.model.encoder1 = ((4, 1, 1), (8, 1, 1))     # 16×16 glimpse → 4×4×8
+  c.model.core_features = 8
+  c.model.encoder2 = ((8, 1, 0),)
+  c.model.ior_size = 8
+  c.model.dorsal.saliency_size = 4
+  c.model.dorsal.hidden = 4
+  c.model.stages = ((4, 1, 1), (8, 1, 1), (8, 1, 1))
+  c.train.batch_size = 8
+  c.train.num_train_steps = 4
+  c.train.num_glimpses = 3
+  c.train.warmup_steps = 1
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.train.eval_at_end = False
+  c.eval.num_glimpses = 4
+  c.eval.batch_size = 8
+  c.eval.max_examples = 16
+  c.eval.num_figure_images = 2
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def as_config(d) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)

@@ -1,0 +1,168 @@
+"""Training: losses, the data-parallel step (1 vs 4 devices), checkpoint save/restore and resume."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsrnn_jax import checkpoints, data, evaluate, train, writers
+from tests.helpers import tiny_config
+
+
+def _config(tiny_data, **overrides):
+  c = tiny_config(**overrides)
+  c.data.source_dir = tiny_data["source_dir"]
+  c.data.data_dir = tiny_data["data_dir"]
+  return c
+
+
+# --------------------------------------------------------------------------------------------------- losses
+
+def test_reinforce_loss_matches_hand_computation():
+  # T=3, B=2, 2 classes. Correct: ex0 at steps [1,0,1], ex1 at [0,1,1].
+  logits = jnp.array([[[2., 0.], [2., 0.]],
+                      [[0., 2.], [0., 2.]],
+                      [[2., 0.], [0., 2.]]])
+  labels = jnp.array([0, 1])
+  log_probs = jnp.array([[-1., -2.], [-0.5, -1.5], [-9., -9.]])
+  baselines = jnp.array([[0.25, 0.5], [0.0, 1.0], [3., 3.]])
+  mask = jnp.ones(2)
+  policy, base = train.reinforce_loss(logits, labels, log_probs, baselines, mask)
+  # Returns G_t = mean correctness of steps > t: ex0: G0=(0+1)/2=.5, G1=1; ex1: G0=(1+1)/2=1, G1=1.
+  # Advantages: ex0: .5-.25=.25, 1-0=1; ex1: 1-.5=.5, 1-1=0.
+  want_policy = -(0.25 * -1 + 1 * -0.5 + 0.5 * -2 + 0 * -1.5) / 4
+  want_base = (0.25 ** 2 + 1 ** 2 + 0.5 ** 2 + 0 ** 2) / 4
+  np.testing.assert_allclose(policy, want_policy, rtol=1e-6)
+  np.testing.assert_allclose(base, want_base, rtol=1e-6)
+  # The last step's action is never rewarded; a single step has no policy loss.
+  p1, b1 = train.reinforce_loss(logits[:1], labels, log_probs[:1], baselines[:1], mask)
+  assert float(p1) == 0.0 and float(b1) == 0.0
+
+
+def test_classification_loss_all_vs_last_steps_and_mask():
+  logits = jnp.array([[[5., 0.]], [[0., 5.]]])  # step 1 right, step 2 wrong for label 0
+  labels = jnp.array([0])
+  all_steps = train.classification_loss(logits, labels, jnp.ones(1), "all")
+  last = train.classification_loss(logits, labels, jnp.ones(1), "last")
+  assert float(last) > float(all_steps) > 0
+  padded = train.classification_loss(jnp.concatenate([logits, logits], 1), jnp.array([0, 1]),
+                                     jnp.array([1., 0.]), "all")
+  np.testing.assert_allclose(padded, all_steps, rtol=1e-6)
+
+
+def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data):
+  c = _config(tiny_data, **{"train.learning_rate": 2e-2, "train.warmup_steps": 0, "train.num_train_steps": 1000})
+  model, info = train.model_from_config(c)
+  state = train.init_state(model, c, info.image_shape, jax.random.key(0))
+  batch = {k: jnp.asarray(v) for k, v in next(data.train_batches(c.data, global_batch_size=16, seed=0)).items()}
+  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  losses = []
+  for i in range(30):
+    state, m = step(state, batch, jax.random.key(0))  # same key: same fixations, a fixed objective
+    losses.append(float(m["ce"]))
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------------- data parallelism
+
+def _run(c, workdir):
+  train.train_and_evaluate(c, str(workdir))
+  return writers.read_metrics(str(workdir))
+
+
+@pytest.mark.parametrize("model", ["rsrnn", "ff_cnn"])
+def test_one_and_four_devices_give_the_same_training(tiny_data, tmp_path, model):
+  assert jax.device_count() == 4
+  c = _config(tiny_data, model=model, **{"train.log_every": 1})
+  if model == "ff_cnn":
+    c.model.norm = "batch"  # global BatchNorm statistics under jit must not depend on the device count
+  runs = []
+  for n in (1, 4):
+    c.num_devices = n
+    runs.append(_run(c, tmp_path / f"d{n}"))
+  for a, b in zip(*runs):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(a["accuracy_per_step"], b["accuracy_per_step"], atol=1e-6)
+  assert len(runs[0]) == c.train.num_train_steps
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+  c = _config(tiny_data, **{"train.num_train_steps": 4, "train.checkpoint_every": 2})
+  _run(c, tmp_path / "straight")
+
+  real = data.train_batches
+
+  def dies_after_three(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == 3:
+        raise _Interrupt()  # after steps 1..3: checkpoint 2 exists, step 3 is lost
+      yield batch
+
+  monkeypatch.setattr(data, "train_batches", dies_after_three)
+  with pytest.raises(_Interrupt):
+    _run(c, tmp_path / "resumed")
+  monkeypatch.setattr(data, "train_batches", real)
+  mgr = checkpoints.manager(str(tmp_path / "resumed"), c)
+  assert mgr.all_steps() == [2]
+  _run(c, tmp_path / "resumed")  # the same command again continues from step 2
+
+  def final_params(workdir):
+    model, info = train.model_from_config(c)
+    like = train.init_state(model, c, info.image_shape, jax.random.key(1))
+    m = checkpoints.manager(str(workdir), c)
+    return checkpoints.restore(m, m.latest_step(), like)
+
+  a, b = final_params(tmp_path / "straight"), final_params(tmp_path / "resumed")
+  assert int(a.step) == int(b.step) == 4
+  for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
+  c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2,
+                            "train.keep_checkpoints": 2, "train.eval_at_end": True})
+  train.train_and_evaluate(c, str(tmp_path))
+  assert checkpoints.manager(str(tmp_path), c).all_steps() == [4, 6]
+  with open(tmp_path / "eval" / "results.json") as f:
+    res = json.load(f)
+  assert len(res["accuracy_per_step"]) == c.eval.num_glimpses  # T_eval > T_train
+  assert res["num_examples"] == c.eval.max_examples and res["step"] == 6
+  for name in ("accuracy_per_step.png", "fixations.png"):
+    assert os.path.getsize(tmp_path / "eval" / name) > 1000
+  lines = writers.read_metrics(str(tmp_path))
+  assert {"loss", "ce", "policy_loss", "images_per_sec", "learning_rate", "accuracy_per_step"} <= set(lines[-1])
+  assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_eval_refuses_a_checkpoint_of_another_model(tiny_data, tmp_path):
+  c = _config(tiny_data, **{"train.num_train_steps": 2})
+  train.train_and_evaluate(c, str(tmp_path))
+  other = _config(tiny_data, **{"model.core_features": 16})
+  with pytest.raises(ValueError, match="core_features"):
+    evaluate.load_model(other, str(tmp_path))
+  with pytest.raises(ValueError, match="different model"):
+    train.train_and_evaluate(other, str(tmp_path))  # training into it is refused too, nothing overwritten
+  assert checkpoints.manager(str(tmp_path), c).all_steps() == [2]
+  # An explicit checkpoint path (a step directory) works from any workdir.
+  c.eval.checkpoint_path = str(tmp_path / "checkpoints" / "2")
+  _, state, _, _ = evaluate.load_model(c, str(tmp_path / "elsewhere"))
+  assert int(state.step) == 2
+  with pytest.raises(FileNotFoundError, match="train first"):
+    evaluate.load_model(_config(tiny_data), str(tmp_path / "empty"))
+
+
+def test_metric_log_drops_records_of_steps_trained_again(tmp_path):
+  w = writers.MetricWriter(str(tmp_path))
+  for s in (1, 2, 3):
+    w.write(s, {"loss": s})
+  w.close()
+  writers.MetricWriter(str(tmp_path), resume_step=2).close()
+  assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1, 2]
