@@ -27,15 +27,14 @@ import jax
 import jax.numpy as jnp
 
 from rsrnn_jax import retina
-from rsrnn_jax.samplers import uniform_grid
 
 Dtype = Any
 
 
 def gaussian_blob(fixations, sigma, size: int):
   """G(q) = exp(−|q − l|² / (2σ²)) on the ``size × size`` normalised image grid. fixations [B,2], sigma [B]."""
-  grid = uniform_grid(size)  # [size,size,2]
-  d2 = jnp.sum((grid[None] - fixations[:, None, None, :]) ** 2, axis=-1)
+  grid = retina.view_grid(1, size, fixations.dtype)  # [1,size,size,2]
+  d2 = jnp.sum((grid - fixations[:, None, None, :]) ** 2, axis=-1)
   return jnp.exp(-d2 / (2.0 * sigma[:, None, None] ** 2))
 
 

@@ -59,7 +59,7 @@ def _fix_like(fixations, u):
   return fixations.reshape(fixations.shape[:1] + (1,) * (u.ndim - 2) + fixations.shape[-1:])
 
 
-def _view_grid(batch: int, out_size: int, dtype):
+def view_grid(batch: int, out_size: int, dtype):
   """Uniform view grid u_ij = (linspace(-1,1,n)[j], linspace(-1,1,n)[i]), broadcast to [B,n,n,2].
 
   n = 1 gives the single centre point (0, 0), as PyTorch's affine_grid does.
@@ -169,7 +169,7 @@ def image_to_retina(p, fixations, *, density_ratio):
 def retina_grid(fixations, *, out_size, density_ratio):
   """Image coords [B,n,n,2] sampled by the n×n retinal view: retina_to_image on the uniform view grid."""
   fixations = _as_float(fixations)
-  u = _view_grid(fixations.shape[0], out_size, fixations.dtype)
+  u = view_grid(fixations.shape[0], out_size, fixations.dtype)
   return retina_to_image(u, fixations, density_ratio=density_ratio)
 
 
@@ -199,7 +199,7 @@ def image_to_crop(p, fixations, *, scale):
 def crop_grid(fixations, *, scale, out_size):
   """Image coords [B,n,n,2] sampled by an n×n crop: crop_to_image on the uniform view grid."""
   fixations = _as_float(fixations)
-  u = _view_grid(fixations.shape[0], out_size, fixations.dtype)
+  u = view_grid(fixations.shape[0], out_size, fixations.dtype)
   return crop_to_image(u, fixations, scale=scale)
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax.numpy as jnp
-
 from rsrnn_jax import retina
 
 
@@ -74,10 +72,3 @@ def make_sampler(cfg) -> RetinaSampler | CropSampler:
     return CropSampler(out_size=int(cfg.out_size), scales=tuple(float(s) for s in cfg.scales))
   raise ValueError(f"unknown sampler kind {cfg.kind!r}; use 'retina' or 'crop'")
 
-
-def uniform_grid(size: int, batch_shape=()):
-  """The ``size × size`` grid of view coordinates (x, y) in [-1, 1], align_corners convention."""
-  lin = jnp.linspace(-1.0, 1.0, size)
-  xx, yy = jnp.meshgrid(lin, lin)  # xx varies along columns, yy along rows
-  grid = jnp.stack([xx, yy], axis=-1)
-  return jnp.broadcast_to(grid, (*batch_shape, size, size, 2))
