@@ -21,19 +21,23 @@ def get_config(arg: str = ""):
   c.data.mean, c.data.std = (0.05,), (0.19,)  # measured on the training split
 
   c.model = common.model_preset(model, out_size=32, density_ratio=10.0)
-  c.model.encoder1 = ((32, 1, 1), (64, 1, 1), (128, 1, 1))   # 32×32 glimpse → 4×4×128
-  c.model.core_features = 128
-  c.model.encoder2 = ((128, 1, 0),)
+  c.model.norm = "none"                                      # fastest on 2 CPU cores; 5 convs need no norm
+  c.model.encoder1 = ((16, 1, 1), (32, 1, 1), (64, 1, 1))    # 32×32 glimpse → 4×4×64
+  c.model.core_features = 64                                 # ConvGRU 64 channels at 4×4
+  c.model.encoder2 = ((64, 1, 0),)
   c.model.ior_size = 24
   c.model.dorsal.saliency_size = 8
   c.model.dorsal.hidden = 32
-  c.model.stages = ((32, 1, 1), (64, 1, 1), (128, 1, 1), (128, 1, 1))  # ff_cnn on the 96×96 canvas
+  c.model.stages = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 1))  # ff_cnn on the 96×96 canvas
+  if model == "ff_cnn":
+    c.model.norm = "batch"
 
   c.train.batch_size = 64
-  c.train.num_train_steps = 3000
+  c.train.num_train_steps = 2600
   c.train.num_glimpses = 4
+  c.train.init_fixation = "center"  # learns much faster on small data than a random start (docs/design.md)
   c.train.optimizer = "adamw"
-  c.train.learning_rate = 2e-3
+  c.train.learning_rate = 3e-3
   c.train.warmup_steps = 100
   c.train.weight_decay = 1e-4
   c.train.log_every = 50
@@ -41,4 +45,26 @@ def get_config(arg: str = ""):
 
   c.eval.num_glimpses = 8
   c.eval.batch_size = 500
+
+  # Adversarial evaluation (--mode=attack; rsrnn_jax/robustness.py). Profile: `configs/demo.py:attack=strong`
+  # (default paper; combine as `:model=ff_cnn,attack=strong`). Output: WORKDIR/attack_<profile>/.
+  #   python launch.py --config=configs/demo.py --workdir=workdirs/demo --mode=attack
+  c.attack = common.attack_profile(args.get("attack", "paper"))
+  c.attack.attack_step = 4                          # k = train.num_glimpses (the AAAI setting: attack 4, run more)
+  c.attack.eval_steps = 8                           # T_eval = eval.num_glimpses
+  c.attack.epsilons = (0.01, 0.02, 0.03, 0.05)      # Fashion-MNIST scale: the paper's ImageNet ε do ~nothing here
+  c.attack.targeted_epsilons = (0.02, 0.05)
+  c.attack.num_examples = 500
+  c.attack.batch_size = 100
+  c.attack.prob_map.num_images = 6
+  c.attack.prob_map.eps = 0.05
+  c.attack.checks.large_eps = 0.3
+  c.attack.checks.convergence_examples = 200
+  c.attack.checks.square_queries = 300
+  c.attack.checks.square_examples = 100
+  c.attack.checks.grad_examples = 100
+  if c.attack.profile == "strong":
+    c.attack.num_examples = 200
+    c.attack.checks.convergence_examples = 100
+    c.attack.checks.square_queries = 1000
   return c

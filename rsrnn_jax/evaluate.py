@@ -46,24 +46,41 @@ def predict(model, variables, images, *, num_steps: int, **kwargs):
   return model.apply(variables, images, num_steps=num_steps, train=False, **kwargs)
 
 
+def saccade_stats(fixations, mask, image_size: int):
+  """Per step t → t+1: summed saccade length (pixels) and number of saccades longer than one pixel."""
+  moves = jnp.linalg.norm(jnp.diff(fixations, axis=0), axis=-1) * (image_size - 1) / 2.0  # [T-1,B]
+  return jnp.sum(moves * mask[None], axis=1), jnp.sum((moves > 1.0) * mask[None], axis=1)
+
+
 def _eval_step(variables, batch, *, model, num_steps):
   out = predict(model, variables, batch["image"], num_steps=num_steps)
-  correct = train.per_step_correct(out["logits"], batch["label"], batch["mask"])
-  return correct, jnp.sum(batch["mask"])
+  stats = {"correct": train.per_step_correct(out["logits"], batch["label"], batch["mask"]),
+           "count": jnp.sum(batch["mask"])}
+  if "fixations" in out:
+    stats["saccade_px"], stats["saccades_over_1px"] = saccade_stats(out["fixations"], batch["mask"],
+                                                                    batch["image"].shape[1])
+  return stats
 
 
 def accuracy_per_step(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
-  """Clean accuracy at every step over the eval split (or its first ``max_examples``)."""
+  """Clean accuracy at every step over the eval split (or its first ``max_examples``).
+
+  Returns (accuracy [T], number of examples, saccade statistics or {} for models without fixations).
+  """
   step_fn = jax.jit(functools.partial(_eval_step, model=model, num_steps=num_steps))
   batches = data.eval_batches(config.data, global_batch_size=config.eval.batch_size,
                               process_index=jax.process_index(), process_count=jax.process_count(),
                               max_examples=max_examples or None)
-  correct, count = np.zeros(num_steps), 0.0
+  totals = None
   for batch in batches:
-    c, n = step_fn(variables, parallel.shard_batch(batch, mesh))
-    correct += np.asarray(jax.device_get(c))
-    count += float(n)
-  return correct / max(count, 1.0), int(count)
+    stats = jax.device_get(step_fn(variables, parallel.shard_batch(batch, mesh)))
+    totals = stats if totals is None else jax.tree_util.tree_map(lambda a, b: a + b, totals, stats)
+  count = float(totals["count"])
+  saccades = {}
+  if "saccade_px" in totals:
+    saccades = {"mean_saccade_px": [float(v) for v in totals["saccade_px"] / count],
+                "fraction_moving": [float(v) for v in totals["saccades_over_1px"] / count]}
+  return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -71,11 +88,12 @@ def evaluate(config, workdir: str) -> dict:
   num_steps = int(config.eval.num_glimpses)
   variables = train.variables_of(state)
   with jax.set_mesh(mesh):
-    acc, count = accuracy_per_step(model, variables, config, mesh, num_steps=num_steps,
-                                   max_examples=int(config.eval.max_examples))
+    acc, count, saccades = accuracy_per_step(model, variables, config, mesh, num_steps=num_steps,
+                                             max_examples=int(config.eval.max_examples))
   results = {"step": int(jax.device_get(state.step)), "num_examples": count,
              "train_glimpses": int(config.train.num_glimpses), "eval_glimpses": num_steps,
              "accuracy_per_step": [float(a) for a in acc], "model": config.model.name,
+             "saccades": saccades,  # per step t→t+1: mean length (px) and fraction of moves > 1 px
              "config": config.to_dict()}
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")

@@ -135,6 +135,9 @@ def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
     res = json.load(f)
   assert len(res["accuracy_per_step"]) == c.eval.num_glimpses  # T_eval > T_train
   assert res["num_examples"] == c.eval.max_examples and res["step"] == 6
+  for key in ("mean_saccade_px", "fraction_moving"):
+    assert len(res["saccades"][key]) == c.eval.num_glimpses - 1
+  assert all(0.0 <= f <= 1.0 for f in res["saccades"]["fraction_moving"])
   for name in ("accuracy_per_step.png", "fixations.png"):
     assert os.path.getsize(tmp_path / "eval" / name) > 1000
   lines = writers.read_metrics(str(tmp_path))

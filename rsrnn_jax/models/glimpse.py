@@ -144,9 +144,11 @@ class GlimpseRNN(nn.Module):
 
     unroll = self.unroll
     if unroll < 0:
-      unroll = True if jax.default_backend() == "cpu" else 1
-    elif unroll >= num_steps:
-      unroll = True  # a loop of one trip still pays the rolled-scan gradient cost on XLA:CPU
+      unroll = 0 if jax.default_backend() == "cpu" else 1
+    if unroll == 0 or unroll >= num_steps:
+      # lax.scan's "unroll entirely" is 0: unroll=True (= length) still lowers a 1-step scan to a rolled
+      # while loop, which pays the rolled-scan gradient cost on XLA:CPU.
+      unroll = 0
     step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
     # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
     # to step when training updates them, and read-only (broadcast) in evaluation.
