@@ -83,7 +83,7 @@ def main():
   rows = []
   for n in args.devices.split(","):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, __file__, "--_child", "--models", args.models, "--unroll", args.unroll,
+    cmd = [sys.executable, __file__, "--_child", "--models", args.models, f"--unroll={args.unroll}",
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
     rows += json.loads(out.strip().splitlines()[-1])

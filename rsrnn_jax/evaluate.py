@@ -112,7 +112,11 @@ def evaluate(config, workdir: str) -> dict:
 
 
 def figure_fixations(model, variables, config, path: str, num_steps: int | None = None):
-  """Fixation trajectories and retinal glimpses on the first test images."""
+  """Fixation trajectories and retinal glimpses on the first test images.
+
+  Runs on one process: the replicated variables are copied to the host first, so no collective is needed.
+  """
+  variables = jax.device_get(variables)
   n = int(config.eval.num_figure_images)
   batch = next(data.eval_batches(config.data, global_batch_size=n, max_examples=n))
   images = jnp.asarray(batch["image"])
