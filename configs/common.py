@@ -14,7 +14,7 @@ def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_rati
   m.name = name
   m.dtype = "float32"          # compute dtype: float32 | bfloat16 (params and optimiser state stay float32)
   m.norm = "group"             # batch | group | none (GroupNorm keeps the scan carry free of batch stats)
-  m.unroll = -1                # nn.scan unroll: -1 = fully unrolled on CPU, rolled (1) on GPU/TPU
+  m.unroll = -1                # nn.scan unroll: -1 = auto (0 on CPU, 1 on GPU/TPU); 0 = full; n = n per trip
   m.remat = False              # rematerialise each glimpse step (memory for long unrolls / attacks)
   m.sampler = ml_collections.ConfigDict(dict(
       kind="retina",           # retina | crop
@@ -34,6 +34,85 @@ def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_rati
   if name == "ff_cnn":
     m.norm = "batch"
   return m
+
+
+ATTACK_PROFILES = ("paper", "strong")
+# The fields that define a profile; everything else in ``config.attack`` (ε grids, subset, sizes, checks) is
+# data- and budget-dependent and may be overridden without changing the profile's meaning.
+ATTACK_PROFILE_FIELDS = ("norm", "step_size", "num_iterations", "num_restarts", "random_start", "losses",
+                         "horizons", "eot_samples")
+
+
+def attack_profile(name: str = "paper"):
+  """The ``config.attack`` section for profile ``name`` (rsrnn_jax/robustness.py runs it; see its docstring).
+
+  paper:  as the authors ran it (paper.md §7): L∞ PGD, 5 iterations, step ε/3, uniform random start, CE on the
+          logits of attack step k, argmax fixations, one run. The full-horizon attack (sanity check 7) is run
+          next to it with the same parameters.
+  strong: 100 iterations, step ε/10, 2 random restarts for each of the CE and margin losses (worst per
+          example), step-k, mean-over-1..k and full-horizon objectives, EOT over 8 draws when
+          ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
+  Select with ``configs/demo.py:attack=strong`` (or ``c.attack = attack_profile("strong")`` in a config).
+  Fields in ATTACK_PROFILE_FIELDS define the profile; a report lists any that differ from the named profile.
+  """
+  if name not in ATTACK_PROFILES:
+    raise ValueError(f"unknown attack profile {name!r}; choose one of {', '.join(ATTACK_PROFILES)}")
+  a = ml_collections.ConfigDict()
+  a.profile = name
+  # --- threat model and the profile's attack (ATTACK_PROFILE_FIELDS) ---
+  a.norm = "linf"              # linf | l2 (the Square attack of check 5 is L∞ only)
+  a.step_size = 1.0 / 3.0      # PGD step as a fraction of ε
+  a.num_iterations = 5         # PGD iterations
+  a.num_restarts = 1           # random restarts per loss; the worst per example is kept
+  a.random_start = True        # uniform random start in the ε-ball
+  a.losses = ("ce",)           # ce | margin; several: run each, keep the worst per example
+  a.horizons = ("step", "full")  # objectives: step = logits of step k; avg = mean logits of steps 1..k;
+                               # full = mean logits of steps 1..T_eval (check 7 needs step and full)
+  a.eot_samples = 1            # EOT draws (averaged logits) per forward pass when fixations="sample"
+  # --- what is attacked and evaluated ---
+  a.fixations = "argmax"       # argmax (deterministic, the eval policy) | sample (stochastic policy + EOT)
+  a.attack_step = 4            # k: the unrolled step whose logits the attack uses (AAAI 4; v1 12)
+  a.eval_steps = 0             # T_eval: steps the attacked images are run for; 0 = config.eval.num_glimpses
+  a.epsilons = (2e-3, 3e-3, 5e-3, 7e-3)              # untargeted ε grid, pixel scale [0, 1] (paper v1)
+  a.targeted = True            # also run the targeted attack (targets: uniform over the other classes)
+  a.targeted_epsilons = (3e-3, 5e-3, 7e-3, 1e-2)     # targeted ε grid (paper v1)
+  a.target_seed = 0            # targets depend only on (target_seed, example index, label): shared by models
+  a.seed = 0                   # random starts, restarts, EOT and Square draws
+  a.num_examples = 1000        # first N examples of the eval split (paper: val1000); 0 = all
+  a.batch_size = 128           # global attack batch (divisible by the device count)
+  a.prob_map = ml_collections.ConfigDict(dict(
+      grid=32,                 # G: fixations forced to every cell of a G×G grid (x, y = linspace(-1, 1, G))
+      num_images=8,            # targeted adversarial images (first clean-correct ones of the first batch)
+      eps=0.0,                 # ε of their targeted attack; 0 = the largest targeted ε
+      chunk=256,               # grid cells per forward pass (memory)
+  ))
+  a.checks = ml_collections.ConfigDict(dict(
+      large_eps=0.1,           # check 2: ε at which accuracy must fall to chance (1/K + chance_tol) or below
+      chance_tol=0.02,
+      monotone_tol=0.01,       # check 1: accuracy may rise by at most this between consecutive ε
+      iteration_factor=2,      # check 3: the attack again with iterations × this ...
+      extra_restarts=2,        #          ... and this many more restarts (worst per example)
+      convergence_eps=(),      #          at these ε (empty = the middle ε of ``epsilons``)
+      convergence_examples=0,  #          on the first N attacked examples (0 = all; whole batches)
+      convergence_tol=0.01,    #          robust accuracy must change by less than this (1 point)
+      fgsm_tol=0.01,           # check 4: FGSM accuracy >= PGD accuracy − fgsm_tol
+      square_queries=1000,     # check 5: Square Attack queries (gradient-free) ...
+      square_examples=200,     #          ... on the first N attacked examples (whole batches)
+      square_eps=0.0,          #          ... at this ε (0 = the middle ε of ``epsilons``)
+      square_tol=0.01,         #          fail if it breaks more than floor(square_tol × N) examples PGD did not
+      grad_examples=64,        # check 6: input-gradient norms on the first N examples
+      grad_zero_frac=0.1,      #          fail if more than this fraction has a zero gradient at some step
+      grad_ratio=1e4,          #          fail if the per-step median margin-gradient norms span more than this
+  ))
+  if name == "strong":
+    a.num_iterations = 100
+    a.step_size = 0.1
+    a.num_restarts = 2
+    a.losses = ("ce", "margin")
+    a.horizons = ("step", "avg", "full")
+    a.eot_samples = 8
+    a.checks.square_queries = 5000
+  return a
 
 
 def get_base_config(data_name: str = "cluttered_fashion_mnist"):
@@ -77,4 +156,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       checkpoint_path="",      # a checkpoint step dir or checkpoints dir to evaluate instead of WORKDIR's
       num_figure_images=8,     # test images in the fixation figure
   ))
+
+  # Adversarial evaluation (--mode=attack, rsrnn_jax/robustness.py); fields documented in attack_profile.
+  c.attack = attack_profile("paper")
   return c

@@ -54,7 +54,7 @@ def get_config(arg: str = ""):
   c.attack.eval_steps = 8                           # T_eval = eval.num_glimpses
   c.attack.epsilons = (0.01, 0.02, 0.03, 0.05)      # Fashion-MNIST scale: the paper's ImageNet ε do ~nothing here
   c.attack.targeted_epsilons = (0.02, 0.05)
-  c.attack.num_examples = 500
+  c.attack.num_examples = 400                       # budget: the whole default run ≈ 11 CPU-minutes
   c.attack.batch_size = 100
   c.attack.prob_map.num_images = 6
   c.attack.prob_map.eps = 0.05
@@ -62,9 +62,12 @@ def get_config(arg: str = ""):
   c.attack.checks.convergence_examples = 200
   c.attack.checks.square_queries = 300
   c.attack.checks.square_examples = 100
-  c.attack.checks.grad_examples = 100
-  if c.attack.profile == "strong":
-    c.attack.num_examples = 200
+  c.attack.checks.grad_examples = 40
+  if c.attack.profile == "strong":                  # ~1 h on 2 cores: 100 it × 2 restarts × 2 losses × 3 objectives
+    c.attack.num_examples = 100
+    c.attack.epsilons = (0.01, 0.03)
+    c.attack.targeted_epsilons = (0.05,)
+    c.attack.prob_map.num_images = 4
     c.attack.checks.convergence_examples = 100
     c.attack.checks.square_queries = 1000
   return c

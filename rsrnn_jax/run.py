@@ -9,7 +9,7 @@ import jax
 
 from rsrnn_jax import configlib
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "attack")
 
 
 def main(config, workdir: str, mode: str = "train"):
@@ -25,6 +25,9 @@ def main(config, workdir: str, mode: str = "train"):
       with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=1, default=str)
     return train.train_and_evaluate(config, workdir)
+  if mode == "attack":
+    from rsrnn_jax import robustness
+    return robustness.run(config, workdir)
   from rsrnn_jax import evaluate
   return evaluate.evaluate(config, workdir)
 

@@ -63,3 +63,136 @@ def plot_fixations(images, fixations, glimpses, path: str, *, labels=None, predi
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Adversarial evaluation (rsrnn_jax/robustness.py, rsrnn_jax/report.py), in the style of the paper's figures
+# ----------------------------------------------------------------------------------------------------------
+
+def _eps_label(eps: float) -> str:
+  s = f"{eps:.0e}".replace("e-0", "e-").replace("e+0", "e")
+  return s.replace(".0e", "e")
+
+
+def plot_adv_accuracy_per_step(panels: dict, path: str, *, clean=None, attack_step: int | None = None,
+                               title: str = "", ylabel: str = "accuracy (%)"):
+  """adv2.png style: one panel per attack, accuracy vs step with one line per ε (dict ε → [T] accuracy).
+
+  ``clean``: the clean accuracy per step, drawn dashed in every panel; ``attack_step``: a dotted line at k.
+  """
+  n = max(len(panels), 1)
+  fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1.4, 3.6), squeeze=False, sharey=True)
+  colors = plt.cm.tab10.colors
+  for ax, (name, curves) in zip(axes[0], panels.items()):
+    for i, (eps, acc) in enumerate(sorted(curves.items())):
+      acc = np.asarray(acc, np.float64) * 100
+      ax.plot(np.arange(1, len(acc) + 1), acc, lw=2, color=colors[i % 10], label=_eps_label(eps))
+    if clean is not None:
+      c = np.asarray(clean, np.float64) * 100
+      ax.plot(np.arange(1, len(c) + 1), c, "--", color="black", lw=1.2, label="clean")
+    if attack_step:
+      ax.axvline(attack_step, color="gray", ls=":", lw=1)
+    ax.set_title(name)
+    ax.set_xlabel("Steps")
+    ax.grid(alpha=0.4)
+  axes[0, 0].set_ylabel(ylabel)
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles, labels, title="epsilon", loc="center right", frameon=True)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout(rect=(0, 0, 1 - 1.3 / (3.6 * n + 1.4), 1))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_adv_accuracy_bars(epsilons, series: dict, path: str, *, title: str = "", ylabel: str = "accuracy (%)"):
+  """adv1.png style: grouped bars, one group per ε, one bar per series (dict label → [len(ε)] accuracy)."""
+  eps = list(epsilons)
+  m = max(len(series), 1)
+  width = 0.8 / m
+  fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(eps) * max(m, 2) / 2, 3.6))
+  hatches = ["", "//", "..", "xx", "\\\\", "oo"]
+  greys = plt.cm.Greys(np.linspace(0.25, 0.95, m))
+  x = np.arange(len(eps))
+  for i, (label, values) in enumerate(series.items()):
+    v = np.asarray([np.nan if a is None else a for a in values], np.float64) * 100
+    bars = ax.bar(x - 0.4 + width * (i + 0.5), v, width, label=label, color=greys[i], edgecolor="black",
+                  hatch=hatches[i % len(hatches)], lw=0.6)
+    for b, val in zip(bars, v):
+      if np.isfinite(val):
+        ax.annotate(f"{val:.1f}", (b.get_x() + b.get_width() / 2, val), ha="center", va="bottom", fontsize=6)
+  ax.set_xticks(x)
+  ax.set_xticklabels([_eps_label(e) for e in eps])
+  ax.set_xlabel("epsilon")
+  ax.set_ylabel(ylabel)
+  ax.set_ylim(0, 105)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_asr_per_step(panels: dict, path: str, *, attack_step: int | None = None, title: str = ""):
+  """fign4.png (b) style: one panel per attack, ASR (%) vs step with one line style per ε."""
+  n = max(len(panels), 1)
+  fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 0.4, 3.4), squeeze=False, sharey=True)
+  styles = [":", "-.", "--", "-"]
+  colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+  for ax, (name, curves) in zip(axes[0], panels.items()):
+    for i, (eps, asr) in enumerate(sorted(curves.items())):
+      a = np.asarray([np.nan if v is None else v for v in asr], np.float64) * 100
+      ax.plot(np.arange(1, len(a) + 1), a, styles[i % 4], color=colors[i % len(colors)], lw=1.8,
+              label=_eps_label(eps))
+    if attack_step:
+      ax.axvline(attack_step, color="gray", ls=":", lw=1)
+    ax.set_title(name)
+    ax.set_xlabel("Steps")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(title="epsilon", fontsize=7)
+  axes[0, 0].set_ylabel("ASR (%)")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_probability_maps(images, rows: dict, path: str, *, fixations=None, titles=None):
+  """fign5.png (b) style: first row the images with the model's fixations 1 (blue) and 2 (red), then one
+  row per map set (dict label → [n, G, G] target-class probabilities, shown 0–100% on a jet scale)."""
+  images = np.asarray(images)
+  n = images.shape[0]
+  r = 1 + len(rows)
+  fig, axes = plt.subplots(r, n, figsize=(1.5 * n + 1.2, 1.5 * r), squeeze=False)
+  cmap = "gray" if images.shape[-1] == 1 else None
+  im = None
+  for i in range(n):
+    ax = axes[0, i]
+    ax.imshow(np.squeeze(np.clip(images[i], 0, 1)), cmap=cmap, vmin=0, vmax=1)
+    if fixations is not None:
+      px = to_pixels(np.asarray(fixations[i]), images.shape[1])
+      ax.plot(px[0, 0], px[0, 1], "s", color="blue", ms=4)
+      if len(px) > 1:
+        ax.plot(px[1, 0], px[1, 1], "s", color="red", ms=4)
+    if titles is not None:
+      ax.set_title(titles[i], fontsize=6)
+    for j, (label, maps) in enumerate(rows.items()):
+      im = axes[j + 1, i].imshow(np.asarray(maps[i]) * 100, cmap="jet", vmin=0, vmax=100,
+                                 extent=(0, images.shape[2], images.shape[1], 0))
+  axes[0, 0].set_ylabel("Gaze", fontsize=8)
+  for j, label in enumerate(rows):
+    axes[j + 1, 0].set_ylabel(label, fontsize=8)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.tight_layout(rect=(0, 0, 0.9, 1))
+  if im is not None:
+    cax = fig.add_axes((0.92, 0.1, 0.02, 0.8))
+    cb = fig.colorbar(im, cax=cax)
+    cb.set_label("target-class probability (%)", fontsize=7)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -8,6 +8,13 @@ import jax  # noqa: E402
 
 # Most tests are dominated by compile time of tiny models; skip the expensive XLA passes.
 jax.config.update("jax_disable_most_optimizations", True)
+# Many tests compile the same tiny train/eval steps: share compilations through JAX's persistent cache (also
+# across the pytest-xdist workers and the launch.py subprocesses, which inherit the variables below).
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 import numpy as np  # noqa: E402
