@@ -9,7 +9,8 @@ devices (the batch is sharded over the mesh's ``data`` axis, as in ``--mode=atta
 measured separately (``lower().compile()``), then one warm-up call, then ``--repeats`` timed calls, each ended
 by ``block_until_ready``; the median is reported. Parameters: random init of the config's model, or the latest
 checkpoint of ``--workdir`` (speed does not depend on the weights, except through the fixations chosen).
-JSON goes to stdout and to ``--out``.
+JSON goes to stdout and to ``--out``; it records the 1-minute load average before and after, since other
+processes on the machine slow every number down.
 """
 import argparse
 import importlib.util
@@ -48,6 +49,7 @@ def load_config(spec: str):
 
 def main(argv=None):
   args = parse_args(argv)
+  load_before = os.getloadavg()[0]
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
@@ -122,7 +124,9 @@ def main(argv=None):
          "fixations": a.fixations, "eot_samples": int(a.eot_samples) if a.fixations == "sample" else 1,
          "unroll": int(config.model.unroll), "params": "checkpoint " + args.workdir if args.workdir else "random init",
          "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-         "jax": jax.__version__, "repeats": args.repeats, "results": results}
+         "jax": jax.__version__, "repeats": args.repeats,
+         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+         "results": results}
   text = json.dumps(out, indent=1)
   print(text)
   if args.out:

@@ -153,7 +153,7 @@ def model_logits_fn(model, variables, *, horizon: str = "step", attack_step: int
   """
   if horizon not in HORIZONS:
     raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
-  if not 1 <= attack_step:
+  if attack_step < 1:
     raise ValueError(f"attack_step must be >= 1, got {attack_step}")
   if horizon == "full" and eval_steps < 1:
     raise ValueError("horizon='full' needs eval_steps >= 1")
@@ -195,8 +195,11 @@ def example_targets(target_seed: int, indices, labels, num_classes: int):
 
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
-  """A named attack: ``kind`` pgd | fgsm | square on ``horizon`` (step, avg, full)."""
-  name: str
+  """A named attack: ``kind`` pgd | fgsm | square on ``horizon`` (step, avg, full).
+
+  The name does not take part in equality/hashing: two specs that run the same attack share one compilation.
+  """
+  name: str = dataclasses.field(compare=False)
   kind: str = "pgd"
   horizon: str = "step"
   losses: tuple = ("ce",)
@@ -781,8 +784,8 @@ def _middle(values):
 
 
 def _first_examples(batches_np, n: int, mesh):
-  """Sharded batches holding the first ``n`` examples: whole batches, then the first rows of the next one
-  (rounded up to a multiple of the device count). Yields (sharded batch, host mask)."""
+  """Sharded batches holding (about) the first ``n`` examples: whole batches, then the first rows of the next
+  one (rounded up to a multiple of the device count)."""
   ndev = mesh.devices.size
   left = n
   for b in batches_np:
@@ -792,9 +795,8 @@ def _first_examples(batches_np, n: int, mesh):
     if left < rows:
       rows = min(rows, -(-left // ndev) * ndev)
     sub = {k: np.asarray(v)[:rows] for k, v in b.items()}
-    mask = sub["mask"] > 0
-    yield parallel.shard_batch({k: sub[k] for k in ("image", "label", "mask")}, mesh), mask
-    left -= int(mask.sum())
+    yield parallel.shard_batch({k: sub[k] for k in ("image", "label", "mask")}, mesh)
+    left -= int((sub["mask"] > 0).sum()) * jax.process_count()
 
 
 def _batches_for(n_examples: int, batch_size: int, total_batches: int) -> int:
@@ -877,8 +879,10 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, p
   tic = time.perf_counter()
   batches_np = _load_subset(config, info, mesh)
   batches = [parallel.shard_batch(b, mesh) for b in batches_np]
-  n_examples = int(sum(b["mask"].sum() for b in batches_np))
-  masks = [np.asarray(b["mask"]) > 0 for b in batches_np]
+  # Host copies of the global batches (every process sees the same arrays in a multi-process run).
+  labels_host = [np.asarray(_to_host(b["label"])) for b in batches]
+  masks = [np.asarray(_to_host(b["mask"])) > 0 for b in batches]
+  n_examples = int(sum(m.sum() for m in masks))
   bs = int(a.batch_size)
   timing["data_s"] = time.perf_counter() - tic
 
@@ -918,7 +922,6 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, p
   clean_fn = clean_logits_fn(model, setup)
   clean_logits = [clean_fn(variables, b["image"], eval_keys[j]) for j, b in enumerate(batches)]
   clean_host = [np.asarray(_to_host(z)) for z in clean_logits]
-  labels_host = [b["label"] for b in batches_np]
   clean_correct = np.concatenate([(np.argmax(z, -1) == y[None])[:, m].T
                                   for z, y, m in zip(clean_host, labels_host, masks)])  # [N, T]
   clean_acc = clean_correct.mean(0) if len(clean_correct) else np.zeros(t_eval)
@@ -1002,8 +1005,9 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, p
   if int(c.grad_examples) > 0:
     grad_fn = jax.jit(functools.partial(input_gradient_norms, model, num_steps=t_eval, fixations=a.fixations))
     per = {"ce": [], "margin": []}
-    for j, (sub, sub_mask) in enumerate(_first_examples(batches_np, int(c.grad_examples), mesh)):
+    for j, sub in enumerate(_first_examples(batches_np, int(c.grad_examples), mesh)):
       g = _to_host(grad_fn(variables, sub["image"], sub["label"], rng=eval_keys[j]))
+      sub_mask = np.asarray(_to_host(sub["mask"])) > 0
       for l in per:
         per[l].append(np.asarray(g[l])[:, sub_mask])
     norms = {l: np.concatenate(v, axis=1) for l, v in per.items()}
@@ -1027,9 +1031,9 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, p
   prob_maps = None
   if run_maps:
     tic = time.perf_counter()
-    prob_maps = _probability_map_section(model, variables, config, mesh, batches, batches_np, clean_host,
-                                         eval_keys, clean_logits, fn_for(targeted_spec), pm_eps,
-                                         key_for("targeted"), teps_list)
+    prob_maps = _probability_map_section(model, variables, config, mesh, batches, clean_host, eval_keys,
+                                         clean_logits, fn_for(targeted_spec), pm_eps, key_for("targeted"),
+                                         teps_list)
     timing["prob_maps_s"] = time.perf_counter() - tic
 
   strip = lambda entries: [{kk: v for kk, v in e.items() if kk not in ("adv_correct", "success", "adv_images")}
@@ -1075,8 +1079,8 @@ def _find_eps(entries, eps):
   return None
 
 
-def _probability_map_section(model, variables, config, mesh, batches, batches_np, clean_host, eval_keys,
-                             clean_logits, targeted_fn, eps, targeted_key, teps_list):
+def _probability_map_section(model, variables, config, mesh, batches, clean_host, eval_keys, clean_logits,
+                             targeted_fn, eps, targeted_key, teps_list):
   """Targeted adversarial images of the first batch at ``eps`` → probability maps of their targets."""
   a = config.attack
   pm = a.prob_map
@@ -1086,7 +1090,8 @@ def _probability_map_section(model, variables, config, mesh, batches, batches_np
   key = jax.random.fold_in(jax.random.fold_in(targeted_key, i), 0)
   out = targeted_fn(variables, batches[0], clean_logits[0], jnp.asarray(eps, jnp.float32), key, eval_keys[0])
   adv = np.asarray(_to_host(out["adv_images"]))
-  b = batches_np[0]
+  b = {k: np.asarray(v) for k, v in _to_host({k: batches[0][k] for k in ("image", "label", "mask", "target",
+                                                                             "index")}).items()}
   mask = b["mask"] > 0
   t = eval_steps_of(config)
   correct = (np.argmax(clean_host[0][t - 1], -1) == b["label"]) & mask
