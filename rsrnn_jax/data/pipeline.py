@@ -53,6 +53,8 @@ hosts race, the loser's rename fails and it reuses the winner's copy.
 """
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import dataclasses
 import fcntl
@@ -137,17 +139,19 @@ def data_dir(cfg) -> pathlib.Path:
   return pathlib.Path(d).expanduser()
 
 
-class _Task:
-  """Per-dataset decoding and preprocessing."""
+class _Task(abc.ABC):
+  """Per-dataset decoding and preprocessing (one subclass per data set)."""
   channels: int
   image_shape: tuple[int, int, int]
   augments: bool = False
 
+  @abc.abstractmethod
   def train(self, data, rng: np.random.Generator) -> np.ndarray:
-    raise NotImplementedError
+    """Decoded, augmented training image."""
 
+  @abc.abstractmethod
   def eval(self, data) -> np.ndarray:
-    raise NotImplementedError
+    """Decoded, preprocessed evaluation image."""
 
 
 class _ClutteredTask(_Task):
