@@ -30,6 +30,11 @@ def tiny_config(model: str = "rsrnn", **overrides):
   c.eval.batch_size = 8
   c.eval.max_examples = 16
   c.eval.num_figure_images = 2
+  return override(c, overrides)
+
+
+def override(c, overrides: dict):
+  """Sets dotted keys (``"train.batch_size": 4``) on config ``c``; returns it."""
   for k, v in overrides.items():
     node = c
     *path, last = k.split(".")

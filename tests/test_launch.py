@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs import demo, imagenet
 from rsrnn_jax import configlib, run
+from tests.helpers import override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,19 +55,11 @@ def test_every_config_variant_validates(module, arg):
 
 
 def test_imagenet_config_trains_one_step_and_evaluates_under_mock_data(tmp_path):
-  c = imagenet.get_config()
   # The paper's architecture and input size; only the run length and batch are shrunk.
-  c.data.data_dir = str(tmp_path / "tfds")
-  c.data.num_workers = 0
-  c.model.dtype = "float32"
-  c.train.batch_size = 4
-  c.train.num_train_steps = 1
-  c.train.warmup_steps = 0
-  c.train.num_glimpses = 2
-  c.eval.num_glimpses = 3
-  c.eval.batch_size = 4
-  c.eval.max_examples = 4
-  c.eval.num_figure_images = 2
+  c = override(imagenet.get_config(), {
+      "data.data_dir": str(tmp_path / "tfds"), "data.num_workers": 0, "model.dtype": "float32",
+      "train.batch_size": 4, "train.num_train_steps": 1, "train.warmup_steps": 0, "train.num_glimpses": 2,
+      "eval.num_glimpses": 3, "eval.batch_size": 4, "eval.max_examples": 4, "eval.num_figure_images": 2})
   with tfds.testing.mock_data(num_examples=8):
     results = run.main(c, str(tmp_path / "work"), "train")
     again = run.main(c, str(tmp_path / "work"), "eval")
