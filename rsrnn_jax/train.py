@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import types
 from typing import Any
 
 import flax
@@ -17,7 +18,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from rsrnn_jax import checkpoints, configlib, data, parallel, writers
+from rsrnn_jax import attacks, checkpoints, configlib, data, parallel, robustness, writers
 from rsrnn_jax.models import build_model
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,53 @@ def per_step_correct(logits, labels, mask):
 
 # --------------------------------------------------------------------------------------------- train step
 
+# ------------------------------------------------------------------------------------ adversarial training
+
+def adversarial_attack_step(config) -> int:
+  """k: the unrolled step whose logits the training attack ascends (0 in the config = train.num_glimpses)."""
+  return int(config.train.adversarial.attack_step) or int(config.train.num_glimpses)
+
+
+def adversarial_images(state: TrainState, batch, rng, *, config):
+  """The training batch's images with the first ``adv_fraction`` of them replaced by PGD examples.
+
+  The attack (:func:`rsrnn_jax.attacks.pgd` on :func:`rsrnn_jax.robustness.model_logits_fn`) runs against the
+  current parameters in **evaluation mode**: BatchNorm reads its running statistics and nothing is updated
+  (the ``batch_stats`` collection is not mutable there), and the overt-attention models take their argmax
+  fixations from the centre, i.e. exactly the deterministic model an evaluation attack (``--mode=attack``)
+  sees. Returns (images [B,...], is_adversarial [B] bool); the images carry no gradient.
+  """
+  a = config.train.adversarial
+  model = types.SimpleNamespace(apply=state.apply_fn)  # all model_logits_fn needs of the module
+  logits_fn = robustness.model_logits_fn(model, variables_of(state), horizon=a.horizon,
+                                         attack_step=adversarial_attack_step(config))
+  eps = float(a.eps)
+  x = batch["image"]
+  x_adv = attacks.pgd(logits_fn, x, batch["label"], eps=eps, step_size=float(a.step_size) * eps,
+                      num_steps=int(a.num_iterations), random_start=bool(a.random_start), rng=rng,
+                      unroll=True)  # few iterations; a rolled loop is slow on XLA:CPU
+  n_adv = int(round(float(a.adv_fraction) * x.shape[0]))
+  is_adv = jnp.arange(x.shape[0]) < n_adv
+  return jnp.where(is_adv.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x), is_adv
+
+
+# --------------------------------------------------------------------------------------------- train step
+
 def train_step(state: TrainState, batch, rng, *, config):
-  """One optimiser step on a global batch (jit partitions it over the ``data`` axis)."""
+  """One optimiser step on a global batch (jit partitions it over the ``data`` axis).
+
+  With ``train.adversarial.enabled`` the step first replaces (part of) the batch by PGD examples against the
+  current parameters (:func:`adversarial_images`, key ``fold_in(rng, 1)``), then trains on them as usual:
+  train-mode forward, sampled fixations from ``rng``, BatchNorm statistics updated once, from that batch.
+  """
   cfg = config.train
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+  extra = {}
+  if cfg.adversarial.enabled:
+    images, is_adv = adversarial_images(state, batch, jax.random.fold_in(rng, 1), config=config)
+    extra["adv_linf"] = jnp.max(jnp.abs(images - batch["image"]))
+    extra["adv_fraction"] = jnp.mean(is_adv.astype(jnp.float32))
+    batch = {**batch, "image": images}
 
   def loss_fn(params):
     variables = {"params": params}
@@ -154,6 +198,7 @@ def train_step(state: TrainState, batch, rng, *, config):
   n = jnp.maximum(jnp.sum(mask), 1.0)
   metrics["accuracy_per_step"] = per_step_correct(logits, batch["label"], mask) / n
   metrics["grad_norm"] = optax.global_norm(grads)
+  metrics.update(extra)
   return state, metrics
 
 

@@ -23,6 +23,7 @@ def _launch(*args, env=None, timeout=300):
     ("--config.train.num_train_steps=-3", "num_train_steps must be a positive integer"),
     ("--config.model.sampler.density_ratio=0.5", "density_ratio"),
     ("--config.model.name=resnet", "model.name='resnet' is unknown"),
+    ("--config.train.adversarial.enabled=True", "adversarial.eps must be > 0"),
 ])
 def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override, pattern):
   workdir = tmp_path / "run"
@@ -48,8 +49,8 @@ def test_bad_mode_and_missing_workdir(tmp_path):
     run.main(demo.get_config(), "", "train")
 
 
-@pytest.mark.parametrize("module,arg", [(demo, ""), (demo, "model=ff_cnn"), (imagenet, ""),
-                                        (imagenet, "model=ff_cnn")])
+@pytest.mark.parametrize("module,arg", [(demo, ""), (demo, "model=ff_cnn"), (demo, "model=ff_cnn_at"),
+                                        (imagenet, ""), (imagenet, "model=ff_cnn")])
 def test_every_config_variant_validates(module, arg):
   configlib.validate(module.get_config(arg))
 

@@ -169,3 +169,53 @@ def test_metric_log_drops_records_of_steps_trained_again(tmp_path):
   w.close()
   writers.MetricWriter(str(tmp_path), resume_step=2).close()
   assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------ adversarial training
+
+def _adversarial(tiny_data, model, **overrides):
+  return _config(tiny_data, model=model, **{
+      "train.adversarial.enabled": True, "train.adversarial.eps": 0.05, "train.adversarial.num_iterations": 2,
+      "train.warmup_steps": 0, **overrides})
+
+
+def _fixed_batch(c, n=8):
+  return {k: jnp.asarray(v) for k, v in next(data.train_batches(c.data, global_batch_size=n, seed=0)).items()}
+
+
+@pytest.mark.parametrize("model", ["rsrnn", "ff_cnn"])
+def test_adversarial_train_step_uses_pgd_examples_in_the_eps_ball(tiny_data, model):
+  c = _adversarial(tiny_data, model, **{"train.adversarial.adv_fraction": 0.5})
+  net, info = train.model_from_config(c)
+  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  batch = _fixed_batch(c)
+  images, is_adv = jax.jit(lambda s, b, r: train.adversarial_images(s, b, r, config=c))(
+      state, batch, jax.random.key(1))
+  delta = np.abs(np.asarray(images - batch["image"])).reshape(8, -1).max(1)
+  np.testing.assert_array_equal(is_adv, [True] * 4 + [False] * 4)
+  assert np.all(delta[:4] <= 0.05 + 1e-6) and np.all(delta[:4] > 0.01) and np.all(delta[4:] == 0)
+  assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+  before = jax.tree_util.tree_map(np.asarray, state.batch_stats)
+  state_adv, m_adv = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))(
+      train.init_state(net, c, info.image_shape, jax.random.key(0)), batch, jax.random.key(1))
+  clean = _config(tiny_data, model=model, **{"train.warmup_steps": 0})
+  _, m_clean = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=clean))(state, batch, jax.random.key(1))
+  assert float(m_adv["adv_linf"]) <= 0.05 + 1e-6 and float(m_adv["adv_fraction"]) == 0.5
+  assert abs(float(m_adv["ce"]) - float(m_clean["ce"])) > 1e-4  # trained on other images than the clean step
+  if model == "ff_cnn":  # BatchNorm: the attack reads the running statistics; the step updates them once
+    assert c.model.norm == "batch"
+    for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state_adv.batch_stats)):
+      assert x.shape == y.shape and not np.allclose(x, y)
+
+
+def test_adversarial_training_decreases_the_adversarial_loss(tiny_data):
+  c = _adversarial(tiny_data, "ff_cnn", **{"train.learning_rate": 2e-2, "train.num_train_steps": 1000})
+  net, info = train.model_from_config(c)
+  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  batch = _fixed_batch(c, 16)
+  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  losses = []
+  for _ in range(25):
+    state, m = step(state, batch, jax.random.key(0))
+    losses.append(float(m["ce"]))  # the loss on the PGD examples of the current parameters
+  assert losses[-1] < 0.8 * losses[0], losses
