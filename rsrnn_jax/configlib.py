@@ -1,6 +1,7 @@
 """Config validation: impossible values fail early with one line that says what to change."""
 from __future__ import annotations
 
+from rsrnn_jax import data
 from rsrnn_jax.models import MODELS
 
 
@@ -58,6 +59,8 @@ def _validate_adversarial(config) -> None:
   a = config.train.adversarial
   if not a.enabled:
     return
+  _require(not data.is_multi_label(config.data), f"config.train.adversarial needs single-label data (the PGD "
+           f"loss is the cross-entropy of one true class); {config.data.name} is multi-label")
   _require(float(a.eps) > 0, f"config.train.adversarial.eps must be > 0 when adversarial training is enabled, "
            f"got {a.eps!r}")
   _require(int(a.num_iterations) >= 1,

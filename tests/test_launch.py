@@ -7,7 +7,7 @@ import jax
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import demo, imagenet
+from configs import coco, demo, imagenet
 from rsrnn_jax import configlib, run
 from tests.helpers import override
 
@@ -50,7 +50,8 @@ def test_bad_mode_and_missing_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("module,arg", [(demo, ""), (demo, "model=ff_cnn"), (demo, "model=ff_cnn_at"),
-                                        (imagenet, ""), (imagenet, "model=ff_cnn")])
+                                        (imagenet, ""), (imagenet, "model=ff_cnn"), (coco, ""),
+                                        (coco, "model=ff_cnn")])
 def test_every_config_variant_validates(module, arg):
   configlib.validate(module.get_config(arg))
 
