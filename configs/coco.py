@@ -14,8 +14,8 @@ Model, optimiser and schedule: those of configs/imagenet.py (VGG-8 RS-RNN, retin
 the sigmoid cross-entropy (BCE-with-logits) as the loss and, for the fixation policy, the example's F1 at each
 step as the reward. Metrics: threshold 0.5 on the sigmoid (rsrnn_jax/multilabel.py).
 Expected result: the paper reports no MS-COCO numbers (the authors' README only shows RS-RNN fixations on COCO),
-so there is nothing to reproduce; not run here (no GPU). Mock-data check: tests/test_coco.py trains and evaluates
-this config on fake COCO zips.
+so there is nothing to reproduce; not run here (no GPU). Checks without data: tests/test_coco.py trains and
+evaluates this config (tiny model) on fake COCO zips and reads the data set under tfds.testing.mock_data.
 """
 from configs import imagenet
 from rsrnn_jax import data

@@ -162,6 +162,7 @@ def test_coco_config_trains_and_evaluates_on_fake_zips(coco_cfg, tmp_path):
   assert set(per_step) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"} and results["num_examples"] == 2
   assert all(len(v) == 3 and all(0.0 <= x <= 1.0 for x in v) for v in per_step.values())
   assert "accuracy_per_step" not in results and results["threshold"] == 0.5
+  assert results["adversarial_training"] is False
   with open(tmp_path / "work" / "eval" / "results.json") as f:
     assert json.load(f)["multilabel_per_step"] == per_step
   with open(tmp_path / "work" / "metrics.jsonl") as f:
@@ -178,3 +179,18 @@ def test_multi_label_refuses_adversarial_training_and_attack_validation():
   with pytest.raises(ValueError, match="single-label"):
     from rsrnn_jax import configlib
     configlib.validate(c)
+
+
+def test_mock_data_for_coco(tmp_path):
+  import tensorflow_datasets as tfds
+  cfg = data.default_data_config("coco_multilabel")
+  cfg.data_dir = str(tmp_path)
+  cfg.image_size, cfg.num_workers, cfg.prefetch = 24, 0, 0
+  with tfds.testing.mock_data(num_examples=6):
+    info = data.dataset_info(cfg)
+    assert info.multi_label and info.num_train == 6 and info.num_classes == 80
+    b = next(data.train_batches(cfg, global_batch_size=4, seed=0))
+    assert b["image"].shape == (4, 24, 24, 3) and b["label"].shape == (4, 80)
+    assert set(np.unique(b["label"])) <= {0, 1}
+    masks = [e["mask"] for e in data.eval_batches(cfg, global_batch_size=4)]
+    assert np.concatenate(masks).sum() == 6

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from rsrnn_jax.data.imagenet100 import normalize_jpeg
+from rsrnn_jax.data.imagenet100 import find_manual_archives, normalize_jpeg
 
 NAME = "coco_multilabel"
 TRAIN_ZIP = "train2014.zip"
@@ -143,14 +143,7 @@ class CocoMultilabel(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    manual_dir = getattr(dl_manager, "_manual_dir", None)  # path only for the error message
-    try:
-      manual_dir = pathlib.Path(dl_manager.manual_dir)
-    except AssertionError:  # TFDS: manual dir missing or empty
-      raise missing_archives_error(manual_dir, list(ARCHIVES)) from None
-    missing = [n for n in ARCHIVES if not (manual_dir / n).is_file()]
-    if missing:
-      raise missing_archives_error(manual_dir, missing)
+    manual_dir = find_manual_archives(dl_manager, ARCHIVES, missing_archives_error)
     annotations = manual_dir / ANNOTATIONS_ZIP
     return {"train": self._generate_examples(manual_dir / TRAIN_ZIP, annotations, "train"),
             "validation": self._generate_examples(manual_dir / VAL_ZIP, annotations, "validation")}
