@@ -9,7 +9,7 @@ import pytest
 
 from configs import common
 from rsrnn_jax import dorsal, samplers
-from rsrnn_jax.models import MODELS, build_model, s3ta
+from rsrnn_jax.models import MODELS, build_model, has_fixations, is_recurrent, s3ta
 from tests.helpers import tiny_config
 
 B, S = 4, 32
@@ -236,6 +236,9 @@ def test_presets_compose_the_shared_parts():
   assert p["base_retina"].sampler.kind == "retina"
   assert (p["dram"].sampler.kind, p["gfnet_m"].sampler.kind) == ("crop", "crop")
   assert p["s3ta"].stages == p["ff_cnn"].stages == vgg
+  # Which code paths apply: fixations (REINFORCE, fixation figure, probability maps) and per-step horizons.
+  assert [name for name in MODELS if has_fixations(p[name])] == ["rsrnn", "base_retina", "dram", "gfnet_m"]
+  assert [name for name in MODELS if not is_recurrent(p[name])] == ["ff_cnn"]
   with pytest.raises(ValueError, match="unknown model"):
     common.model_preset("resnet")
 
