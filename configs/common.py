@@ -43,14 +43,6 @@ def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64,
   m.dorsal = ml_collections.ConfigDict(dict(
       saliency_size=16, hidden=64, sigma_init=0.22, sigma_min=0.02, learn_sigma=True))
   m.stages = stages            # whole-image backbone (ff_cnn, s3ta)
-  # S3TA (rsrnn_jax/models/s3ta.py): keys/values from the backbone + a fixed cosine spatial basis,
-  # an LSTM of core_features emitting one query per head.
-  m.attention = ml_collections.ConfigDict(dict(
-      heads=2,                 # attention heads (the authors' run name `head2`)
-      key_features=stages[0][0],      # 1×1-conv key channels (before the basis is appended)
-      value_features=stages[-2][0],   # 1×1-conv value channels (before the basis is appended)
-      basis_size=8,            # U = V: cos(πu·y)·cos(πv·x), u, v < basis_size → basis_size² channels
-  ))
   if name in ("base_retina", "dram", "gfnet_m"):  # 1-D GRU on the pooled ventral features
     m.encoder1, m.encoder2 = stages, ()
     m.core = "gru"
@@ -60,7 +52,16 @@ def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64,
       m.sampler.scales = (0.25, 0.5) if name == "dram" else (0.25,)
   elif name in WHOLE_IMAGE_MODELS:
     m.norm = "batch"           # the backbone runs once, outside the recurrence: BatchNorm as in the paper
-    m.core_features = stages[-1][0]
+    if name == "s3ta":
+      m.core_features = stages[-1][0]  # LSTM units
+      # Keys/values from the backbone + a fixed cosine spatial basis, one LSTM query per head
+      # (rsrnn_jax/models/s3ta.py). Only in this preset: checkpoints record the model fields.
+      m.attention = ml_collections.ConfigDict(dict(
+          heads=2,                 # attention heads (the authors' run name `head2`)
+          key_features=stages[0][0],      # 1×1-conv key channels (before the basis is appended)
+          value_features=stages[-2][0],   # 1×1-conv value channels (before the basis is appended)
+          basis_size=8,            # U = V: cos(πu·y)·cos(πv·x), u, v < basis_size → basis_size² channels
+      ))
   elif name != "rsrnn":
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
   return m

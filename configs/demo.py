@@ -33,10 +33,11 @@ def get_config(arg: str = ""):
   c.model.ior_size = 24
   c.model.dorsal.saliency_size = 8
   c.model.dorsal.hidden = 32
-  if model == "ff_cnn":
-    c.model.stages = DEMO_STAGES[:3] + ((64, 1, 1),)         # whole 96×96 canvas → 6×6×64
-  # s3ta: the backbone on the whole canvas → 12×12×64; keys 16 + 16 basis, values 64 + 16 basis, LSTM 64.
-  c.model.attention.basis_size = 4
+  if model == "s3ta":
+    # The backbone on the whole canvas → 12×12×64; keys 16 + 16 basis, values 64 + 16 basis, LSTM 64.
+    c.model.attention.basis_size = 4
+  else:
+    c.model.stages = DEMO_STAGES[:3] + ((64, 1, 1),)         # ff_cnn: whole 96×96 canvas → 6×6×64
 
   c.train.batch_size = 64
   c.train.num_train_steps = 2600

@@ -48,9 +48,9 @@ def validate(config) -> None:
   _require(m.core == "conv_gru" or not m.encoder2,
            f"config.model.encoder2 must be empty with the 1-D core (core='gru'), got {tuple(m.encoder2)!r}")
   _require(int(m.core_features) > 0, f"config.model.core_features must be > 0, got {m.core_features!r}")
-  at = m.attention
   for key in ("heads", "key_features", "value_features", "basis_size"):
-    _require(int(at[key]) > 0, f"config.model.attention.{key} must be a positive integer, got {at[key]!r}")
+    value = m.get("attention", {}).get(key, 1)
+    _require(int(value) > 0, f"config.model.attention.{key} must be a positive integer, got {value!r}")
   _require(int(m.ior_size) >= 2, f"config.model.ior_size must be >= 2, got {m.ior_size!r}")
   d = m.dorsal
   _require(int(d.saliency_size) >= 2, f"config.model.dorsal.saliency_size must be >= 2, got {d.saliency_size!r}")

@@ -19,7 +19,8 @@ def tiny_config(model: str = "rsrnn", **overrides):
   c.model.dorsal.saliency_size = 4
   c.model.dorsal.hidden = 4
   c.model.stages = ((4, 1, 1), (8, 1, 1), (8, 1, 1))
-  c.model.attention.update(key_features=4, value_features=8, basis_size=2)
+  if model == "s3ta":
+    c.model.attention.update(key_features=4, value_features=8, basis_size=2)
   c.train.batch_size = 8
   c.train.num_train_steps = 4
   c.train.num_glimpses = 3
