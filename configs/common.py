@@ -161,6 +161,28 @@ def attack_profile(name: str = "paper"):
   return a
 
 
+def adversarial_training(enabled: bool = False, eps: float = 0.0):
+  """``config.train.adversarial``: PGD adversarial training (Madry et al. 2018), for every model.
+
+  Each train step replaces the first ``adv_fraction`` of the batch by L∞ PGD examples against the current
+  parameters (eval-mode forward: BatchNorm running statistics read, never updated by the attack; argmax
+  fixations from the centre), then takes the usual step on that batch (rsrnn_jax/train.py
+  ``adversarial_images``). Enable for any config with ``--config.train.adversarial.enabled=True
+  --config.train.adversarial.eps=0.03``. The architecture is unchanged: an adversarially trained checkpoint
+  is evaluated and attacked like a clean one.
+  """
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled,
+      eps=eps,                 # L∞ radius, pixel scale [0, 1] (> 0 when enabled)
+      num_iterations=5,        # PGD iterations per train step (cost: about (1 + iterations)× a clean step)
+      step_size=0.25,          # PGD step as a fraction of eps (5 × eps/4 reaches the boundary from any start)
+      random_start=True,       # uniform random start in the eps-ball
+      attack_step=0,           # k: the step whose logits are attacked (0 = train.num_glimpses)
+      horizon="step",          # step: logits of step k | avg: mean logits of steps 1..k
+      adv_fraction=1.0,        # fraction of each batch replaced by its PGD examples (rest stays clean)
+  ))
+
+
 def get_base_config(data_name: str = "cluttered_fashion_mnist"):
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -192,6 +214,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       keep_checkpoints=3,
       eval_at_end=True,
   ))
+  c.train.adversarial = adversarial_training()
 
   c.eval = ml_collections.ConfigDict(dict(
       num_glimpses=16,         # T_eval: may exceed train.num_glimpses

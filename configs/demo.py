@@ -3,9 +3,13 @@
 Command (what `make demo` runs):
   python launch.py --config=configs/demo.py --workdir=workdirs/demo
   python launch.py --config=configs/demo.py:model=ff_cnn --workdir=workdirs/demo_ffcnn   # plain CNN baseline
+  python launch.py --config=configs/demo.py:model=ff_cnn_at --workdir=workdirs/demo_ffcnn_at  # FF-CNN-AT
 
 Variants: `configs/demo.py:model=NAME` with NAME in rsrnn (default) | base_retina | dram | gfnet_m | s3ta |
-ff_cnn (docs/zoo.md), all at demo widths on the same narrow backbone.
+ff_cnn (docs/zoo.md), all at demo widths on the same narrow backbone, and ff_cnn_at (= ff_cnn with PGD
+adversarial training at ε = 0.03, 5 iterations, step ε/4: the middle of the demo attack grid 0.01..0.05;
+about 6× the compute of a clean FF-CNN step). Any model: `--config.train.adversarial.enabled=True
+--config.train.adversarial.eps=0.03` (docs/training_variants.md).
 Data: 28×28 Fashion-MNIST items on a 96×96 canvas with clutter fragments (rsrnn_jax/data/cluttered.py),
 built from the Debian package dataset-fashion-mnist. Pixels in [0, 1].
 Expected result (2 CPU cores, 2 fake XLA devices; see README for the measured numbers): RS-RNN reaches
@@ -19,7 +23,8 @@ DEMO_STAGES = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 0))
 
 def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-  model = args.get("model", "rsrnn")
+  variant = args.get("model", "rsrnn")
+  model = {"ff_cnn_at": "ff_cnn"}.get(variant, variant)
   c = common.get_base_config()
   c.data.canvas_size = 96
   c.data.mean, c.data.std = (0.05,), (0.19,)  # measured on the training split
@@ -49,6 +54,9 @@ def get_config(arg: str = ""):
   c.train.weight_decay = 1e-4
   c.train.log_every = 50
   c.train.checkpoint_every = 500
+
+  if variant == "ff_cnn_at":  # the paper's FF-CNN-AT (v1 Fig. 4a; recipe not given): PGD-AT at a demo-scale ε
+    c.train.adversarial = common.adversarial_training(enabled=True, eps=0.03)
 
   c.eval.num_glimpses = 8
   c.eval.batch_size = 500

@@ -216,11 +216,13 @@ def _loss_grad_fn(logits_fn, labels, loss, targeted):
 # ----------------------------------------------------------------------------------------------------------
 
 def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, norm: str = "linf",
-        targeted: bool = False, random_start: bool = True, loss: str = "ce", rng=None):
+        targeted: bool = False, random_start: bool = True, loss: str = "ce", rng=None, unroll: bool = False):
   """Projected gradient ascent of ``attack_loss`` in the ε-ball (L∞ or L2) ∩ [0, 1]; returns the last iterate.
 
   x₀ = Π(x + U(ball)) if ``random_start`` else x;  x_{k+1} = Π(x_k + step(∇ Σ_i loss_i(x_k))).
   ``targeted=True``: ``labels`` are the targets and the attack descends CE to them (or raises their margin).
+  ``unroll=True`` unrolls the iterations in the compiled graph (same result; on XLA:CPU the convolution
+  backward passes inside a rolled loop are several times slower, see docs/design.md).
   """
   _check_norm(norm)
   _check_loss(loss)
@@ -242,7 +244,7 @@ def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, 
   def body(_, xa):
     return proj(xa + _ascent_step(grad_fn(xa), step_b, norm))
 
-  x_adv = jax.lax.fori_loop(0, num_steps, body, x_adv)
+  x_adv = jax.lax.fori_loop(0, num_steps, body, x_adv, unroll=bool(unroll) or None)
   return jax.lax.stop_gradient(x_adv).astype(x.dtype)
 
 

@@ -1,6 +1,7 @@
 """Config validation: impossible values fail early with one line that says what to change."""
 from __future__ import annotations
 
+from rsrnn_jax import data
 from rsrnn_jax.models import MODELS
 
 
@@ -23,6 +24,7 @@ def validate(config) -> None:
            f"config.train.init_fixation must be 'random' or 'center', got {t.init_fixation!r}")
   _require(t.optimizer in ("adamw", "sgd"), f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
   _require(t.schedule in ("cosine", "step"), f"config.train.schedule must be 'cosine' or 'step', got {t.schedule!r}")
+  _validate_adversarial(config)
   for key in ("num_glimpses", "batch_size"):
     _require(int(e[key]) > 0, f"config.eval.{key} must be a positive integer, got {e[key]!r}")
   _require(int(e.max_examples) >= 0, f"config.eval.max_examples must be >= 0, got {e.max_examples!r}")
@@ -56,3 +58,24 @@ def validate(config) -> None:
   _require(int(d.saliency_size) >= 2, f"config.model.dorsal.saliency_size must be >= 2, got {d.saliency_size!r}")
   _require(0 < float(d.sigma_min) < float(d.sigma_init),
            f"config.model.dorsal needs 0 < sigma_min < sigma_init, got {d.sigma_min!r}, {d.sigma_init!r}")
+
+
+def _validate_adversarial(config) -> None:
+  a = config.train.adversarial
+  if not a.enabled:
+    return
+  _require(not data.is_multi_label(config.data), f"config.train.adversarial needs single-label data (the PGD "
+           f"loss is the cross-entropy of one true class); {config.data.name} is multi-label")
+  _require(float(a.eps) > 0, f"config.train.adversarial.eps must be > 0 when adversarial training is enabled, "
+           f"got {a.eps!r}")
+  _require(int(a.num_iterations) >= 1,
+           f"config.train.adversarial.num_iterations must be >= 1, got {a.num_iterations!r}")
+  _require(float(a.step_size) > 0, f"config.train.adversarial.step_size must be > 0 (a fraction of eps), "
+           f"got {a.step_size!r}")
+  _require(a.horizon in ("step", "avg"), f"config.train.adversarial.horizon must be 'step' or 'avg', "
+           f"got {a.horizon!r}")
+  k = int(a.attack_step)
+  _require(0 <= k <= int(config.train.num_glimpses), f"config.train.adversarial.attack_step must be in "
+           f"[0, train.num_glimpses={config.train.num_glimpses}] (0 = the last step), got {a.attack_step!r}")
+  _require(0 < float(a.adv_fraction) <= 1, f"config.train.adversarial.adv_fraction must be in (0, 1], "
+           f"got {a.adv_fraction!r}")

@@ -1,4 +1,8 @@
-"""Clean evaluation: accuracy at every step 1..T_eval over the whole eval split, a plot and a fixation figure."""
+"""Clean evaluation: accuracy at every step 1..T_eval over the whole eval split, a plot and a fixation figure.
+
+Multi-label data (``coco_multilabel``): instead of the accuracy, mAP and CP/CR/CF1/OP/OR/OF1 at every step
+(:mod:`rsrnn_jax.multilabel`, threshold: sigmoid probability > 0.5), from the logits of every eval example.
+"""
 from __future__ import annotations
 
 import functools
@@ -10,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax import checkpoints, configlib, data, parallel, train, viz, writers
+from rsrnn_jax import checkpoints, configlib, data, multilabel, parallel, train, viz, writers
 from rsrnn_jax.models import is_recurrent
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,8 @@ def _eval_step(variables, batch, *, model, num_steps):
   out = predict(model, variables, batch["image"], num_steps=num_steps)
   stats = {"correct": train.per_step_correct(out["logits"], batch["label"], batch["mask"]),
            "count": jnp.sum(batch["mask"])}
+  if train.is_multi_label(batch["label"]):
+    stats["logits"] = out["logits"]  # [T,B,K]: mAP needs every example's scores
   if "fixations" in out:
     stats["saccade_px"], stats["saccades_over_1px"] = saccade_stats(out["fixations"], batch["mask"],
                                                                     batch["image"].shape[1])
@@ -65,22 +71,45 @@ def _eval_step(variables, batch, *, model, num_steps):
 def accuracy_per_step(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
   """Clean accuracy at every step over the eval split (or its first ``max_examples``).
 
-  Returns (accuracy [T], number of examples, saccade statistics or {} for models without fixations).
+  Returns (accuracy [T], number of examples, saccade statistics or {} for models without fixations). For
+  multi-label data "accuracy" is the mean example F1; :func:`multilabel_per_step` has the real metrics.
   """
+  acc, count, saccades, _ = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
+                                            max_examples=max_examples)
+  return acc, count, saccades
+
+
+def multilabel_per_step(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
+  """mAP, CP, CR, CF1, OP, OR, OF1 at every step over the eval split: {metric: [T]}, number of examples."""
+  _, count, _, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
+                                          max_examples=max_examples)
+  return per_step, count
+
+
+def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
   step_fn = jax.jit(functools.partial(_eval_step, model=model, num_steps=num_steps))
   batches = data.eval_batches(config.data, global_batch_size=config.eval.batch_size,
                               process_index=jax.process_index(), process_count=jax.process_count(),
                               max_examples=max_examples or None)
-  totals = None
+  totals, logits, labels = None, [], []
   for batch in batches:
-    stats = jax.device_get(step_fn(variables, parallel.shard_batch(batch, mesh)))
+    sharded = parallel.shard_batch(batch, mesh)
+    stats = step_fn(variables, sharded)
+    if "logits" in stats:
+      host = parallel.to_host({"logits": stats.pop("logits"), "label": sharded["label"], "mask": sharded["mask"]})
+      keep = np.asarray(host["mask"]) > 0
+      logits.append(np.asarray(host["logits"])[:, keep])
+      labels.append(np.asarray(host["label"])[keep])
+    stats = jax.device_get(stats)
     totals = stats if totals is None else jax.tree_util.tree_map(lambda a, b: a + b, totals, stats)
   count = float(totals["count"])
   saccades = {}
   if "saccade_px" in totals:
     saccades = {"mean_saccade_px": [float(v) for v in totals["saccade_px"] / count],
                 "fraction_moving": [float(v) for v in totals["saccades_over_1px"] / count]}
-  return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades
+  per_step = (multilabel.metrics_per_step(np.concatenate(logits, 1), np.concatenate(labels))
+              if logits else None)
+  return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades, per_step
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -88,26 +117,34 @@ def evaluate(config, workdir: str) -> dict:
   num_steps = int(config.eval.num_glimpses)
   variables = train.variables_of(state)
   with jax.set_mesh(mesh):
-    acc, count, saccades = accuracy_per_step(model, variables, config, mesh, num_steps=num_steps,
-                                             max_examples=int(config.eval.max_examples))
+    acc, count, saccades, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
+                                                     max_examples=int(config.eval.max_examples))
   results = {"step": int(jax.device_get(state.step)), "num_examples": count,
              "train_glimpses": int(config.train.num_glimpses), "eval_glimpses": num_steps,
              "accuracy_per_step": [float(a) for a in acc], "model": config.model.name,
              "saccades": saccades,  # per step t→t+1: mean length (px) and fraction of moves > 1 px
+             "adversarial_training": bool(config.train.adversarial.enabled),
              "config": config.to_dict()}
+  headline, label = "accuracy", "accuracy"
+  if info.multi_label:
+    del results["accuracy_per_step"]
+    results.update(multilabel_per_step=per_step, threshold=0.5)
+    acc, headline, label = np.asarray(per_step["mAP"]), "mAP", "mAP"
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
       json.dump(results, f, indent=1, default=str)
-    viz.plot_accuracy_per_step({config.model.name: acc}, os.path.join(out_dir, "accuracy_per_step.png"),
-                               train_glimpses=int(config.train.num_glimpses))
+    viz.plot_accuracy_per_step({config.model.name: acc}, os.path.join(out_dir, f"{headline}_per_step.png"),
+                               train_glimpses=int(config.train.num_glimpses),
+                               title=f"clean {label} per glimpse step", ylabel=f"{label} (%)")
     if is_recurrent(config.model):
       figure_steps(model, variables, config, out_dir)
+    t_train = min(len(acc), int(config.train.num_glimpses))
     writers.MetricWriter(workdir, filename="eval.jsonl").write(
-        results["step"], {"accuracy_last": acc[-1], "accuracy_train_T": acc[min(len(acc), int(config.train.num_glimpses)) - 1]},
-        accuracy_per_step=results["accuracy_per_step"])
-    log.info("eval accuracy per step: %s", " ".join(f"{a:.4f}" for a in acc))
+        results["step"], {f"{headline}_last": acc[-1], f"{headline}_train_T": acc[t_train - 1]},
+        **{f"{headline}_per_step": [float(a) for a in acc]})
+    log.info("eval %s per step: %s", label, " ".join(f"{a:.4f}" for a in acc))
   return results
 
 
@@ -123,7 +160,9 @@ def figure_steps(model, variables, config, out_dir: str, num_steps: int | None =
   images = jnp.asarray(batch["image"])
   num_steps = num_steps or min(int(config.eval.num_glimpses), 8)
   out = jax.jit(functools.partial(predict, model, num_steps=num_steps))(variables, images)
-  kwargs = dict(labels=batch["label"], predictions=np.argmax(np.asarray(out["logits"][-1]), -1))
+  single = np.ndim(batch["label"]) == 1  # multi-hot labels: no single class to print
+  kwargs = dict(labels=batch["label"] if single else None,
+                predictions=np.argmax(np.asarray(out["logits"][-1]), -1) if single else None)
   written = []
   if "fixations" in out:
     fix = np.asarray(out["fixations"])  # [T,B,2]

@@ -73,3 +73,11 @@ def local_batch_size(global_batch_size: int, mesh) -> int:
     raise ValueError(f"batch size {global_batch_size} is not divisible by the {n_dev} devices; "
                      f"use a multiple of {n_dev}")
   return global_batch_size // jax.process_count()
+
+
+def to_host(tree):
+  """numpy copies of (possibly sharded, multi-process) arrays: the global values on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)

@@ -331,11 +331,7 @@ def clean_logits_fn(model, setup: Setup):
 # Aggregation over batches
 # ----------------------------------------------------------------------------------------------------------
 
-def _to_host(tree):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
+_to_host = parallel.to_host
 
 
 def finalize_counts(counts: dict) -> dict:
@@ -720,6 +716,8 @@ def _require(cond, message):
 def validate_attack_config(config) -> None:
   """One-line ValueErrors for impossible ``config.attack`` values."""
   _require("attack" in config, "config has no 'attack' section; build it with configs.common.attack_profile")
+  _require(not data.is_multi_label(config.data), f"--mode=attack needs single-label data (one true class per "
+           f"image for the attacks and the ASR); {config.data.name} is multi-label: evaluate it with --mode=eval")
   a = config.attack
   _require(a.profile in PROFILES, f"config.attack.profile={a.profile!r} is unknown; choose one of "
            f"{', '.join(PROFILES)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import types
 from typing import Any
 
 import flax
@@ -17,7 +18,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from rsrnn_jax import checkpoints, configlib, data, parallel, writers
+from rsrnn_jax import attacks, checkpoints, configlib, data, parallel, robustness, writers
 from rsrnn_jax.models import build_model
 
 log = logging.getLogger(__name__)
@@ -85,24 +86,47 @@ def variables_of(state):
 
 # --------------------------------------------------------------------------------------------------- losses
 
+def is_multi_label(labels) -> bool:
+  """The task type, from the labels' rank: class ids [B] or multi-hot [B, K] (data.MULTI_LABEL_DATASETS)."""
+  return labels.ndim == 2
+
+
 def classification_loss(logits, labels, mask, loss_steps: str = "all"):
-  """Per-step cross-entropy, averaged over the (masked) batch and over steps (or the last step only)."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :])  # [T,B]
+  """Per-step loss, averaged over the (masked) batch and over steps (or the last step only).
+
+  Single-label (labels [B]): softmax cross-entropy. Multi-label (labels multi-hot [B, K]): sigmoid binary
+  cross-entropy averaged over the K classes (BCE-with-logits, paper.md §9).
+  """
+  if is_multi_label(labels):
+    ce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels[None].astype(logits.dtype)), -1)  # [T,B]
+  else:
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :])  # [T,B]
   ce = jnp.sum(ce * mask[None], axis=1) / jnp.maximum(jnp.sum(mask), 1.0)
   return ce[-1] if loss_steps == "last" else jnp.mean(ce)
+
+
+def step_rewards(logits, labels):
+  """Per-step, per-example score in [0, 1], [T,B]: 1[argmax = y] (single-label) or, for multi-hot labels, the
+  example's F1 of the predicted set {k: logit_k > 0} against the true set (1 when both are empty)."""
+  if not is_multi_label(labels):
+    return (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
+  pred, true = logits > 0, labels[None] > 0
+  both = jnp.sum(pred & true, -1).astype(jnp.float32)
+  total = (jnp.sum(pred, -1) + jnp.sum(true, -1)).astype(jnp.float32)
+  return jnp.where(total > 0, 2 * both / jnp.maximum(total, 1.0), 1.0)
 
 
 def reinforce_loss(logits, labels, log_probs, baselines, mask):
   """REINFORCE for the fixation policy with a learned baseline.
 
-  The action taken at step t chooses l_{t+1}; its return is the mean correctness of the later steps
-  G_t = mean_{s>t} 1[argmax p_s = y]. Loss = −E[(G_t − b_t) log π_t] + E[(G_t − b_t)²], with the advantage
-  detached. The last step's action is never used and gets no loss. Returns (policy_loss, baseline_loss).
+  The action taken at step t chooses l_{t+1}; its return is the mean score of the later steps
+  G_t = mean_{s>t} r_s, r_s = 1[argmax p_s = y] (multi-label: the example's F1 at step s, ``step_rewards``).
+  Loss = −E[(G_t − b_t) log π_t] + E[(G_t − b_t)²], with the advantage detached. The last step's action is never used and gets no loss. Returns (policy_loss, baseline_loss).
   """
   num_steps = logits.shape[0]
   if num_steps < 2:
     return jnp.zeros(()), jnp.zeros(())
-  correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)  # [T,B]
+  correct = step_rewards(logits, labels)  # [T,B]
   future = jnp.cumsum(correct[::-1], axis=0)[::-1]  # sum_{s>=t}
   counts = jnp.arange(num_steps, 0, -1, dtype=jnp.float32)[:, None]
   returns = (future[1:] / counts[1:])  # mean over s>t for t = 0..T-2
@@ -115,16 +139,64 @@ def reinforce_loss(logits, labels, log_probs, baselines, mask):
 
 
 def per_step_correct(logits, labels, mask):
-  """Number of correct (masked) examples at each step: [T]."""
-  return jnp.sum((jnp.argmax(logits, -1) == labels[None]) * mask[None], axis=1)
+  """Number of correct (masked) examples at each step [T] (multi-label: the sum of the examples' F1)."""
+  return jnp.sum(step_rewards(logits, labels) * mask[None], axis=1)
+
+
+def per_step_metric_name(multi_label: bool) -> str:
+  """The train-log key of ``per_step_correct / n``: accuracy, or the mean example F1 for multi-label data."""
+  return "f1_per_step" if multi_label else "accuracy_per_step"
+
+
+# --------------------------------------------------------------------------------------------- train step
+
+# ------------------------------------------------------------------------------------ adversarial training
+
+def adversarial_attack_step(config) -> int:
+  """k: the unrolled step whose logits the training attack ascends (0 in the config = train.num_glimpses)."""
+  return int(config.train.adversarial.attack_step) or int(config.train.num_glimpses)
+
+
+def adversarial_images(state: TrainState, batch, rng, *, config):
+  """The training batch's images with the first ``adv_fraction`` of them replaced by PGD examples.
+
+  The attack (:func:`rsrnn_jax.attacks.pgd` on :func:`rsrnn_jax.robustness.model_logits_fn`) runs against the
+  current parameters in **evaluation mode**: BatchNorm reads its running statistics and nothing is updated
+  (the ``batch_stats`` collection is not mutable there), and the overt-attention models take their argmax
+  fixations from the centre, i.e. exactly the deterministic model an evaluation attack (``--mode=attack``)
+  sees. Returns (images [B,...], is_adversarial [B] bool); the images carry no gradient.
+  """
+  a = config.train.adversarial
+  model = types.SimpleNamespace(apply=state.apply_fn)  # all model_logits_fn needs of the module
+  logits_fn = robustness.model_logits_fn(model, variables_of(state), horizon=a.horizon,
+                                         attack_step=adversarial_attack_step(config))
+  eps = float(a.eps)
+  x = batch["image"]
+  x_adv = attacks.pgd(logits_fn, x, batch["label"], eps=eps, step_size=float(a.step_size) * eps,
+                      num_steps=int(a.num_iterations), random_start=bool(a.random_start), rng=rng,
+                      unroll=True)  # few iterations; a rolled loop is slow on XLA:CPU
+  n_adv = int(round(float(a.adv_fraction) * x.shape[0]))
+  is_adv = jnp.arange(x.shape[0]) < n_adv
+  return jnp.where(is_adv.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x), is_adv
 
 
 # --------------------------------------------------------------------------------------------- train step
 
 def train_step(state: TrainState, batch, rng, *, config):
-  """One optimiser step on a global batch (jit partitions it over the ``data`` axis)."""
+  """One optimiser step on a global batch (jit partitions it over the ``data`` axis).
+
+  With ``train.adversarial.enabled`` the step first replaces (part of) the batch by PGD examples against the
+  current parameters (:func:`adversarial_images`, key ``fold_in(rng, 1)``), then trains on them as usual:
+  train-mode forward, sampled fixations from ``rng``, BatchNorm statistics updated once, from that batch.
+  """
   cfg = config.train
-  mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+  mask = batch.get("mask", jnp.ones(batch["label"].shape[:1], jnp.float32))
+  extra = {}
+  if cfg.adversarial.enabled:
+    images, is_adv = adversarial_images(state, batch, jax.random.fold_in(rng, 1), config=config)
+    extra["adv_linf"] = jnp.max(jnp.abs(images - batch["image"]))
+    extra["adv_fraction"] = jnp.mean(is_adv.astype(jnp.float32))
+    batch = {**batch, "image": images}
 
   def loss_fn(params):
     variables = {"params": params}
@@ -152,8 +224,10 @@ def train_step(state: TrainState, batch, rng, *, config):
   if state.batch_stats:
     state = state.replace(batch_stats=new_vars["batch_stats"])
   n = jnp.maximum(jnp.sum(mask), 1.0)
-  metrics["accuracy_per_step"] = per_step_correct(logits, batch["label"], mask) / n
+  key = per_step_metric_name(is_multi_label(batch["label"]))
+  metrics[key] = per_step_correct(logits, batch["label"], mask) / n
   metrics["grad_norm"] = optax.global_norm(grads)
+  metrics.update(extra)
   return state, metrics
 
 
@@ -204,8 +278,9 @@ def train_and_evaluate(config, workdir: str):
           scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
           scalars["images_per_sec"] = window_n / max(elapsed, 1e-9)
           scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
-          acc = [float(a) for a in metrics["accuracy_per_step"]]
-          writer.write(done, scalars, accuracy_per_step=acc)
+          key = per_step_metric_name(info.multi_label)
+          acc = [float(a) for a in metrics[key]]
+          writer.write(done, scalars, **{key: acc})
           progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
           window_t, window_n = time.perf_counter(), 0
         else:

@@ -219,6 +219,15 @@ def test_pgd_reaches_linear_optimum(norm, targeted, loss):
   np.testing.assert_allclose(np.asarray(adv) - x, delta_star, atol=1e-3 if norm == "l2" else 1e-6)
 
 
+def test_pgd_unrolled_equals_rolled():
+  r = np.random.RandomState(1)
+  w, x = jnp.asarray(r.randn(16, 3), jnp.float32), jnp.asarray(r.uniform(0, 1, (4, 16)), jnp.float32)
+  kw = dict(eps=0.1, step_size=0.03, num_steps=4, rng=jax.random.key(0))
+  f = _linear_logits(w, jnp.zeros(3))
+  y = jnp.array([0, 1, 2, 0])
+  np.testing.assert_allclose(A.pgd(f, x, y, unroll=True, **kw), A.pgd(f, x, y, **kw), atol=1e-6)
+
+
 def test_per_example_gradients_do_not_depend_on_batch():
   f = _mlp_logits(_random_mlp(jax.random.PRNGKey(0), 16, 4))
   x = _images(1, (6, 4, 4, 1))

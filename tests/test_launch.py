@@ -7,7 +7,7 @@ import jax
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import demo, imagenet
+from configs import coco, demo, imagenet
 from rsrnn_jax import configlib, run
 from rsrnn_jax.models import MODELS
 from tests.helpers import override
@@ -24,6 +24,7 @@ def _launch(*args, env=None, timeout=300):
     ("--config.train.num_train_steps=-3", "num_train_steps must be a positive integer"),
     ("--config.model.sampler.density_ratio=0.5", "density_ratio"),
     ("--config.model.name=resnet", "model.name='resnet' is unknown"),
+    ("--config.train.adversarial.enabled=True", "adversarial.eps must be > 0"),
 ])
 def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override, pattern):
   workdir = tmp_path / "run"
@@ -50,11 +51,13 @@ def test_bad_mode_and_missing_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("module,arg", [(m, a) for m in (demo, imagenet)
-                                        for a in ["", "attack=strong"] + [f"model={n}" for n in MODELS]])
+                                        for a in ["", "attack=strong"] + [f"model={n}" for n in MODELS]]
+                         + [(demo, "model=ff_cnn_at"), (coco, ""), (coco, "model=ff_cnn")])
 def test_every_config_variant_validates(module, arg):
   c = module.get_config(arg)
   configlib.validate(c)
-  assert c.model.name == dict(kv.split("=") for kv in arg.split(",") if kv).get("model", "rsrnn")
+  name = dict(kv.split("=") for kv in arg.split(",") if kv).get("model", "rsrnn")
+  assert c.model.name == {"ff_cnn_at": "ff_cnn"}.get(name, name)
 
 
 def test_imagenet_config_trains_one_step_and_evaluates_under_mock_data(tmp_path):

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrnn_jax import checkpoints, data, evaluate, run, train, writers
-from rsrnn_jax.models import MODELS
+from rsrnn_jax import attacks, checkpoints, data, evaluate, robustness, run, train, writers
+from rsrnn_jax.models import MODELS, build_model
 from tests.helpers import tiny_config
 
 
@@ -190,3 +190,88 @@ def test_zoo_models_train_save_restore_and_evaluate(tiny_data, tmp_path, model):
   assert os.path.getsize(tmp_path / "eval" / figure) > 1000
   lines = writers.read_metrics(str(tmp_path))
   assert ("policy_loss" in lines[-1]) == (model != "s3ta")  # REINFORCE only for the overt-attention models
+
+
+# ------------------------------------------------------------------------------------ adversarial training
+
+def _adversarial(tiny_data, model, **overrides):
+  return _config(tiny_data, model=model, **{
+      "train.adversarial.enabled": True, "train.adversarial.eps": 0.05, "train.adversarial.num_iterations": 2,
+      "train.warmup_steps": 0, **overrides})
+
+
+def _fixed_batch(c, n=8):
+  return {k: jnp.asarray(v) for k, v in next(data.train_batches(c.data, global_batch_size=n, seed=0)).items()}
+
+
+@pytest.mark.parametrize("model", ["rsrnn", "ff_cnn"])
+def test_adversarial_train_step_uses_pgd_examples_in_the_eps_ball(tiny_data, model):
+  c = _adversarial(tiny_data, model, **{"train.adversarial.adv_fraction": 0.5})
+  net, info = train.model_from_config(c)
+  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  batch = _fixed_batch(c)
+  images, is_adv = jax.jit(lambda s, b, r: train.adversarial_images(s, b, r, config=c))(
+      state, batch, jax.random.key(1))
+  delta = np.abs(np.asarray(images - batch["image"])).reshape(8, -1).max(1)
+  np.testing.assert_array_equal(is_adv, [True] * 4 + [False] * 4)
+  assert np.all(delta[:4] <= 0.05 + 1e-6) and np.all(delta[:4] > 0.01) and np.all(delta[4:] == 0)
+  assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+  before = jax.tree_util.tree_map(np.asarray, state.batch_stats)
+  state_adv, m_adv = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))(
+      train.init_state(net, c, info.image_shape, jax.random.key(0)), batch, jax.random.key(1))
+  clean = _config(tiny_data, model=model, **{"train.warmup_steps": 0})
+  _, m_clean = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=clean))(state, batch, jax.random.key(1))
+  assert float(m_adv["adv_linf"]) <= 0.05 + 1e-6 and float(m_adv["adv_fraction"]) == 0.5
+  assert abs(float(m_adv["ce"]) - float(m_clean["ce"])) > 1e-4  # trained on other images than the clean step
+  if model == "ff_cnn":  # BatchNorm: the attack reads the running statistics; the step updates them once
+    assert c.model.norm == "batch"
+    for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state_adv.batch_stats)):
+      assert x.shape == y.shape and not np.allclose(x, y)
+
+
+def test_adversarial_training_decreases_the_adversarial_loss(tiny_data):
+  c = _adversarial(tiny_data, "ff_cnn", **{"train.learning_rate": 2e-2, "train.num_train_steps": 1000})
+  net, info = train.model_from_config(c)
+  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  batch = _fixed_batch(c, 16)
+  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  losses = []
+  for _ in range(25):
+    state, m = step(state, batch, jax.random.key(0))
+    losses.append(float(m["ce"]))  # the loss on the PGD examples of the current parameters
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _separable(n, seed):
+  """8×8×2 images: channel 0 = 0.5 ± 0.15, a robust feature that agrees with the label 70% of the time;
+  channel 1 = 0.5 ± 0.02, a non-robust feature that always agrees (flipped by any ε > 0.02); ±0.01 noise."""
+  r = np.random.default_rng(seed)
+  y = r.integers(0, 2, n)
+  robust = np.where(r.random(n) < 0.7, 2 * y - 1, 1 - 2 * y)
+  x = np.stack([np.broadcast_to((0.5 + 0.15 * robust)[:, None, None], (n, 8, 8)),
+                np.broadcast_to((0.5 + 0.02 * (2 * y - 1))[:, None, None], (n, 8, 8))], -1)
+  return jnp.asarray(x + r.uniform(-0.01, 0.01, x.shape), jnp.float32), jnp.asarray(y, jnp.int32)
+
+
+def test_adversarial_training_makes_a_tiny_model_robust():
+  # Clean training relies on the perfectly predictive non-robust channel (100% clean, ~0% under PGD at
+  # ε = 0.03); adversarial training at ε = 0.03 must use the robust channel (~70% clean and under PGD).
+  x, y = _separable(256, 0)
+  xt, yt = _separable(256, 1)
+  robust_acc = {}
+  for adv in (False, True):
+    c = tiny_config("ff_cnn", **{
+        "train.adversarial.enabled": adv, "train.adversarial.eps": 0.03, "train.adversarial.num_iterations": 3,
+        "train.adversarial.step_size": 0.5, "train.learning_rate": 3e-2, "train.warmup_steps": 0,
+        "train.num_train_steps": 60, "train.num_glimpses": 1, "train.grad_clip": 0.0, "model.norm": "none",
+        "model.stages": ((8, 1, 0),)})
+    model = build_model(c.model, num_classes=2, mean=(0.5, 0.5), std=(0.1, 0.1))
+    state = train.init_state(model, c, (8, 8, 2), jax.random.key(0))
+    step = jax.jit(lambda s, b, r, c=c: train.train_step(s, b, r, config=c))
+    for i in range(60):
+      j = (i * 64) % 256
+      state, _ = step(state, {"image": x[j:j + 64], "label": y[j:j + 64]}, jax.random.key(i))
+    logits_fn = robustness.model_logits_fn(model, train.variables_of(state), attack_step=1)
+    x_adv = attacks.pgd(logits_fn, xt, yt, eps=0.03, step_size=0.01, num_steps=10, rng=jax.random.key(5))
+    robust_acc[adv] = float(jnp.mean(jnp.argmax(logits_fn(x_adv), -1) == yt))
+  assert robust_acc[False] < 0.2 and robust_acc[True] > 0.6, robust_acc

@@ -104,6 +104,20 @@ def missing_archives_error(manual_dir: str | os.PathLike, missing: list[str]) ->
       f"their folder.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
 
+def find_manual_archives(dl_manager, names, error) -> pathlib.Path:
+  """The TFDS manual dir, after checking that it holds every file in ``names``; otherwise raises
+  ``error(manual_dir, missing_names)``."""
+  manual_dir = getattr(dl_manager, "_manual_dir", None)  # path only for the error message
+  try:
+    manual_dir = pathlib.Path(dl_manager.manual_dir)
+  except AssertionError:  # TFDS: manual dir missing or empty
+    raise error(manual_dir, list(names)) from None
+  missing = [n for n in names if not (manual_dir / n).is_file()]
+  if missing:
+    raise error(manual_dir, missing)
+  return manual_dir
+
+
 class Imagenet100(tfds.core.GeneratorBasedBuilder):
   """The paper's ImageNet100: 100 ILSVRC2012 classes, full train set and their 5,000 val images."""
 
@@ -142,14 +156,7 @@ class Imagenet100(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    manual_dir = getattr(dl_manager, "_manual_dir", None)  # path only for the error message
-    try:
-      manual_dir = pathlib.Path(dl_manager.manual_dir)
-    except AssertionError:  # TFDS: manual dir missing or empty
-      raise missing_archives_error(manual_dir, [TRAIN_TAR, VAL_TAR]) from None
-    missing = [n for n in (TRAIN_TAR, VAL_TAR) if not (manual_dir / n).is_file()]
-    if missing:
-      raise missing_archives_error(manual_dir, missing)
+    manual_dir = find_manual_archives(dl_manager, (TRAIN_TAR, VAL_TAR), missing_archives_error)
     labels_path = self._validation_labels_path or default_validation_labels_path()
     return {
         "train": self._generate_examples(manual_dir / TRAIN_TAR, None),

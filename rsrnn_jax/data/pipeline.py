@@ -4,23 +4,26 @@ Public API
   ``default_data_config(name)`` -> ConfigDict with every field below (configs/ start from it).
   ``dataset_info(data_config)`` -> ``DatasetInfo`` (num_classes, image_shape fed to the model, split sizes, names).
   ``train_batches(data_config, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1)``
-      infinite iterator of {'image': float32 [b, H, W, C] in [0, 1], 'label': int32 [b]}, b = global / processes.
+      infinite iterator of {'image': float32 [b, H, W, C] in [0, 1], 'label': int32 [b]}, b = global / processes
+      (multi-label data sets, ``is_multi_label(cfg)``: 'label' is int32 multi-hot [b, K]).
   ``eval_batches(data_config, *, global_batch_size, split=None, process_index=0, process_count=1,
                  max_examples=None)``
       finite iterator of the same plus 'mask': float32 [b] (1 = real example, 0 = padding).
 Images are not normalised (mean/std live in the model).
 
 ``data_config`` fields
-  name             'cluttered_fashion_mnist' | 'imagenet100'.
+  name             'cluttered_fashion_mnist' | 'imagenet100' | 'coco_multilabel' (multi-label, 80 classes).
   data_dir         TFDS data dir the prepared datasets live in (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
   source_dir       cluttered: folder with the four Fashion-MNIST idx files (None: the Debian package's folder,
                    installed on demand when running as root; see ``fashion_mnist.find_fashion_mnist``).
-  manual_dir       imagenet100: folder with ILSVRC2012_img_{train,val}.tar (None: <data_dir>/downloads/manual).
+  manual_dir       imagenet100: folder with ILSVRC2012_img_{train,val}.tar; coco_multilabel: folder with
+                   train2014.zip, val2014.zip, annotations_trainval2014.zip (None: <data_dir>/downloads/manual).
   canvas_size      cluttered: canvas side S; images are (S, S, 1).
   num_clutter      cluttered: clutter fragments per image.
   clutter_size     cluttered: side of each fragment (px).
   clutter_seed     cluttered: generation seed (0 = the published builder configs).
-  image_size       imagenet100: side of the model input: RandomResizedCrop size (train) / centre crop (eval).
+  image_size       imagenet100, coco: side of the model input: RandomResizedCrop size (train) / centre crop (eval;
+                   coco_multilabel: the whole image resized to image_size², no crop).
   eval_resize      imagenet100: eval resizes the shorter side to this before the centre crop (336/384 paper).
   cache_in_memory  decode the whole split once into a uint8 array and batch from memory (cluttered: ~550 MB
                    for 60k 96² images, the fast choice; needs fixed-size images, so not for imagenet100).
@@ -75,11 +78,14 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 from PIL import Image
 
-from rsrnn_jax.data import cluttered, imagenet100, transforms
+from rsrnn_jax.data import cluttered, coco, imagenet100, transforms
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("cluttered_fashion_mnist", "imagenet100")
+DATASETS = ("cluttered_fashion_mnist", "imagenet100", "coco_multilabel")
+# Data sets whose examples carry several classes: batches hold multi-hot labels [b, K] (int32 0/1) instead of
+# class ids [b]; training uses the sigmoid cross-entropy and evaluation the multi-label metrics.
+MULTI_LABEL_DATASETS = ("coco_multilabel",)
 _CACHE: dict[tuple, "_ArraySource"] = {}
 
 
@@ -111,6 +117,11 @@ def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections
   ))
 
 
+def is_multi_label(cfg) -> bool:
+  """True for data sets with multi-hot labels (MULTI_LABEL_DATASETS); known from the config alone."""
+  return _get(cfg, "name") in MULTI_LABEL_DATASETS
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   name: str
@@ -119,6 +130,7 @@ class DatasetInfo:
   num_train: int                     # examples in train_split
   num_eval: int                      # examples in eval_split
   class_names: tuple[str, ...]
+  multi_label: bool = False          # labels are multi-hot [K] (see MULTI_LABEL_DATASETS)
 
 
 def _get(cfg, field: str, default: Any = None) -> Any:
@@ -144,6 +156,11 @@ class _Task(abc.ABC):
   channels: int
   image_shape: tuple[int, int, int]
   augments: bool = False
+  label_shape: tuple[int, ...] = ()  # () class id; (K,) multi-hot
+
+  def labels(self, records) -> np.ndarray:
+    """int32 labels of decoded TFDS records: class ids [n] (multi-hot [n, K] in multi-label tasks)."""
+    return np.array([int(r["label"]) for r in records], np.int32).reshape(-1, *self.label_shape)
 
   @abc.abstractmethod
   def train(self, data, rng: np.random.Generator) -> np.ndarray:
@@ -193,8 +210,24 @@ class _ImagenetTask(_Task):
     return transforms.to_array(transforms.resize_center_crop(self._pil(data), self.resize, self.size), 3)
 
 
+class _CocoTask(_ImagenetTask):
+  """Train: RandomResizedCrop + flip, as ImageNet. Eval: the whole image resized to image_size² (no crop: a
+  centre crop could cut away labelled objects; the authors' loader does Resize((S, S))). Multi-hot labels."""
+  label_shape = (coco.NUM_CLASSES,)
+
+  def eval(self, data):
+    return transforms.to_array(self._pil(data).resize((self.size, self.size), Image.BILINEAR), 3)
+
+  def labels(self, records):
+    return np.stack([coco.multi_hot(np.asarray(r["label"], np.int64).reshape(-1)) for r in records]).reshape(
+        -1, *self.label_shape)
+
+
 def _task(cfg) -> _Task:
-  return _ClutteredTask(cfg) if _check(cfg) == "cluttered_fashion_mnist" else _ImagenetTask(cfg)
+  name = _check(cfg)
+  if name == "cluttered_fashion_mnist":
+    return _ClutteredTask(cfg)
+  return _CocoTask(cfg) if name == "coco_multilabel" else _ImagenetTask(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,6 +241,8 @@ def _make_builder(cfg) -> tfds.core.DatasetBuilder:
                                   int(_get(cfg, "clutter_size", 9)), int(_get(cfg, "clutter_seed", 0)))
     return cluttered.ClutteredFashionMnist(config=config, data_dir=data_dir(cfg),
                                            source_dir=_get(cfg, "source_dir"))
+  if name == "coco_multilabel":
+    return coco.CocoMultilabel(data_dir=data_dir(cfg))
   return imagenet100.Imagenet100(data_dir=data_dir(cfg))
 
 
@@ -258,7 +293,8 @@ def prepare(cfg) -> tfds.core.DatasetBuilder:
 class _RecordSource:
   """(encoded image, label) records of one split; decoding is left to the task (faster than TFDS's)."""
 
-  def __init__(self, builder, split: str):
+  def __init__(self, builder, split: str, task: _Task):
+    self._task = task
     self._batched = True
     try:
       self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -281,7 +317,7 @@ class _RecordSource:
   def fetch(self, indices) -> tuple[list, np.ndarray]:
     indices = [int(i) for i in indices]
     records = self._ds.__getitems__(indices) if self._batched else [self._ds[i] for i in indices]
-    return [r["image"] for r in records], np.array([int(r["label"]) for r in records], np.int32)
+    return [r["image"] for r in records], self._task.labels(records)
 
 
 @dataclasses.dataclass
@@ -296,7 +332,7 @@ class _ArraySource:
 def _decode_split(source: _RecordSource, task: _Task, chunk: int = 1024, threads: int = 2) -> _ArraySource:
   n = len(source)
   images = np.empty((n, *task.image_shape), np.uint8)
-  labels = np.empty((n,), np.int32)
+  labels = np.empty((n, *task.label_shape), np.int32)
 
   def work(start: int) -> None:
     stop = min(start + chunk, n)
@@ -312,13 +348,13 @@ def _decode_split(source: _RecordSource, task: _Task, chunk: int = 1024, threads
 
 def _source(cfg, builder, split: str, task: _Task):
   if not _get(cfg, "cache_in_memory", False):
-    return _RecordSource(builder, split)
+    return _RecordSource(builder, split, task)
   if task.augments:
     raise ValueError(f"cache_in_memory needs fixed-size, unaugmented images; set it False for {_check(cfg)}")
   key = (os.fspath(builder.data_dir), split, task.image_shape)
   if key not in _CACHE:
     start = time.perf_counter()
-    _CACHE[key] = _decode_split(_RecordSource(builder, split), task)
+    _CACHE[key] = _decode_split(_RecordSource(builder, split, task), task)
     log.info("Decoded %s[%s] into memory: %d images, %.0f MB, %.1f s", builder.name, split, len(_CACHE[key]),
              _CACHE[key].images.nbytes / 2**20, time.perf_counter() - start)
   return _CACHE[key]
@@ -333,12 +369,13 @@ def dataset_info(cfg) -> DatasetInfo:
   """Sizes and shapes of ``cfg``'s dataset (prepares it on first use)."""
   task = _task(cfg)
   builder = prepare(cfg)
-  names = tuple(builder.info.features["label"].names)
+  label = builder.info.features["label"]
+  names = tuple(label.feature.names if isinstance(label, tfds.features.Sequence) else label.names)
   return DatasetInfo(
       name=_check(cfg), num_classes=len(names), image_shape=task.image_shape,
       num_train=len(builder.as_data_source(_get(cfg, "train_split", "train"))),
       num_eval=len(builder.as_data_source(_get(cfg, "eval_split", "test"))),
-      class_names=names)
+      class_names=names, multi_label=is_multi_label(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -396,7 +433,7 @@ class _EvalBatch:
     positions = np.arange(first, first + self.local_batch)
     valid = positions < self.num_examples
     images = np.zeros((self.local_batch, *self.task.image_shape), np.uint8)
-    labels = np.zeros((self.local_batch,), np.int32)
+    labels = np.zeros((self.local_batch, *self.task.label_shape), np.int32)
     indices = positions[valid]
     if len(indices):
       if isinstance(self.source, _ArraySource):
