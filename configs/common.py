@@ -5,11 +5,23 @@ Every field is documented here once; ``configs/demo.py`` and ``configs/imagenet.
 import ml_collections
 
 from rsrnn_jax import data
+from rsrnn_jax.models import MODELS, WHOLE_IMAGE_MODELS
 
 
-def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_ratio: float = 10.0):
-  """Model fields for ``name`` at base width ``width`` (64 = the paper's VGG-8: 64-128-256-512)."""
+def vgg8(width: int = 64):
+  """The shared backbone as (features, convs, pool) stages: VGG-8 64-128-256-512 at width 64 (paper.md §4)."""
   w = width
+  return ((w, 2, 1), (2 * w, 2, 1), (4 * w, 2, 1), (8 * w, 2, 0))
+
+
+def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64, density_ratio: float = 10.0):
+  """Model fields for ``name`` (docs/zoo.md), every model built from the same backbone ``stages``.
+
+  ``stages`` (default :func:`vgg8` at ``width``) is split per model: RS-RNN runs its first three stages as
+  Encoder1 and the rest as Encoder2 around the ConvGRU; the 1-D baselines run all of them on each glimpse,
+  then a GRU on the pooled features; FF-CNN and S3TA run them on the whole image.
+  """
+  stages = tuple(tuple(s) for s in (stages or vgg8(width)))
   m = ml_collections.ConfigDict()
   m.name = name
   m.dtype = "float32"          # compute dtype: float32 | bfloat16 (params and optimiser state stay float32)
@@ -23,17 +35,51 @@ def model_preset(name: str, *, width: int = 64, out_size: int = 64, density_rati
       scales=(0.25,),          # crop side(s) as a fraction of the image side (crop sampler)
   ))
   # Stages are (features, convs, pool). Encoder1 = VGG-8 blocks 1–3, Encoder2 = block 4 (paper.md §9).
-  m.encoder1 = ((w, 2, 1), (2 * w, 2, 1), (4 * w, 2, 1))
+  m.encoder1 = stages[:3]
   m.core = "conv_gru"          # conv_gru (2-D, RS-RNN) | gru (1-D on pooled features)
-  m.core_features = 4 * w
-  m.encoder2 = ((8 * w, 2, 0),)
+  m.core_features = stages[2][0]
+  m.encoder2 = stages[3:]
   m.ior_size = 32              # side of the image-space inhibition-of-return map
   m.dorsal = ml_collections.ConfigDict(dict(
       saliency_size=16, hidden=64, sigma_init=0.22, sigma_min=0.02, learn_sigma=True))
-  m.stages = ((w, 2, 1), (2 * w, 2, 1), (4 * w, 2, 1), (8 * w, 2, 0))  # ff_cnn backbone
-  if name == "ff_cnn":
-    m.norm = "batch"
+  m.stages = stages            # whole-image backbone (ff_cnn, s3ta)
+  if name in ("base_retina", "dram", "gfnet_m"):  # 1-D GRU on the pooled ventral features
+    m.encoder1, m.encoder2 = stages, ()
+    m.core = "gru"
+    m.core_features = stages[-1][0]
+    if name != "base_retina":
+      m.sampler.kind = "crop"
+      m.sampler.scales = (0.25, 0.5) if name == "dram" else (0.25,)
+  elif name in WHOLE_IMAGE_MODELS:
+    m.norm = "batch"           # the backbone runs once, outside the recurrence: BatchNorm as in the paper
+    if name == "s3ta":
+      m.core_features = stages[-1][0]  # LSTM units
+      # Keys/values from the backbone + a fixed cosine spatial basis, one LSTM query per head
+      # (rsrnn_jax/models/s3ta.py). Only in this preset: checkpoints record the model fields.
+      m.attention = ml_collections.ConfigDict(dict(
+          heads=2,                 # attention heads (the authors' run name `head2`)
+          key_features=stages[0][0],      # 1×1-conv key channels (before the basis is appended)
+          value_features=stages[-2][0],   # 1×1-conv value channels (before the basis is appended)
+          basis_size=8,            # U = V: cos(πu·y)·cos(πv·x), u, v < basis_size → basis_size² channels
+      ))
+  elif name != "rsrnn":
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
   return m
+
+
+# Training fields that belong to the model: every model sets each of them (the default unless listed), so
+# switching models never keeps the previous model's value. A config may still override them afterwards.
+MODEL_TRAIN_FIELDS = dict(loss_steps="all")
+MODEL_TRAIN_DEFAULTS = {
+    "s3ta": dict(loss_steps="last"),  # the authors' run name `s3TA_lastStepLoss_...` (paper.md §5)
+}
+
+
+def set_model(c, name: str, **preset_kwargs):
+  """Sets ``c.model`` to ``model_preset(name, ...)`` and the model's training fields in ``c.train``."""
+  c.model = model_preset(name, **preset_kwargs)
+  c.train.update({**MODEL_TRAIN_FIELDS, **MODEL_TRAIN_DEFAULTS.get(name, {})})
+  return c
 
 
 ATTACK_PROFILES = ("paper", "strong")
@@ -147,8 +193,6 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
   c.data.mean = (0.5,)
   c.data.std = (0.25,)
 
-  c.model = model_preset("rsrnn")
-
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,          # global batch over all devices and processes
       num_train_steps=1000,    # optimiser steps
@@ -182,4 +226,4 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
 
   # Adversarial evaluation (--mode=attack, rsrnn_jax/robustness.py); fields documented in attack_profile.
   c.attack = attack_profile("paper")
-  return c
+  return set_model(c, "rsrnn")

@@ -5,7 +5,8 @@ Command (what `make demo` runs):
   python launch.py --config=configs/demo.py:model=ff_cnn --workdir=workdirs/demo_ffcnn   # plain CNN baseline
   python launch.py --config=configs/demo.py:model=ff_cnn_at --workdir=workdirs/demo_ffcnn_at  # FF-CNN-AT
 
-Variants: `configs/demo.py:model=NAME` with NAME in rsrnn (default) | ff_cnn | ff_cnn_at (= ff_cnn with PGD
+Variants: `configs/demo.py:model=NAME` with NAME in rsrnn (default) | base_retina | dram | gfnet_m | s3ta |
+ff_cnn (docs/zoo.md), all at demo widths on the same narrow backbone, and ff_cnn_at (= ff_cnn with PGD
 adversarial training at ε = 0.03, 5 iterations, step ε/4: the middle of the demo attack grid 0.01..0.05;
 about 6× the compute of a clean FF-CNN step). Any model: `--config.train.adversarial.enabled=True
 --config.train.adversarial.eps=0.03` (docs/training_variants.md).
@@ -15,6 +16,9 @@ Expected result (2 CPU cores, 2 fake XLA devices; see README for the measured nu
 >= 75% last-step test accuracy on the full 10k test set in about 10 minutes of training.
 """
 from configs import common
+from rsrnn_jax.models import WHOLE_IMAGE_MODELS
+
+DEMO_STAGES = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 0))
 
 
 def get_config(arg: str = ""):
@@ -25,17 +29,20 @@ def get_config(arg: str = ""):
   c.data.canvas_size = 96
   c.data.mean, c.data.std = (0.05,), (0.19,)  # measured on the training split
 
-  c.model = common.model_preset(model, out_size=32, density_ratio=10.0)
-  c.model.norm = "none"                                      # fastest on 2 CPU cores; 5 convs need no norm
-  c.model.encoder1 = ((16, 1, 1), (32, 1, 1), (64, 1, 1))    # 32×32 glimpse → 4×4×64
-  c.model.core_features = 64                                 # ConvGRU 64 channels at 4×4
-  c.model.encoder2 = ((64, 1, 0),)
+  # Every model on the same narrow backbone (16-32-64-64, one conv per stage; pools after stages 1–3).
+  common.set_model(c, model, stages=DEMO_STAGES, out_size=32, density_ratio=10.0)
+  if model not in WHOLE_IMAGE_MODELS:                     # whole-image models keep BatchNorm
+    c.model.norm = "none"                                    # fastest on 2 CPU cores; 5 convs need no norm
+  # rsrnn: Encoder1 16-32-64 (32×32 glimpse → 4×4×64), ConvGRU 64 channels at 4×4, Encoder2 64.
+  # base_retina / dram / gfnet_m: the four stages on each 32×32 glimpse (→ 4×4×64), GRU(64).
   c.model.ior_size = 24
   c.model.dorsal.saliency_size = 8
   c.model.dorsal.hidden = 32
-  c.model.stages = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 1))  # ff_cnn on the 96×96 canvas
-  if model == "ff_cnn":
-    c.model.norm = "batch"
+  if model == "s3ta":
+    # The backbone on the whole canvas → 12×12×64; keys 16 + 16 basis, values 64 + 16 basis, LSTM 64.
+    c.model.attention.basis_size = 4
+  else:
+    c.model.stages = DEMO_STAGES[:3] + ((64, 1, 1),)         # ff_cnn: whole 96×96 canvas → 6×6×64
 
   c.train.batch_size = 64
   c.train.num_train_steps = 2600

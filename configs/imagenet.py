@@ -4,15 +4,17 @@ Command (4 GPUs on one host, or many hosts under Slurm: one process per host):
   python launch.py --config=configs/imagenet.py --workdir=gs://bucket/rsrnn_in100
   python launch.py --config=configs/imagenet.py --workdir=... --mode=eval
 
-Variants: `configs/imagenet.py:model=NAME` (rsrnn | ff_cnn).
+Variants: `configs/imagenet.py:model=NAME` (rsrnn | base_retina | dram | gfnet_m | s3ta | ff_cnn; docs/zoo.md).
 Data: the official ILSVRC2012 tars in the TFDS manual dir (~/tensorflow_datasets/downloads/manual/);
-rsrnn_jax/data/imagenet100.py keeps the paper's 100 classes. Input 336² (224² for FF-CNN), retina 64², b = 10.
+rsrnn_jax/data/imagenet100.py keeps the paper's 100 classes. Input 336² (224² for FF-CNN and S3TA), glimpses
+64², b = 10; crops 0.25 (and 0.5 for DRAM) of the image side.
 Model: VGG-8 split as Encoder1 = blocks 1–3 (→ 8×8×256), ConvGRU(256, 3×3) at 8×8, Encoder2 = block 4 (512),
 GAP, FC(100). Training T = 4 glimpses, evaluation T = 16. SGD 0.9, lr 0.1·B/256, wd 1e-4, 120 epochs, ×0.1 at
 epochs 80 and 110 (the authors' run name `lrAdje80e110`).
 Expected result: the paper reports 81.94% top-1 for RS-RNN (AAAI draft, Table 1); not reproduced here (no GPU).
 """
 from configs import common
+from rsrnn_jax.models import WHOLE_IMAGE_MODELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,13 +25,14 @@ def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
   model = args.get("model", "rsrnn")
   c = common.get_base_config("imagenet100")
-  c.data.image_size = 224 if model == "ff_cnn" else 336
-  c.data.eval_resize = 256 if model == "ff_cnn" else 384
+  whole_image = model in WHOLE_IMAGE_MODELS  # 224² (S3TA ≈ the FF-CNN backbone once: 10.47 GMACs, paper.md §5)
+  c.data.image_size = 224 if whole_image else 336
+  c.data.eval_resize = 256 if whole_image else 384
   c.data.num_workers = 16
   c.data.prefetch = 4
   c.data.mean, c.data.std = IMAGENET_MEAN, IMAGENET_STD
 
-  c.model = common.model_preset(model, width=64, out_size=64, density_ratio=10.0)
+  common.set_model(c, model, width=64, out_size=64, density_ratio=10.0)
   c.model.dtype = "bfloat16"
 
   c.train.batch_size = 256

@@ -47,7 +47,12 @@ def validate(config) -> None:
     pools = sum(int(st[2]) for st in m.encoder1)
     _require(int(s.out_size) // 2 ** pools >= 1,
              f"config.model.sampler.out_size={s.out_size} is too small for {pools} pooling stages")
+  _require(m.core == "conv_gru" or not m.encoder2,
+           f"config.model.encoder2 must be empty with the 1-D core (core='gru'), got {tuple(m.encoder2)!r}")
   _require(int(m.core_features) > 0, f"config.model.core_features must be > 0, got {m.core_features!r}")
+  for key in ("heads", "key_features", "value_features", "basis_size"):
+    value = m.get("attention", {}).get(key, 1)
+    _require(int(value) > 0, f"config.model.attention.{key} must be a positive integer, got {value!r}")
   _require(int(m.ior_size) >= 2, f"config.model.ior_size must be >= 2, got {m.ior_size!r}")
   d = m.dorsal
   _require(int(d.saliency_size) >= 2, f"config.model.dorsal.saliency_size must be >= 2, got {d.saliency_size!r}")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsrnn_jax import checkpoints, configlib, data, multilabel, parallel, train, viz, writers
-from rsrnn_jax.models import has_fixations
+from rsrnn_jax.models import is_recurrent
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def evaluate(config, workdir: str) -> dict:
     viz.plot_accuracy_per_step({config.model.name: acc}, os.path.join(out_dir, f"{headline}_per_step.png"),
                                train_glimpses=int(config.train.num_glimpses),
                                title=f"clean {label} per glimpse step", ylabel=f"{label} (%)")
-    if has_fixations(config.model):
-      figure_fixations(model, variables, config, os.path.join(out_dir, "fixations.png"))
+    if is_recurrent(config.model):
+      figure_steps(model, variables, config, out_dir)
     t_train = min(len(acc), int(config.train.num_glimpses))
     writers.MetricWriter(workdir, filename="eval.jsonl").write(
         results["step"], {f"{headline}_last": acc[-1], f"{headline}_train_T": acc[t_train - 1]},
@@ -148,8 +148,9 @@ def evaluate(config, workdir: str) -> dict:
   return results
 
 
-def figure_fixations(model, variables, config, path: str, num_steps: int | None = None):
-  """Fixation trajectories and retinal glimpses on the first test images.
+def figure_steps(model, variables, config, out_dir: str, num_steps: int | None = None) -> list[str]:
+  """Per-step figures of the first test images: ``fixations.png`` (trajectories and glimpses) for the
+  overt-attention models, ``attention.png`` (attention maps per step) for S3TA. Returns the files written.
 
   Runs on one process: the replicated variables are copied to the host first, so no collective is needed.
   """
@@ -159,10 +160,17 @@ def figure_fixations(model, variables, config, path: str, num_steps: int | None 
   images = jnp.asarray(batch["image"])
   num_steps = num_steps or min(int(config.eval.num_glimpses), 8)
   out = jax.jit(functools.partial(predict, model, num_steps=num_steps))(variables, images)
-  fix = np.asarray(out["fixations"])  # [T,B,2]
-  logits = np.asarray(out["logits"])
-  sampler = model.sampler
-  glimpses = np.stack([np.asarray(sampler.glimpses(images, jnp.asarray(fix[t]))[0]) for t in range(num_steps)])
   single = np.ndim(batch["label"]) == 1  # multi-hot labels: no single class to print
-  viz.plot_fixations(np.asarray(images), fix, glimpses, path, labels=batch["label"] if single else None,
-                     predictions=np.argmax(logits[-1], -1) if single else None)
+  kwargs = dict(labels=batch["label"] if single else None,
+                predictions=np.argmax(np.asarray(out["logits"][-1]), -1) if single else None)
+  written = []
+  if "fixations" in out:
+    fix = np.asarray(out["fixations"])  # [T,B,2]
+    glimpses = np.stack([np.asarray(model.sampler.glimpses(images, jnp.asarray(fix[t]))[0])
+                         for t in range(num_steps)])
+    written.append(os.path.join(out_dir, "fixations.png"))
+    viz.plot_fixations(np.asarray(images), fix, glimpses, written[-1], **kwargs)
+  if "attention" in out:
+    written.append(os.path.join(out_dir, "attention.png"))
+    viz.plot_attention(np.asarray(images), np.asarray(out["attention"]), written[-1], **kwargs)
+  return written

@@ -846,7 +846,7 @@ def _attack_specs(config, has_steps: bool):
 def run(config, workdir: str) -> dict:
   """``--mode=attack``: the whole suite on the latest checkpoint of ``workdir`` (or eval.checkpoint_path)."""
   from rsrnn_jax import evaluate, train
-  from rsrnn_jax.models import has_fixations
+  from rsrnn_jax.models import has_fixations, is_recurrent
 
   validate_attack_config(config)
   t_start = time.perf_counter()
@@ -854,7 +854,8 @@ def run(config, workdir: str) -> dict:
   variables = train.variables_of(state)
   a = config.attack
   with jax.set_mesh(mesh):
-    results = run_suite(model, variables, config, info, mesh, has_steps=has_fixations(config.model))
+    results = run_suite(model, variables, config, info, mesh, has_steps=is_recurrent(config.model),
+                        has_fixations=has_fixations(config.model))
   results["checkpoint_step"] = int(jax.device_get(state.step))
   results["timing"]["total_s"] = time.perf_counter() - t_start
   out_dir = os.path.join(workdir, f"attack_{a.profile}")
@@ -867,8 +868,13 @@ def run(config, workdir: str) -> dict:
   return results
 
 
-def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, progress: bool = True) -> dict:
-  """Every attack, the probability maps and the sanity checks → the results dict (no files written)."""
+def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, has_fixations: bool = True,
+              progress: bool = True) -> dict:
+  """Every attack, the probability maps and the sanity checks → the results dict (no files written).
+
+  ``has_steps``: the logits change with the step (else only the step-k horizon is run);
+  ``has_fixations``: the model takes fixations (else no probability maps).
+  """
   a = config.attack
   k, t_eval = int(a.attack_step), eval_steps_of(config)
   setup = Setup(attack_step=k, eval_steps=t_eval, norm=a.norm, fixations=a.fixations,
@@ -895,7 +901,7 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, p
   run_square = int(c.square_queries) > 0 and a.norm == "linf"
   large_eps = float(c.large_eps)
   pm = a.prob_map
-  run_maps = has_steps and int(pm.num_images) > 0 and bool(teps_list or float(pm.eps))
+  run_maps = has_fixations and int(pm.num_images) > 0 and bool(teps_list or float(pm.eps))
   pm_eps = float(pm.eps) or (max(teps_list) if teps_list else 0.0)
 
   # Work estimate for the progress bar (relative glimpse-step evaluations × images).

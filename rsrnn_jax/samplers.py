@@ -4,6 +4,7 @@ A sampler is a small frozen dataclass over the pure functions of :mod:`rsrnn_jax
 
 * ``glimpses(images, fix)``: the list of views the ventral stream sees (one for the retina and Crop-S,
   two for Crop-D);
+* ``view_index``: which of those views the dorsal stream looks through;
 * ``view_grid(fix, size)``: image coordinates of a ``size × size`` view, used to warp image-space maps
   (inhibition of return) into the coordinates of the view the dorsal stream looks at;
 * ``view_to_image(u, fix)``: view coordinates → image coordinates, used to turn the chosen cell of the
@@ -29,6 +30,10 @@ class RetinaSampler:
   def num_glimpses(self) -> int:
     return 1
 
+  @property
+  def view_index(self) -> int:
+    return 0
+
   def glimpses(self, images, fix):
     return [retina.retinal_transform(images, fix, out_size=self.out_size,
                                      density_ratio=self.density_ratio)]
@@ -53,6 +58,11 @@ class CropSampler:
   @property
   def num_glimpses(self) -> int:
     return len(self.scales)
+
+  @property
+  def view_index(self) -> int:
+    """The glimpse the dorsal stream looks through: the largest crop (``view_grid``'s coordinates)."""
+    return max(range(len(self.scales)), key=lambda i: self.scales[i])
 
   def glimpses(self, images, fix):
     return [retina.crop(images, fix, scale=s, out_size=self.out_size) for s in self.scales]

@@ -1,4 +1,4 @@
-"""Figures: accuracy vs glimpse step, fixation trajectories with the retinal glimpses."""
+"""Figures: accuracy vs glimpse step, fixation trajectories with the retinal glimpses, S3TA attention maps."""
 from __future__ import annotations
 
 import matplotlib
@@ -31,13 +31,37 @@ def plot_accuracy_per_step(curves: dict, path: str, *, train_glimpses: int | Non
   plt.close(fig)
 
 
+def _example_title(b: int, labels=None, predictions=None, class_names=None) -> str:
+  if labels is None:
+    return ""
+  name = (lambda i: class_names[i]) if class_names else str
+  title = f"y={name(int(labels[b]))}"
+  if predictions is not None:
+    title += f" p={name(int(predictions[b]))}"
+  return title
+
+
+def _step_grid(images, num_steps: int):
+  """One row per image, the image then one panel per step; returns (fig, axes, cmap)."""
+  batch = images.shape[0]
+  fig, axes = plt.subplots(batch, num_steps + 1, figsize=(1.6 * (num_steps + 1), 1.7 * batch), squeeze=False)
+  return fig, axes, "gray" if images.shape[-1] == 1 else None
+
+
+def _save_grid(fig, axes, path: str):
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def plot_fixations(images, fixations, glimpses, path: str, *, labels=None, predictions=None,
                    class_names=None):
   """images [B,H,W,C], fixations [T,B,2], glimpses [T,B,n,n,C] → one row per image: scanpath + glimpses."""
   num_steps, batch = fixations.shape[:2]
-  fig, axes = plt.subplots(batch, num_steps + 1, figsize=(1.6 * (num_steps + 1), 1.7 * batch),
-                           squeeze=False)
-  cmap = "gray" if images.shape[-1] == 1 else None
+  fig, axes, cmap = _step_grid(images, num_steps)
   for b in range(batch):
     ax = axes[b, 0]
     ax.imshow(np.squeeze(images[b]), cmap=cmap, vmin=0, vmax=1)
@@ -46,23 +70,31 @@ def plot_fixations(images, fixations, glimpses, path: str, *, labels=None, predi
     for t in range(num_steps):
       ax.plot(px[t, 0], px[t, 1], "s", ms=4, color=plt.cm.autumn(t / max(num_steps - 1, 1)))
       ax.annotate(str(t + 1), px[t], color="cyan", fontsize=6, xytext=(2, 2), textcoords="offset points")
-    title = ""
-    if labels is not None:
-      name = (lambda i: class_names[i]) if class_names else str
-      title = f"y={name(int(labels[b]))}"
-      if predictions is not None:
-        title += f" p={name(int(predictions[b]))}"
-    ax.set_title(title, fontsize=7)
+    ax.set_title(_example_title(b, labels, predictions, class_names), fontsize=7)
     for t in range(num_steps):
       axes[b, t + 1].imshow(np.squeeze(np.clip(glimpses[t, b], 0, 1)), cmap=cmap, vmin=0, vmax=1)
       if b == 0:
         axes[b, t + 1].set_title(f"glimpse {t + 1}", fontsize=7)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save_grid(fig, axes, path)
+
+
+def plot_attention(images, attention, path: str, *, labels=None, predictions=None, class_names=None):
+  """images [B,H,W,C], attention [T,B,heads,h,w] (S3TA) → one row per image: the image, then per step the
+  attention maps of the heads (summed) over the image."""
+  num_steps, batch = attention.shape[:2]
+  height, width = images.shape[1:3]
+  fig, axes, cmap = _step_grid(images, num_steps)
+  for b in range(batch):
+    axes[b, 0].imshow(np.squeeze(images[b]), cmap=cmap, vmin=0, vmax=1)
+    axes[b, 0].set_title(_example_title(b, labels, predictions, class_names), fontsize=7)
+    for t in range(num_steps):
+      ax = axes[b, t + 1]
+      ax.imshow(np.squeeze(images[b]), cmap=cmap, vmin=0, vmax=1)
+      ax.imshow(attention[t, b].sum(0), cmap="inferno", alpha=0.6, interpolation="nearest",
+                extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+      if b == 0:
+        ax.set_title(f"step {t + 1}", fontsize=7)
+  _save_grid(fig, axes, path)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,14 +11,16 @@ def tiny_config(model: str = "rsrnn", **overrides):
   c.data.num_clutter = 2
   c.data.clutter_size = 5
   c.data.mean, c.data.std = (0.1,), (0.25,)
-  c.model = common.model_preset(model, width=4, out_size=16, density_ratio=4.0)
+  common.set_model(c, model, width=4, out_size=16, density_ratio=4.0)
   c.model.encoder1 = ((4, 1, 1), (8, 1, 1))     # 16×16 glimpse → 4×4×8
   c.model.core_features = 8
-  c.model.encoder2 = ((8, 1, 0),)
+  c.model.encoder2 = ((8, 1, 0),) if c.model.core == "conv_gru" else ()  # the 1-D core has no Encoder2
   c.model.ior_size = 8
   c.model.dorsal.saliency_size = 4
   c.model.dorsal.hidden = 4
   c.model.stages = ((4, 1, 1), (8, 1, 1), (8, 1, 1))
+  if model == "s3ta":
+    c.model.attention.update(key_features=4, value_features=8, basis_size=2)
   c.train.batch_size = 8
   c.train.num_train_steps = 4
   c.train.num_glimpses = 3

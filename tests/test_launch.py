@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs import coco, demo, imagenet
 from rsrnn_jax import configlib, run
+from rsrnn_jax.models import MODELS
 from tests.helpers import override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,11 +50,14 @@ def test_bad_mode_and_missing_workdir(tmp_path):
     run.main(demo.get_config(), "", "train")
 
 
-@pytest.mark.parametrize("module,arg", [(demo, ""), (demo, "model=ff_cnn"), (demo, "model=ff_cnn_at"),
-                                        (imagenet, ""), (imagenet, "model=ff_cnn"), (coco, ""),
-                                        (coco, "model=ff_cnn")])
+@pytest.mark.parametrize("module,arg", [(m, a) for m in (demo, imagenet)
+                                        for a in ["", "attack=strong"] + [f"model={n}" for n in MODELS]]
+                         + [(demo, "model=ff_cnn_at"), (coco, ""), (coco, "model=ff_cnn")])
 def test_every_config_variant_validates(module, arg):
-  configlib.validate(module.get_config(arg))
+  c = module.get_config(arg)
+  configlib.validate(c)
+  name = dict(kv.split("=") for kv in arg.split(",") if kv).get("model", "rsrnn")
+  assert c.model.name == {"ff_cnn_at": "ff_cnn"}.get(name, name)
 
 
 def test_imagenet_config_trains_one_step_and_evaluates_under_mock_data(tmp_path):

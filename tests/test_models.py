@@ -1,4 +1,5 @@
-"""Model structure: shapes, per-step outputs, rolled vs unrolled scan, forced fixations, dorsal stream."""
+"""Model structure: shapes, per-step outputs, rolled vs unrolled scan, forced fixations, dorsal stream, the zoo
+(presets, S3TA, Crop-D)."""
 import functools
 
 import jax
@@ -6,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
 from rsrnn_jax import dorsal, samplers
-from rsrnn_jax.models import build_model
+from rsrnn_jax.models import MODELS, build_model, has_fixations, is_recurrent, s3ta
 from tests.helpers import tiny_config
 
 B, S = 4, 32
@@ -22,17 +24,21 @@ def _images(seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def _init(model_name="rsrnn", norm="group", core="conv_gru"):
-  cfg = tiny_config(model_name, **{"model.norm": norm, "model.core": core})
+def _init(model_name="rsrnn", norm=None, core=None):
+  """Tiny model ``model_name`` (its preset's norm and core unless given) and its variables."""
+  overrides = {"model.norm": norm, "model.core": core}
+  cfg = tiny_config(model_name, **{k: v for k, v in overrides.items() if v is not None})
   model = _model(cfg)
   variables = model.init({"params": jax.random.key(0), "fixation": jax.random.key(1)}, _images(),
                          num_steps=2, train=False)
   return cfg, model, variables
 
 
-@pytest.mark.parametrize("norm,core", [("group", "conv_gru"), ("batch", "conv_gru"), ("none", "gru")])
-def test_rsrnn_output_shapes_every_step(norm, core):
-  cfg, model, variables = _init("rsrnn", norm, core)
+@pytest.mark.parametrize("name,norm,core", [("rsrnn", "group", "conv_gru"), ("rsrnn", "batch", "conv_gru"),
+                                            ("rsrnn", "none", "gru"), ("base_retina", None, None),
+                                            ("dram", None, None), ("gfnet_m", None, None)])
+def test_glimpse_model_output_shapes_every_step(name, norm, core):
+  cfg, model, variables = _init(name, norm, core)
   out = model.apply(variables, _images(), num_steps=5, train=False)  # T at apply may differ from init
   s, g = cfg.model.dorsal.saliency_size, cfg.model.ior_size
   assert out["logits"].shape == (5, B, 10)
@@ -53,6 +59,48 @@ def test_train_mode_batchnorm_updates_stats_inside_scan():
   before = jax.tree_util.tree_leaves(variables["batch_stats"])
   after = jax.tree_util.tree_leaves(new_vars["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_s3ta_attends_softly_with_maps_that_change_over_steps():
+  cfg, model, variables = _init("s3ta")
+  out = model.apply(variables, _images(), num_steps=4, train=False)
+  heads = cfg.model.attention.heads
+  assert set(out) == {"logits", "attention"} and out["logits"].shape == (4, B, 10)
+  assert out["attention"].shape == (4, B, heads, 4, 4)  # 32×32 image, two pools → 8×8; three → 4×4
+  np.testing.assert_allclose(out["attention"].sum(axis=(-1, -2)), 1.0, rtol=1e-5)
+  assert not np.allclose(out["attention"][0], out["attention"][1])  # the LSTM state moves the queries
+  assert not np.allclose(out["logits"][0], out["logits"][-1])
+  # Attention is differentiable: the loss reaches the image through it and through the backbone.
+  g = jax.grad(lambda x: model.apply(variables, x, num_steps=2, train=False)["logits"][-1].sum())(_images())
+  assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
+  # Fixation arguments (shared signature with the glimpse models) are accepted and ignored.
+  forced = model.apply(variables, _images(), num_steps=4, train=False, init_fixations=jnp.ones((B, 2)))
+  np.testing.assert_array_equal(forced["logits"], out["logits"])
+
+
+def test_spatial_basis_is_the_cosine_basis():
+  basis = np.asarray(s3ta.spatial_basis(4, 6, 3))
+  assert basis.shape == (4, 6, 9)
+  np.testing.assert_allclose(basis[..., 0], 1.0)  # u = v = 0: constant
+  y, x = 2, 5
+  np.testing.assert_allclose(basis[y, x, 1 * 3 + 2], np.cos(np.pi * (y + 0.5) / 4) * np.cos(2 * np.pi * (x + 0.5) / 6),
+                             rtol=1e-6)
+
+
+def test_crop_d_has_one_encoder_per_scale_and_the_dorsal_stream_looks_through_the_large_crop():
+  cfg, model, variables = _init("dram")
+  assert cfg.model.sampler.scales == (0.25, 0.5) and model.sampler.view_index == 1
+  step = variables["params"]["step"]
+  assert {"encoder1_0", "encoder1_1"} <= set(step) and "encoder1_2" not in step
+  assert samplers.CropSampler(out_size=8, scales=(0.5, 0.25)).view_index == 0
+  # The saliency network sees the features of one view (not the two scales concatenated), and that view is
+  # the large crop: changing only pixels outside the small crop (side 8 of 32 at the centre) changes it.
+  assert step["dorsal"]["saliency_conv"]["kernel"].shape[2] == cfg.model.encoder1[-1][0]
+  x = _images()
+  outside = jnp.ones((S, S, 1)).at[S // 2 - 4:S // 2 + 4, S // 2 - 4:S // 2 + 4].set(0.0)
+  a = model.apply(variables, x, num_steps=1, train=False)
+  b = model.apply(variables, x * (1 - outside) + 0.5 * outside, num_steps=1, train=False)
+  assert not np.allclose(a["saliency"][0], b["saliency"][0])
 
 
 def test_ff_cnn_repeats_logits_over_steps():
@@ -174,3 +222,31 @@ def test_argmax_policy_picks_most_salient_uninhibited_cell():
   p = sampler.view_to_image(u[:, None], jnp.zeros((1, 2)))[:, 0]
   grid = sampler.view_grid(jnp.zeros((1, 2)), 4)
   np.testing.assert_allclose(p[0], grid[0, 1, 1], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+
+def test_presets_compose_the_shared_parts():
+  vgg = common.vgg8(64)
+  p = {name: common.model_preset(name) for name in MODELS}
+  assert p["rsrnn"].encoder1 + p["rsrnn"].encoder2 == vgg and p["rsrnn"].core == "conv_gru"
+  for name in ("base_retina", "dram", "gfnet_m"):
+    assert p[name].encoder1 == vgg and p[name].encoder2 == () and p[name].core == "gru"
+    assert p[name].core_features == 512
+  assert p["base_retina"].sampler.kind == "retina"
+  assert (p["dram"].sampler.kind, p["gfnet_m"].sampler.kind) == ("crop", "crop")
+  assert p["s3ta"].stages == p["ff_cnn"].stages == vgg
+  # Which code paths apply: fixations (REINFORCE, fixation figure, probability maps) and per-step horizons.
+  assert [name for name in MODELS if has_fixations(p[name])] == ["rsrnn", "base_retina", "dram", "gfnet_m"]
+  assert [name for name in MODELS if not is_recurrent(p[name])] == ["ff_cnn"]
+  with pytest.raises(ValueError, match="unknown model"):
+    common.model_preset("resnet")
+
+
+def test_set_model_sets_the_models_training_fields():
+  c = common.get_base_config()
+  assert c.train.loss_steps == "all"
+  common.set_model(c, "s3ta")
+  assert c.model.name == "s3ta" and c.train.loss_steps == "last"  # S3TA: loss on the last step
+  common.set_model(c, "dram")
+  assert c.train.loss_steps == "all"  # switching back does not keep S3TA's value

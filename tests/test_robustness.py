@@ -41,8 +41,9 @@ def _images(seed=0, n=B):
 
 # ------------------------------------------------------------------------------------------ model wrappers
 
-def test_wrappers_use_exactly_the_chosen_steps():
-  _, model, v = _untrained()
+@pytest.mark.parametrize("model_name", ["rsrnn", "s3ta"])  # overt (fixations) and covert (soft) attention
+def test_wrappers_use_exactly_the_chosen_steps(model_name):
+  _, model, v = _untrained(model_name)
   x, y = _images(), jnp.arange(B) % K
   k, t = 2, 3
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrnn_jax import attacks, checkpoints, data, evaluate, robustness, train, writers
-from rsrnn_jax.models import build_model
+from rsrnn_jax import attacks, checkpoints, data, evaluate, robustness, run, train, writers
+from rsrnn_jax.models import MODELS, build_model
 from tests.helpers import tiny_config
 
 
@@ -53,8 +53,10 @@ def test_classification_loss_all_vs_last_steps_and_mask():
   np.testing.assert_allclose(padded, all_steps, rtol=1e-6)
 
 
-def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data):
-  c = _config(tiny_data, **{"train.learning_rate": 2e-2, "train.warmup_steps": 0, "train.num_train_steps": 1000})
+@pytest.mark.parametrize("model", MODELS)
+def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data, model):
+  c = _config(tiny_data, model=model, **{"train.learning_rate": 2e-2, "train.warmup_steps": 0,
+                                         "train.num_train_steps": 1000})
   model, info = train.model_from_config(c)
   state = train.init_state(model, c, info.image_shape, jax.random.key(0))
   batch = {k: jnp.asarray(v) for k, v in next(data.train_batches(c.data, global_batch_size=16, seed=0)).items()}
@@ -73,11 +75,11 @@ def _run(c, workdir):
   return writers.read_metrics(str(workdir))
 
 
-@pytest.mark.parametrize("model", ["rsrnn", "ff_cnn"])
+@pytest.mark.parametrize("model", ["rsrnn", "s3ta", "ff_cnn"])
 def test_one_and_four_devices_give_the_same_training(tiny_data, tmp_path, model):
   assert jax.device_count() == 4
   c = _config(tiny_data, model=model, **{"train.log_every": 1})
-  if model == "ff_cnn":
+  if model in ("ff_cnn", "s3ta"):
     c.model.norm = "batch"  # global BatchNorm statistics under jit must not depend on the device count
   runs = []
   for n in (1, 4):
@@ -170,6 +172,24 @@ def test_metric_log_drops_records_of_steps_trained_again(tmp_path):
   w.close()
   writers.MetricWriter(str(tmp_path), resume_step=2).close()
   assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------------ zoo
+
+@pytest.mark.parametrize("model", ["dram", "s3ta"])
+def test_zoo_models_train_save_restore_and_evaluate(tiny_data, tmp_path, model):
+  """The same train → checkpoint → restore → eval path for the new model kinds (rsrnn and ff_cnn: tests above;
+  base_retina and gfnet_m are dram's code path with another sampler, covered by the train-step test)."""
+  c = _config(tiny_data, model=model, **{"train.num_train_steps": 2, "train.eval_at_end": True,
+                                         "model.unroll": 1})  # rolled scan: faster compiles
+  first = train.train_and_evaluate(c, str(tmp_path))  # evaluates the restored checkpoint
+  again = run.main(c, str(tmp_path), "eval")
+  assert first["accuracy_per_step"] == again["accuracy_per_step"] and again["step"] == 2
+  assert len(again["accuracy_per_step"]) == c.eval.num_glimpses and again["model"] == model
+  figure = "attention.png" if model == "s3ta" else "fixations.png"
+  assert os.path.getsize(tmp_path / "eval" / figure) > 1000
+  lines = writers.read_metrics(str(tmp_path))
+  assert ("policy_loss" in lines[-1]) == (model != "s3ta")  # REINFORCE only for the overt-attention models
 
 
 # ------------------------------------------------------------------------------------ adversarial training

@@ -3,7 +3,8 @@
 Per step t (paper.md §3–§4, model.png):
 
   glimpse_t = sampler(image, l_t)                          retina (RS-RNN, Base-Retina) or crops (DRAM, GF-Net-m)
-  x_t       = Encoder1(glimpse_t)                          VGG-style conv stages (one encoder per glimpse scale)
+  x_t       = Encoder1(glimpse_t)                          VGG-style conv stages (one encoder per glimpse scale;
+                                                           the features of every scale are concatenated)
   h_t       = Core(h_{t−1}, x_t)                           ConvGRU (2-D, RS-RNN) or GRU on pooled features (1-D)
   z_t       = Encoder2(h_t)                                more conv stages (2-D core only) + global average pool
   p_t       = Classifier(z_t)                              logits at every step
@@ -69,7 +70,8 @@ class _Step(nn.Module):
       h = layers.GRUCore(self.core_features, dtype=self.dtype, name="core")(
           h, layers.global_avg_pool(x))
       pooled = h
-      dorsal_features = x
+      # The dorsal stream's view (the largest crop for Crop-D): feature cells aligned with view_grid.
+      dorsal_features = feats[self.sampler.view_index]
     else:
       raise ValueError(f"unknown core {self.core!r}; use 'conv_gru' or 'gru'")
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
@@ -142,13 +144,7 @@ class GlimpseRNN(nn.Module):
     h0 = jnp.broadcast_to(h0, (batch, *h0.shape[1:]))
     ior0 = jnp.ones((batch, self.ior_size, self.ior_size), jnp.float32)
 
-    unroll = self.unroll
-    if unroll < 0:
-      unroll = 0 if jax.default_backend() == "cpu" else 1
-    if unroll == 0 or unroll >= num_steps:
-      # lax.scan's "unroll entirely" is 0: unroll=True (= length) still lowers a 1-step scan to a rolled
-      # while loop, which pays the rolled-scan gradient cost on XLA:CPU.
-      unroll = 0
+    unroll = layers.scan_unroll(self.unroll, num_steps)
     step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
     # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
     # to step when training updates them, and read-only (broadcast) in evaluation.
