@@ -78,7 +78,7 @@ def main(argv=None):
     info = data.DatasetInfo(config.data.name, num_classes, image_shape, 0, 0, ())
     model, _ = train.model_from_config(config, info)
     with jax.set_mesh(mesh):
-      state = parallel.replicate(train.init_state(model, config, image_shape, jax.random.key(0)), mesh)
+      state = train.replicated_state(model, config, image_shape, jax.random.key(0), mesh)
   variables = train.variables_of(state)
 
   rng = np.random.default_rng(0)

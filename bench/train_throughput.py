@@ -41,7 +41,7 @@ def _measure(args) -> list[dict]:
       batch = {"image": rng.random((args.batch, *shape), np.float32),
                "label": rng.integers(0, 10, args.batch).astype(np.int32)}
       with jax.set_mesh(mesh):
-        state = parallel.replicate(train.init_state(model, c, shape, jax.random.key(0)), mesh)
+        state = train.replicated_state(model, c, shape, jax.random.key(0), mesh)
         step = train.make_train_step(c, mesh)
         gbatch = parallel.shard_batch(batch, mesh)
         key = jax.random.key(1)
