@@ -30,7 +30,7 @@ def parse_args(argv=None):
   p.add_argument("--workdir", default="", help="use the latest checkpoint of this workdir instead of random init")
   p.add_argument("--unroll", type=int, default=None, help="override config.model.unroll (-1 full, 1 rolled)")
   p.add_argument("--remat", action="store_true", help="config.model.remat = True")
-  p.add_argument("--quick", action="store_true", help="smoke test: batch 8, 2 iterations, 2 repeats")
+  p.add_argument("--quick", action="store_true", help="smoke test: batch 8, 2 iterations, 2 repeats, T = 4, 16")
   p.add_argument("--out", default=None, help="default bench/results/attack_throughput[_quick].json")
   return p.parse_args(argv)
 
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 def main(argv=None):
   args = parse_args(argv)
   if args.quick:
-    args.batch_size, args.iterations, args.repeats = 8, 2, 2
+    args.batch_size, args.iterations, args.repeats, args.steps = 8, 2, 2, "4,16"
   machine = benchlib.machine()  # load average before JAX starts
   benchlib.set_host_devices(args.devices)
   import jax

@@ -3,8 +3,8 @@
   python bench/memory.py            # demo model, batch 64: train step (T=4), PGD through 16 and 24 steps
   python bench/memory.py --quick    # smoke run: batch 8, rolled scan only, train T=4 and PGD through 16 steps
 
-Per case, scan unroll (full = the CPU default, 1 = rolled, the GPU default) and remat setting, in a fresh subprocess (so the process's peak RSS belongs to that case alone):
-XLA's own accounting of the compiled program (``jit(f).lower(...).compile().memory_analysis()``: temp =
+Per case, scan unroll (-1 = full, the CPU default; 1 = rolled, the GPU default) and remat setting, in a fresh
+subprocess (so the process's peak RSS belongs to that case alone): XLA's own accounting of the compiled program (``jit(f).lower(...).compile().memory_analysis()``: temp =
 activations and other scratch, plus arguments, outputs and code), and the process peak RSS (``ru_maxrss``) after
 one call, with the RSS before compiling for reference. One host device, the batch unsharded, so temp bytes are
 the whole batch's. JSON → bench/results/memory.json.

@@ -1,8 +1,10 @@
 """Multi-process training on CPU: two launch.py processes (gloo collectives, a local coordinator) against one.
 
 The same command trains with 2 processes × 1 device; with the same global batch and mesh size it ends with the
-same parameters as 1 process × 2 devices, and an Orbax checkpoint written by either restores in the other.
+same parameters as 1 process × 2 devices, an Orbax checkpoint written by either restores in the other, and
+evaluation splits the eval set over the processes.
 """
+import json
 import os
 import shutil
 import socket
@@ -21,10 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 
 
-def _flags(tiny_data):
+def _flags(tiny_data, eval_at_end=False):
   return [*TINY_FLAGS, f"--config.data.source_dir={tiny_data['source_dir']}",
           f"--config.data.data_dir={tiny_data['data_dir']}", f"--config.train.num_train_steps={STEPS}",
-          "--config.train.checkpoint_every=2", "--config.train.eval_at_end=False"]
+          "--config.train.checkpoint_every=2", f"--config.train.eval_at_end={eval_at_end}"]
 
 
 def _config(tiny_data):
@@ -38,10 +40,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir, tiny_data, timeout=300):
+def _launch_two_processes(workdir, tiny_data, eval_at_end=False, timeout=300):
   """Runs launch.py as 2 processes of 1 CPU device each; returns their logs (asserts both succeeded)."""
   address = f"127.0.0.1:{_free_port()}"
-  cmd = [sys.executable, "launch.py", "--config=configs/demo.py", f"--workdir={workdir}", *_flags(tiny_data),
+  cmd = [sys.executable, "launch.py", "--config=configs/demo.py", f"--workdir={workdir}", *_flags(tiny_data, eval_at_end),
          f"--coordinator_address={address}", "--num_processes=2"]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu",
          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as conftest.py sets for this process
@@ -95,11 +97,15 @@ def test_two_processes_train_like_one_and_checkpoints_cross_over(tiny_data, tmp_
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-5)
   _assert_same_params(_final_state(one, c), _final_state(two, c))
 
-  # A checkpoint written by 1 process (step 2) restores in 2 processes, which finish the run identically.
+  # A checkpoint written by 1 process (step 2) restores in 2 processes, which finish the run identically,
+  # then evaluate, each process on its half of every eval batch.
   shutil.copytree(one / "checkpoints" / "2", mixed / "checkpoints" / "2")
-  logs = _launch_two_processes(mixed, tiny_data)
+  logs = _launch_two_processes(mixed, tiny_data, eval_at_end=True)
   assert "resumed from step 2" in logs[0]
   _assert_same_params(_final_state(one, c), _final_state(mixed, c))
+  with open(mixed / "eval" / "results.json") as f:
+    res = json.load(f)
+  assert res["num_examples"] == c.eval.max_examples and len(res["accuracy_per_step"]) == c.eval.num_glimpses
 
 
 def test_cluster_detection_needs_a_multi_task_step():
