@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/demo
 # XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training).
 DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
 
-.PHONY: demo test test-fast install data clean bench
+.PHONY: demo test test-fast install data clean bench bench-quick
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ test: data
 test-fast: install
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
+# Benchmarks (bench/README.md): JSON in bench/results/. Run on an otherwise idle machine; `make bench-quick` is
+# a smoke run of every bench (small sizes, numbers not meaningful).
 bench: install
 	$(PY) bench/train_throughput.py
+	$(PY) bench/attack_throughput.py
+	$(PY) bench/memory.py
+	$(PY) bench/sampler.py
+
+bench-quick: install
+	$(PY) bench/train_throughput.py --quick
+	$(PY) bench/attack_throughput.py --quick
+	$(PY) bench/memory.py --quick
+	$(PY) bench/sampler.py --quick
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache .hypothesis

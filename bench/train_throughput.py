@@ -1,100 +1,106 @@
-"""Train-step throughput (images/s) per model, device count and scan unroll; compile time reported apart.
+"""Train-step throughput (images/s) of every registered model, at demo and ImageNet-like shapes.
 
-  python bench/train_throughput.py                       # demo shapes, 1 and 2 devices, unrolled and rolled
-  python bench/train_throughput.py --devices 1,2,4 --models rsrnn,ff_cnn --out bench/results/train.json
+  python bench/train_throughput.py            # full: every model × {demo, imagenet} × devices {1,2} × unroll
+  python bench/train_throughput.py --quick    # smoke run: small batches, 2 repeats (numbers not meaningful)
+  python bench/train_throughput.py --models rsrnn --shapes demo --devices 1,2,4 --out /tmp/t.json
 
-Each (devices) setting runs in its own subprocess (the host device count is fixed when JAX starts). Per setting:
-one call compiles (timed apart), `--warmup` calls warm up, then `--repeats` timed calls, each ended with
-block_until_ready; the median is reported.
+Models: every name in ``rsrnn_jax.models.MODELS`` (models added to the registry appear automatically).
+Shapes: ``demo`` = configs/demo.py (96² canvas, retina 32², batch 64); ``imagenet`` = configs/imagenet.py's input
+(336², 224² for FF-CNN) and retina (64²) with the model at ``--imagenet_width`` (paper: 64; default 16 so a CPU
+step takes seconds, not minutes), float32 (bf16 is the GPU setting) and ``--imagenet_batch`` (default 16).
+Scan: unroll -1 (full, the CPU default) and 1 (rolled, the GPU default; ~60× slower conv gradients on XLA:CPU),
+rolled only at demo shapes unless ``--rolled_imagenet``; models without a glimpse loop run once.
+Each device count runs in its own subprocess (fixed when JAX starts). Per row: compile timed apart, ``--warmup``
+calls, then the median of ``--repeats`` calls each ended by block_until_ready. JSON → bench/results/.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import benchlib
+
+
+def shape_config(name: str, shape: str, args):
+  from configs import common
+  if shape == "demo":
+    c = benchlib.load_config(f"configs/demo.py:model={name}")
+    return c, args.demo_batch
+  c = benchlib.load_config(f"configs/imagenet.py:model={name}")
+  c.model = common.model_preset(name, width=args.imagenet_width, out_size=64, density_ratio=10.0)
+  c.model.dtype = "float32"
+  return c, args.imagenet_batch
 
 
 def _measure(args) -> list[dict]:
   import jax
-  import numpy as np
-  sys.path.insert(0, ROOT)
-  from configs import demo
-  from rsrnn_jax import parallel, train
-  from rsrnn_jax.models import build_model
 
+  from rsrnn_jax import parallel, train
+  from rsrnn_jax.models import MODELS, has_fixations
+  models = MODELS if args.models == "all" else tuple(args.models.split(","))
+  mesh = parallel.make_mesh(0)
   rows = []
-  for name in args.models.split(","):
-    for unroll in [int(u) for u in args.unroll.split(",")]:
-      c = demo.get_config(f"model={name}")
-      c.model.unroll = unroll
-      c.train.batch_size = args.batch
-      model = build_model(c.model, num_classes=10, mean=c.data.mean, std=c.data.std)
-      mesh = parallel.make_mesh(0)
-      shape = (c.data.canvas_size, c.data.canvas_size, 1)
-      rng = np.random.default_rng(0)
-      batch = {"image": rng.random((args.batch, *shape), np.float32),
-               "label": rng.integers(0, 10, args.batch).astype(np.int32)}
-      with jax.set_mesh(mesh):
-        state = parallel.replicate(train.init_state(model, c, shape, jax.random.key(0)), mesh)
-        step = train.make_train_step(c, mesh)
-        gbatch = parallel.shard_batch(batch, mesh)
-        key = jax.random.key(1)
-        t0 = time.perf_counter()
-        compiled = step.lower(state, gbatch, key).compile()
-        compile_s = time.perf_counter() - t0
-        for _ in range(args.warmup):
-          state, m = compiled(state, gbatch, key)
-        jax.block_until_ready(m)
-        times = []
-        for _ in range(args.repeats):
-          t0 = time.perf_counter()
-          state, m = compiled(state, gbatch, key)
-          jax.block_until_ready(m)
-          times.append(time.perf_counter() - t0)
-      med = float(np.median(times))
-      rows.append({"model": name, "devices": jax.device_count(), "unroll": unroll, "batch": args.batch,
-                   "glimpses": int(c.train.num_glimpses), "compile_s": round(compile_s, 2),
-                   "step_s_median": round(med, 4), "images_per_s": round(args.batch / med, 1),
-                   "step_s_all": [round(t, 4) for t in times]})
-      print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+  for name in models:
+    for shape in args.shapes.split(","):
+      for unroll in [int(u) for u in args.unroll.split(",")]:
+        c, batch_size = shape_config(name, shape, args)
+        scanned = has_fixations(c.model)
+        if unroll != -1 and (not scanned or (shape == "imagenet" and not args.rolled_imagenet)):
+          continue
+        c.model.unroll = unroll
+        c.train.batch_size = batch_size
+        row = {"model": name, "shape": shape, "image": benchlib.image_shape_and_classes(c)[0][0],
+               "width": int(c.model.encoder1[0][0]) if scanned else int(c.model.stages[0][0]),
+               "devices": jax.device_count(), "unroll": unroll if scanned else None, "batch": batch_size,
+               "glimpses": int(c.train.num_glimpses) if scanned else None}
+        try:
+          model, state, batch = benchlib.random_setup(c, batch_size, mesh)
+          with jax.set_mesh(mesh):
+            step = train.make_train_step(c, mesh)
+            t = benchlib.time_compiled(step, (state, batch, jax.random.key(1)), warmup=args.warmup,
+                                       repeats=args.repeats, next_args=lambda out, a: (out[0], *a[1:]))
+          t.pop("compiled")
+          row.update(t, images_per_s=round(batch_size / t["median_s"], 1))
+        except Exception as e:  # noqa: BLE001 - a model that cannot run here is reported, not fatal
+          row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
   return rows
 
 
-def main():
+def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--models", default="rsrnn,ff_cnn")
-  p.add_argument("--devices", default="1,2")
+  p.add_argument("--models", default="all", help="comma-separated names or 'all' (the registry)")
+  p.add_argument("--shapes", default="demo,imagenet")
+  p.add_argument("--devices", default="1,2", help="host device counts, one subprocess each")
   p.add_argument("--unroll", default="-1,1", help="-1 = full unroll (CPU default), 1 = rolled scan")
-  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--rolled_imagenet", action="store_true", help="also time the rolled scan at ImageNet shapes")
+  p.add_argument("--demo_batch", type=int, default=64)
+  p.add_argument("--imagenet_batch", type=int, default=16)
+  p.add_argument("--imagenet_width", type=int, default=16, help="base width (paper 64: 64-128-256-512)")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--out", default="")
+  p.add_argument("--quick", action="store_true", help="smoke test: batches 8/4, width 8, 1 warm-up, 2 repeats")
+  p.add_argument("--out", default=None, help="default bench/results/train_throughput[_quick].json")
   p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  if args.quick:
+    args.demo_batch, args.imagenet_batch, args.imagenet_width, args.warmup, args.repeats = 8, 4, 8, 1, 2
   if args._child:
     print(json.dumps(_measure(args)))
-    return
-  rows = []
+    return None
+  child_args = [f"--models={args.models}", f"--shapes={args.shapes}", f"--unroll={args.unroll}",
+                f"--demo_batch={args.demo_batch}", f"--imagenet_batch={args.imagenet_batch}",
+                f"--imagenet_width={args.imagenet_width}", f"--warmup={args.warmup}", f"--repeats={args.repeats}"]
+  if args.rolled_imagenet:
+    child_args.append("--rolled_imagenet")
+  result = {"benchmark": "train_throughput", "quick": args.quick, "machine": benchlib.machine(), "rows": []}
   for n in args.devices.split(","):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, __file__, "--_child", "--models", args.models, f"--unroll={args.unroll}",
-           "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
-    rows += json.loads(out.strip().splitlines()[-1])
-  result = {"benchmark": "train_throughput", "machine": {"platform": platform.platform(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}, "rows": rows}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      f.write(text)
+    result["rows"] += benchlib.run_child(os.path.abspath(__file__), child_args, int(n))
+  out = args.out if args.out is not None else benchlib.default_out("train_throughput", args.quick)
+  return benchlib.write(result, out)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,10 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_devices = 0            # 0 = every device of every process; n = the first n (single process)
+  # JAX persistent compilation cache (run.py applies it before anything compiles): a directory reused across
+  # runs and restarts; "" = off (JAX's JAX_COMPILATION_CACHE_DIR environment variable still works). Only
+  # compilations over 1 s are stored (jax_persistent_cache_min_compile_time_secs). docs/scaling.md.
+  c.compilation_cache_dir = ""
 
   # Data fields are documented in rsrnn_jax/data/pipeline.py; mean/std normalise inside the model.
   c.data = data.default_data_config(data_name)

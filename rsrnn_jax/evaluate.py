@@ -39,7 +39,7 @@ def load_model(config, workdir: str):
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train)")
   checkpoints.check_compatible(mgr, checkpoints.metadata(config, info), step)
   with jax.set_mesh(mesh):
-    state = parallel.replicate(train.init_state(model, config, info.image_shape, jax.random.key(0)), mesh)
+    state = train.replicated_state(model, config, info.image_shape, jax.random.key(0), mesh)
     state = checkpoints.restore(mgr, step, state)
   log.info("restored step %d from %s", step, directory)
   return model, state, info, mesh

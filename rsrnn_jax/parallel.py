@@ -6,6 +6,7 @@ are global). The same code runs on 1 CPU, N GPUs, or M hosts after :func:`maybe_
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -14,7 +15,25 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
-_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_ID")
+log = logging.getLogger(__name__)
+
+
+def detect_cluster(environ=None) -> str | None:
+  """The cluster manager that started this process as one of several, or None (a single process).
+
+  ``slurm``: inside an ``srun`` step with more than one task (the variables JAX's Slurm detection reads; a batch
+  script that runs ``python`` directly has no step variables and stays single-process). ``ompi``: ``mpirun`` with
+  more than one rank. ``tpu``: a Cloud TPU VM (JAX finds its pod peers itself).
+  """
+  env = os.environ if environ is None else environ
+  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+  if all(k in env for k in slurm) and int(env["SLURM_NTASKS"]) > 1:
+    return "slurm"
+  if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    return "ompi"
+  if "TPU_WORKER_ID" in env:
+    return "tpu"
+  return None
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -22,17 +41,25 @@ def maybe_initialize_distributed(coordinator_address: str | None = None, num_pro
   """Calls ``jax.distributed.initialize`` when given a coordinator or launched under a cluster manager.
 
   Explicit arguments (the ``--coordinator_address/--num_processes/--process_id`` flags) take precedence;
-  otherwise JAX's cluster auto-detection (Slurm, Open MPI, TPU pods, ``JAX_COORDINATOR_ADDRESS``) is used.
-  Returns True when the process is part of a multi-process job.
+  otherwise JAX's cluster auto-detection fills in everything when :func:`detect_cluster` finds Slurm, Open MPI
+  or a TPU pod (``JAX_COORDINATOR_PORT`` overrides the port JAX derives from the Slurm job id). On CPU the
+  cross-process collectives are gloo (JAX's default ``jax_cpu_collectives_implementation``). Must run before
+  anything touches a JAX device. Returns True when the process is part of a multi-process job.
   """
   if coordinator_address:
+    if num_processes is None or process_id is None:
+      raise ValueError("--coordinator_address needs --num_processes and --process_id too")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
-    return True
-  if any(k in os.environ for k in _CLUSTER_ENV) and int(os.environ.get("SLURM_NTASKS", "2")) > 1:
-    jax.distributed.initialize()
-    return True
-  return False
+  elif num_processes not in (None, 1) or process_id not in (None, 0):
+    raise ValueError("--num_processes/--process_id need --coordinator_address (host:port of process 0)")
+  elif detect_cluster() is not None:
+    jax.distributed.initialize()  # JAX's own detection fills in address, count, id, local devices
+  else:
+    return False
+  log.info("process %d of %d processes: %d local / %d global devices (%s)", jax.process_index(),
+           jax.process_count(), jax.local_device_count(), jax.device_count(), jax.default_backend())
+  return True
 
 
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:

@@ -6,6 +6,7 @@ import logging
 import os
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 from rsrnn_jax import configlib
 
@@ -18,6 +19,7 @@ def main(config, workdir: str, mode: str = "train"):
   if not workdir:
     raise ValueError("--workdir is required: a directory for checkpoints, metrics and results")
   configlib.validate(config)  # before anything is written
+  configure_compilation_cache(config)
   if mode == "train":
     from rsrnn_jax import train
     if jax.process_index() == 0:
@@ -30,6 +32,24 @@ def main(config, workdir: str, mode: str = "train"):
     return robustness.run(config, workdir)
   from rsrnn_jax import evaluate
   return evaluate.evaluate(config, workdir)
+
+
+def configure_compilation_cache(config) -> str | None:
+  """Points JAX's persistent compilation cache at ``config.compilation_cache_dir`` (``~`` expanded).
+
+  Must run before the first compilation of the run; a directory different from the current one replaces it
+  (``reset_cache``). Returns the directory, or None when the field is empty (JAX's own settings apply).
+  """
+  path = config.get("compilation_cache_dir", "")
+  if not path:
+    return None
+  path = os.path.abspath(os.path.expanduser(path))
+  if jax.config.jax_compilation_cache_dir != path:
+    os.makedirs(path, exist_ok=True)
+    compilation_cache.set_cache_dir(path)
+    compilation_cache.reset_cache()
+    logging.getLogger(__name__).info("persistent compilation cache: %s", path)
+  return path
 
 
 def setup_logging():

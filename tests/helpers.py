@@ -1,7 +1,20 @@
 """Tiny configs shared by the tests (widths small enough to compile in seconds)."""
+import ast
+
 import ml_collections
 
 from configs import common
+
+# launch.py flags that shrink configs/demo.py to tiny_config-like sizes (subprocess tests).
+TINY_FLAGS = [
+    "--config.data.canvas_size=32", "--config.data.num_clutter=2", "--config.data.clutter_size=5",
+    "--config.model.sampler.out_size=16", "--config.model.sampler.density_ratio=4.0",
+    "--config.model.encoder1=((4,1,1),(8,1,1))", "--config.model.core_features=8",
+    "--config.model.encoder2=((8,1,0),)", "--config.model.ior_size=8",
+    "--config.model.dorsal.saliency_size=4", "--config.model.dorsal.hidden=4",
+    "--config.train.batch_size=8", "--config.train.warmup_steps=1", "--config.train.log_every=1",
+    "--config.eval.batch_size=16", "--config.eval.max_examples=32", "--config.eval.num_figure_images=2",
+]
 
 
 def tiny_config(model: str = "rsrnn", **overrides):
@@ -44,6 +57,18 @@ def override(c, overrides: dict):
       node = node[p]
     node[last] = v
   return c
+
+
+def flag_overrides(flags: list[str]) -> dict:
+  """``["--config.a.b=v", ...]`` (launch.py flags) → ``{"a.b": value}`` for :func:`override`."""
+  out = {}
+  for flag in flags:
+    key, _, value = flag.removeprefix("--config.").partition("=")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
 
 
 def as_config(d) -> ml_collections.ConfigDict:

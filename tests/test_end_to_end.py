@@ -9,18 +9,9 @@ import time
 import pytest
 
 from rsrnn_jax import writers
+from tests.helpers import TINY_FLAGS as TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-TINY = [
-    "--config.data.canvas_size=32", "--config.data.num_clutter=2", "--config.data.clutter_size=5",
-    "--config.model.sampler.out_size=16", "--config.model.sampler.density_ratio=4.0",
-    "--config.model.encoder1=((4,1,1),(8,1,1))", "--config.model.core_features=8",
-    "--config.model.encoder2=((8,1,0),)", "--config.model.ior_size=8",
-    "--config.model.dorsal.saliency_size=4", "--config.model.dorsal.hidden=4",
-    "--config.train.batch_size=8", "--config.train.warmup_steps=1", "--config.train.log_every=1",
-    "--config.eval.batch_size=16", "--config.eval.max_examples=32", "--config.eval.num_figure_images=2",
-]
 
 
 @pytest.mark.slow

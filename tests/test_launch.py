@@ -64,6 +64,7 @@ def test_imagenet_config_trains_one_step_and_evaluates_under_mock_data(tmp_path)
   # The paper's architecture and input size; only the run length and batch are shrunk.
   c = override(imagenet.get_config(), {
       "data.data_dir": str(tmp_path / "tfds"), "data.num_workers": 0, "model.dtype": "float32",
+      "compilation_cache_dir": "",  # keep the test suite's cache (conftest.py), not ~/.cache
       "train.batch_size": 4, "train.num_train_steps": 1, "train.warmup_steps": 0, "train.num_glimpses": 2,
       "eval.num_glimpses": 3, "eval.batch_size": 4, "eval.max_examples": 4, "eval.num_figure_images": 2})
   with tfds.testing.mock_data(num_examples=8):
