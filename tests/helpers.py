@@ -2,6 +2,7 @@
 import ml_collections
 
 from configs import common
+from rsrnn_jax import configlib
 
 
 def tiny_config(model: str = "rsrnn", **overrides):
@@ -35,15 +36,7 @@ def tiny_config(model: str = "rsrnn", **overrides):
   return override(c, overrides)
 
 
-def override(c, overrides: dict):
-  """Sets dotted keys (``"train.batch_size": 4``) on config ``c``; returns it."""
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+override = configlib.set_dotted  # dotted keys ("train.batch_size": 4) on a config; returns it
 
 
 def as_config(d) -> ml_collections.ConfigDict:
