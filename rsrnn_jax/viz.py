@@ -339,12 +339,7 @@ def plot_fixations_by_model(images, rows: dict, path: str, *, num_steps: int = 4
       if r == 0 and titles is not None:
         ax.set_title(titles[i], fontsize=7)
     axes[r, 0].set_ylabel(label, fontsize=8)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save_grid(fig, axes, path)
 
 
 def glimpse_frames(images, fixations, glimpses, *, probs=None, labels=None, class_names=None):
