@@ -295,7 +295,7 @@ def verdict_section(ours: list, paper: list, n: int, k: int, t: int) -> list[str
     tests = v["tests"]
     pv = paper_by_claim[v["claim"]["id"]] if v["attack"] == "paper" else None
     if "model" in v["claim"]:
-      cells = [_test_cell(tests.get("T vs k")), ""]
+      cells = [_test_cell(tests.get("T vs k")), "(one column)"]
       pcell = _test_cell(pv["tests"].get("T vs k")) if pv else "–"
     else:
       cells = [_test_cell(tests.get("k")), _test_cell(tests.get("T"))]
@@ -509,7 +509,7 @@ def write(out_dir: str, configs: dict, budget) -> str:
   acc_by_attack = {a: attack_accuracies(runs, a) for a in ATTACKS}
   first = next((r["attack"] for r in runs.values() if r["attack"]), None)
   n = min((r["attack"]["num_examples"] for r in runs.values() if r["attack"]), default=0)
-  ours = verdicts({a: {m: v for m, v in acc.items()} for a, acc in acc_by_attack.items()}, max(n, 1))
+  ours = verdicts(acc_by_attack, max(n, 1))
   paper = verdicts({"paper": paper_accuracies()}, PAPER_EXAMPLES)
   figures = {"gmacs": figure_accuracy_vs_gmacs(runs, out_dir), "fixations": figure_fixations(runs, out_dir),
              "gif": figure_gif(runs, out_dir)}
