@@ -346,6 +346,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   from rsrnn_jax import run
   run.setup_logging()
+  logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
   handler = _log_to_file(args.out)
   try:
     reproduce(args.out, QUICK_BUDGET if args.quick else DEFAULT_BUDGET, models, parse_overrides(args.set),
