@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/demo
 # XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training).
 DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
 
-.PHONY: demo test test-fast install data clean bench bench-quick
+.PHONY: demo test test-fast install data clean bench bench-quick reproduce
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: data
 	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) launch.py --config=configs/demo.py --workdir=$(WORKDIR)
 	@echo "Results: $(WORKDIR)/eval/results.json, $(WORKDIR)/eval/accuracy_per_step.png, $(WORKDIR)/eval/fixations.png"
 	@echo "Training log: $(WORKDIR)/metrics.jsonl (TensorBoard: $(WORKDIR)/tensorboard)"
+
+# The paper's comparison on the demo data: 7 models trained with one budget, attacked, report + figures in
+# $(REPRO_OUT)/ (docs/reproduction.md). Resumable: run it again after an interruption. REPRO_ARGS=--quick: smoke test.
+REPRO_OUT ?= reproduction
+REPRO_ARGS ?=
+reproduce: data
+	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) -m rsrnn_jax.reproduce --out $(REPRO_OUT) $(REPRO_ARGS)
+	@echo "Report: $(REPRO_OUT)/report.md (runs in $(REPRO_OUT)/runs/<model>/)"
 
 test: data
 	$(PY) -m pytest -q -n 2 --durations=15

@@ -10,6 +10,17 @@ def _require(cond: bool, message: str) -> None:
     raise ValueError(message)
 
 
+def set_dotted(c, overrides: dict):
+  """Sets dotted keys (``{"train.batch_size": 4}``) on config ``c``; returns it."""
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
 def validate(config) -> None:
   """Raises ValueError with a one-line message for the first impossible value in ``config``."""
   t, m, e = config.train, config.model, config.eval

@@ -112,8 +112,10 @@ def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examp
   return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades, per_step
 
 
-def evaluate(config, workdir: str) -> dict:
-  model, state, info, mesh = load_model(config, workdir)
+def evaluate(config, workdir: str, loaded=None) -> dict:
+  """Evaluates the latest checkpoint of ``workdir`` (or ``loaded``, a :func:`load_model` result) and writes
+  ``eval/``."""
+  model, state, info, mesh = loaded or load_model(config, workdir)
   num_steps = int(config.eval.num_glimpses)
   variables = train.variables_of(state)
   with jax.set_mesh(mesh):

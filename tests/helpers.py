@@ -4,6 +4,7 @@ import ast
 import ml_collections
 
 from configs import common
+from rsrnn_jax import configlib
 
 # launch.py flags that shrink configs/demo.py to tiny_config-like sizes (subprocess tests).
 TINY_FLAGS = [
@@ -48,15 +49,7 @@ def tiny_config(model: str = "rsrnn", **overrides):
   return override(c, overrides)
 
 
-def override(c, overrides: dict):
-  """Sets dotted keys (``"train.batch_size": 4``) on config ``c``; returns it."""
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+override = configlib.set_dotted  # dotted keys ("train.batch_size": 4) on a config; returns it
 
 
 def flag_overrides(flags: list[str]) -> dict:
