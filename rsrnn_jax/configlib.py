@@ -69,6 +69,8 @@ def validate(config) -> None:
   _require(int(d.saliency_size) >= 2, f"config.model.dorsal.saliency_size must be >= 2, got {d.saliency_size!r}")
   _require(0 < float(d.sigma_min) < float(d.sigma_init),
            f"config.model.dorsal needs 0 < sigma_min < sigma_init, got {d.sigma_min!r}, {d.sigma_init!r}")
+  _require(0.0 <= float(d.ior_floor) < 1.0,
+           f"config.model.dorsal.ior_floor must be in [0, 1) (0 = the paper's S*M), got {d.ior_floor!r}")
 
 
 def _validate_adversarial(config) -> None:

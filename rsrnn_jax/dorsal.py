@@ -5,7 +5,7 @@ One step of the attention module of RS-RNN (paper.md §3, model.png (b)):
   σ network          σ_t = σ_min + softplus(Dense(pooled features))           (per example, normalised units)
   inhibition of return M_t = ReLU(M_{t−1} − G(l_t, σ_t))                        (image-space map, 1 = not yet seen)
   saliency network   S = softplus(Conv1×1(ReLU(Conv3×3(features))))             (view coordinates, s × s)
-  2-D softmax        P = softmax(S ⊙ warp(M_t → view))                          (over the s·s cells)
+  2-D softmax        P = softmax(S ⊙ (ε·in + (1−ε)·warp(M_t → view)))            (over the s·s cells)
   2-D sample         cell ~ Categorical(P) when sampling, argmax(P) otherwise
   next fixation      l_{t+1} = stop_gradient(view_to_image(cell centre, l_t))
 
@@ -13,6 +13,12 @@ Design decisions (paper.md leaves them open; see docs/design.md):
 * S is non-negative (softplus) so an inhibited cell (M = 0) gets the smallest logit: the product S ⊙ M of the
   paper then really inhibits. (With tanh saliency, as in the authors' later code, inhibited cells would score
   above every cell with negative saliency.)
+* Inhibited cells keep a fraction ε = ``ior_floor`` (default 0.01) of their saliency; ``in`` is 1 where the
+  view cell lies inside the image and 0 outside. With the paper's pure S ⊙ M (ε = 0), once the learned σ has
+  inhibited the whole image every logit is 0 and the eval argmax picks cell 0, the top-left corner: the demo
+  model did exactly that for 39–63% of its fixations from step 3 on (README, "the corner flaw"). With ε > 0
+  an un-inhibited cell still wins unless it is 1/ε times less salient, and once everything is inhibited the
+  policy returns to the most salient point instead of a fixed corner. ε = 0 gives the paper's form.
 * σ is bounded below by ``sigma_min`` (softplus + floor): a learned σ → 0 would divide by zero in G.
 * The Gaussian is not renormalised by its grid maximum (its analytic peak is 1).
 * The fixation is not differentiable (categorical / argmax + stop_gradient); the policy is trained with
@@ -57,6 +63,7 @@ class Dorsal(nn.Module):
   sigma_init: float = 0.22
   sigma_min: float = 0.02
   learn_sigma: bool = True
+  ior_floor: float = 0.01
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -82,9 +89,13 @@ class Dorsal(nn.Module):
     x = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype, name="saliency_conv")(x))
     sal = jax.nn.softplus(nn.Conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0])
     sal = sal.astype(jnp.float32)
-    # IOR map warped into the same view coordinates; zero outside the image, so those cells are inhibited.
-    ior_view = retina.bilinear_sample(ior_map[..., None], sampler.view_grid(fixations, s))[..., 0]
-    logits = (sal * ior_view).reshape(batch, s * s)
+    # IOR map and the image's support warped into the same view coordinates (one gather; both are zero outside
+    # the image, so cells off the image are fully inhibited and never win over a cell on it).
+    warped = retina.bilinear_sample(jnp.stack([ior_map, jnp.ones_like(ior_map)], axis=-1),
+                                    sampler.view_grid(fixations, s))
+    ior_view, inside = warped[..., 0], warped[..., 1]
+    gate = self.ior_floor * inside + (1.0 - self.ior_floor) * ior_view
+    logits = (sal * gate).reshape(batch, s * s)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     if sample:
       index = jax.random.categorical(self.make_rng("fixation"), logits, axis=-1)

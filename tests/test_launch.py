@@ -25,6 +25,7 @@ def _launch(*args, env=None, timeout=300):
     ("--config.model.sampler.density_ratio=0.5", "density_ratio"),
     ("--config.model.name=resnet", "model.name='resnet' is unknown"),
     ("--config.train.adversarial.enabled=True", "adversarial.eps must be > 0"),
+    ("--config.model.dorsal.ior_floor=1.0", "ior_floor must be in [0, 1)"),
 ])
 def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override, pattern):
   workdir = tmp_path / "run"

@@ -209,6 +209,40 @@ def test_tiny_sigma_gives_no_nan():
   assert np.all(np.asarray(maps["sigma"]) >= 0.05 - 1e-7) and np.all(np.isfinite(ior))
 
 
+def _bump_dorsal(ior_floor):
+  """A Dorsal whose saliency is softplus(feature): one salient spot at view cell (row 2, col 1) = flat index 9."""
+  d = dorsal.Dorsal(saliency_size=4, hidden=1, sigma_init=0.05, sigma_min=0.01, learn_sigma=False,
+                    ior_floor=ior_floor)
+  feats = jnp.zeros((1, 4, 4, 1)).at[0, 2, 1, 0].set(10.0)
+  sampler = samplers.RetinaSampler(out_size=8, density_ratio=4.0)
+  ior = jnp.ones((1, 9, 9))
+  v = d.init({"params": jax.random.key(0)}, feats, jnp.ones((1, 2)), jnp.zeros((1, 2)), ior, sampler, sample=False)
+  v = {"params": {"saliency_conv": {"kernel": jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0), "bias": jnp.zeros(1)},
+                  "saliency_out": {"kernel": jnp.ones((1, 1, 1, 1)), "bias": jnp.zeros(1)}}}
+  def choose(ior_map):
+    fix, _, _, maps = d.apply(v, feats, jnp.ones((1, 2)), jnp.zeros((1, 2)), ior_map, sampler, sample=False)
+    return np.asarray(fix[0]), maps
+  cell = lambda i: np.asarray(sampler.view_to_image(dorsal.cell_to_view(jnp.array([i]), 4)[:, None],
+                                                     jnp.zeros((1, 2)))[0, 0])
+  return choose, cell
+
+
+def test_ior_floor_breaks_the_all_inhibited_tie_by_saliency_not_by_the_corner():
+  """The corner flaw: once the IOR map is 0 everywhere, S ⊙ M = 0 and argmax picks cell 0 (top-left corner).
+  With the floor the policy goes back to the most salient point; an un-inhibited cell still beats it."""
+  choose, cell = _bump_dorsal(ior_floor=0.01)
+  np.testing.assert_allclose(choose(jnp.zeros((1, 9, 9)))[0], cell(9), atol=1e-5)
+  paper, _ = _bump_dorsal(ior_floor=0.0)
+  np.testing.assert_allclose(paper(jnp.zeros((1, 9, 9)))[0], [-1.0, -1.0], atol=1e-5)  # S ⊙ M: cell 0, the corner
+  # Inhibit only the salient spot (image point of cell 9): 0.01·softplus(10) = 0.1 < softplus(0) = 0.69 elsewhere.
+  x, y = cell(9)
+  g = np.linspace(-1, 1, 9)
+  ior = jnp.asarray(((g[None, :] - x) ** 2 + (g[:, None] - y) ** 2 > 0.1)[None].astype(np.float32))
+  fix, maps = choose(ior)
+  assert np.linalg.norm(fix - cell(9)) > 0.2
+  np.testing.assert_allclose(maps["saliency"][0, 2, 1], np.log1p(np.exp(10.0)), rtol=1e-5)
+
+
 def test_cell_to_view_corners_and_centre():
   u = dorsal.cell_to_view(jnp.array([0, 3, 12, 15, 5]), 4)
   np.testing.assert_allclose(u[:4], [[-1, -1], [1, -1], [-1, 1], [1, 1]], atol=1e-6)
