@@ -127,12 +127,16 @@ def step_rewards(logits, labels):
   return jnp.where(total > 0, 2 * both / jnp.maximum(total, 1.0), 1.0)
 
 
-def reinforce_loss(logits, labels, log_probs, baselines, mask):
+def reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage: bool = False):
   """REINFORCE for the fixation policy with a learned baseline.
 
   The action taken at step t chooses l_{t+1}; its return is the mean score of the later steps
   G_t = mean_{s>t} r_s, r_s = 1[argmax p_s = y] (multi-label: the example's F1 at step s, ``step_rewards``).
-  Loss = −E[(G_t − b_t) log π_t] + E[(G_t − b_t)²], with the advantage detached. The last step's action is never used and gets no loss. Returns (policy_loss, baseline_loss).
+  Loss = −E[A_t log π_t] + E[(G_t − b_t)²] with the advantage A_t = G_t − b_t detached. The last step's action
+  is never used and gets no loss. ``center_advantage``: subtract from A_t its mean over the (masked) batch at
+  each step, so a baseline that lags the returns (early in training it starts at 0 while G_t > 0) cannot push
+  up the log-probability of every action taken, which would collapse the policy onto whatever it already
+  prefers. Returns (policy_loss, baseline_loss).
   """
   num_steps = logits.shape[0]
   if num_steps < 2:
@@ -143,6 +147,8 @@ def reinforce_loss(logits, labels, log_probs, baselines, mask):
   returns = (future[1:] / counts[1:])  # mean over s>t for t = 0..T-2
   b = baselines[:-1]
   adv = jax.lax.stop_gradient(returns - b)
+  if center_advantage:
+    adv = adv - jnp.sum(adv * mask[None], axis=1, keepdims=True) / jnp.maximum(jnp.sum(mask), 1.0)
   denom = jnp.maximum(jnp.sum(mask), 1.0) * (num_steps - 1)
   policy = -jnp.sum(adv * log_probs[:-1] * mask[None]) / denom
   baseline = jnp.sum((returns - b) ** 2 * mask[None]) / denom
@@ -224,7 +230,8 @@ def train_step(state: TrainState, batch, rng, *, config):
     metrics = {"ce": ce}
     loss = ce
     if "log_probs" in out:
-      pol, base = reinforce_loss(out["logits"], batch["label"], out["log_probs"], out["baselines"], mask)
+      pol, base = reinforce_loss(out["logits"], batch["label"], out["log_probs"], out["baselines"], mask,
+                                 center_advantage=bool(cfg.rl_center_advantage))
       loss = loss + cfg.rl_weight * pol + cfg.baseline_weight * base
       metrics.update(policy_loss=pol, baseline_loss=base)
     metrics["loss"] = loss

@@ -37,6 +37,16 @@ def test_reinforce_loss_matches_hand_computation():
   want_base = (0.25 ** 2 + 1 ** 2 + 0.5 ** 2 + 0 ** 2) / 4
   np.testing.assert_allclose(policy, want_policy, rtol=1e-6)
   np.testing.assert_allclose(base, want_base, rtol=1e-6)
+  # Centred: the advantages minus their batch mean per step (step 0: .25, .5 → −.125, .125; step 1: 1, 0 → .5, −.5).
+  centred, base_c = train.reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage=True)
+  np.testing.assert_allclose(centred, -(-0.125 * -1 + 0.5 * -0.5 + 0.125 * -2 + -0.5 * -1.5) / 4, rtol=1e-6)
+  np.testing.assert_allclose(base_c, want_base, rtol=1e-6)
+  # A lagging baseline (0 while every example is right) pushes every taken action up; centred, nothing moves.
+  all_right = jnp.array([[[2., 0.], [0., 2.]]] * 3)
+  g = jax.grad(lambda lp, c: train.reinforce_loss(all_right, labels, lp, jnp.zeros_like(baselines), mask,
+                                                 center_advantage=c)[0])
+  assert np.all(np.asarray(g(log_probs, False))[:-1] < 0)
+  np.testing.assert_allclose(g(log_probs, True), 0.0, atol=1e-7)
   # The last step's action is never rewarded; a single step has no policy loss.
   p1, b1 = train.reinforce_loss(logits[:1], labels, log_probs[:1], baselines[:1], mask)
   assert float(p1) == 0.0 and float(b1) == 0.0
