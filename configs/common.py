@@ -215,6 +215,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       rl_weight=1.0,           # REINFORCE weight for the fixation policy
       baseline_weight=1.0,     # MSE weight of the learned reward baseline
       rl_center_advantage=True,  # subtract the batch mean of the advantage per step (rsrnn_jax/train.py)
+      rl_reward="correct",     # REINFORCE reward per step: correct (1[argmax = y], F1) | prob (p(y), dense)
       log_every=50,
       checkpoint_every=500,
       keep_checkpoints=3,

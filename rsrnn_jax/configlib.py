@@ -33,6 +33,8 @@ def validate(config) -> None:
   _require(t.loss_steps in ("all", "last"), f"config.train.loss_steps must be 'all' or 'last', got {t.loss_steps!r}")
   _require(t.init_fixation in ("random", "center"),
            f"config.train.init_fixation must be 'random' or 'center', got {t.init_fixation!r}")
+  _require(t.rl_reward in ("correct", "prob"),
+           f"config.train.rl_reward must be 'correct' or 'prob', got {t.rl_reward!r}")
   _require(t.optimizer in ("adamw", "sgd"), f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
   _require(t.schedule in ("cosine", "step"), f"config.train.schedule must be 'cosine' or 'step', got {t.schedule!r}")
   _validate_adversarial(config)

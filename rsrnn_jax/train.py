@@ -127,7 +127,17 @@ def step_rewards(logits, labels):
   return jnp.where(total > 0, 2 * both / jnp.maximum(total, 1.0), 1.0)
 
 
-def reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage: bool = False):
+def true_class_probability(logits, labels):
+  """Per-step probability of the right answer [T,B]: softmax p_s(y), or for multi-hot labels the mean over classes
+  of the sigmoid probability of each class's true state. The dense alternative to ``step_rewards``."""
+  if is_multi_label(labels):
+    p = jax.nn.sigmoid(logits)
+    return jnp.mean(jnp.where(labels[None] > 0, p, 1.0 - p), -1)
+  return jnp.take_along_axis(jax.nn.softmax(logits, -1), labels[None, :, None], -1)[..., 0]
+
+
+def reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage: bool = False,
+                   reward: str = "correct"):
   """REINFORCE for the fixation policy with a learned baseline.
 
   The action taken at step t chooses l_{t+1}; its return is the mean score of the later steps
@@ -136,12 +146,15 @@ def reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage:
   is never used and gets no loss. ``center_advantage``: subtract from A_t its mean over the (masked) batch at
   each step, so a baseline that lags the returns (early in training it starts at 0 while G_t > 0) cannot push
   up the log-probability of every action taken, which would collapse the policy onto whatever it already
-  prefers. Returns (policy_loss, baseline_loss).
+  prefers. ``reward``: "correct" (r_s as above) or "prob" (r_s = p_s(y), ``true_class_probability``: it moves
+  with every change of the classifier's belief, not only when the argmax flips). Rewards carry no gradient.
+  Returns (policy_loss, baseline_loss).
   """
   num_steps = logits.shape[0]
   if num_steps < 2:
     return jnp.zeros(()), jnp.zeros(())
-  correct = step_rewards(logits, labels)  # [T,B]
+  scores = true_class_probability if reward == "prob" else step_rewards
+  correct = jax.lax.stop_gradient(scores(logits, labels))  # [T,B]
   future = jnp.cumsum(correct[::-1], axis=0)[::-1]  # sum_{s>=t}
   counts = jnp.arange(num_steps, 0, -1, dtype=jnp.float32)[:, None]
   returns = (future[1:] / counts[1:])  # mean over s>t for t = 0..T-2
@@ -231,7 +244,7 @@ def train_step(state: TrainState, batch, rng, *, config):
     loss = ce
     if "log_probs" in out:
       pol, base = reinforce_loss(out["logits"], batch["label"], out["log_probs"], out["baselines"], mask,
-                                 center_advantage=bool(cfg.rl_center_advantage))
+                                 center_advantage=bool(cfg.rl_center_advantage), reward=cfg.rl_reward)
       loss = loss + cfg.rl_weight * pol + cfg.baseline_weight * base
       metrics.update(policy_loss=pol, baseline_loss=base)
     metrics["loss"] = loss

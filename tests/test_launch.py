@@ -1,5 +1,6 @@
 """launch.py and configs: bad input fails early with one line; every config runs (ImageNet under mock data)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,6 @@ def _launch(*args, env=None, timeout=300):
     ("--config.model.sampler.density_ratio=0.5", "density_ratio"),
     ("--config.model.name=resnet", "model.name='resnet' is unknown"),
     ("--config.train.adversarial.enabled=True", "adversarial.eps must be > 0"),
-    ("--config.model.dorsal.ior_floor=1.0", "ior_floor must be in [0, 1)"),
 ])
 def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override, pattern):
   workdir = tmp_path / "run"
@@ -49,6 +49,18 @@ def test_bad_mode_and_missing_workdir(tmp_path):
     run.main(demo.get_config(), str(tmp_path), "dance")
   with pytest.raises(ValueError, match="--workdir is required"):
     run.main(demo.get_config(), "", "train")
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("model.dorsal.ior_floor", 1.0, "ior_floor must be in [0, 1)"),
+    ("train.rl_reward", "logprob", "rl_reward must be 'correct' or 'prob'"),
+])
+def test_validate_names_the_bad_field(field, value, pattern):
+  """The same checks launch.py runs (above, through a subprocess), called directly."""
+  c = demo.get_config()
+  configlib.set_dotted(c, {field: value})
+  with pytest.raises(ValueError, match=re.escape(pattern)):
+    configlib.validate(c)
 
 
 @pytest.mark.parametrize("module,arg", [(m, a) for m in (demo, imagenet)

@@ -47,6 +47,16 @@ def test_reinforce_loss_matches_hand_computation():
                                                  center_advantage=c)[0])
   assert np.all(np.asarray(g(log_probs, False))[:-1] < 0)
   np.testing.assert_allclose(g(log_probs, True), 0.0, atol=1e-7)
+  # Dense reward: r_s = p_s(y); ex0's p at steps 1..3 = σ(2), σ(−2), σ(2); ex1's = σ(−2), σ(2), σ(2).
+  hi, lo = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))
+  dense, base_p = train.reinforce_loss(logits, labels, log_probs, baselines, mask, reward="prob")
+  adv = [[(lo + hi) / 2 - 0.25, (hi + hi) / 2 - 0.5], [hi - 0.0, hi - 1.0]]  # [t, example]
+  np.testing.assert_allclose(dense, -(adv[0][0] * -1 + adv[1][0] * -0.5 + adv[0][1] * -2 + adv[1][1] * -1.5) / 4,
+                             rtol=1e-5)
+  np.testing.assert_allclose(base_p, sum(a * a for row in adv for a in row) / 4, rtol=1e-5)
+  # The rewards carry no gradient into the classifier (only the baseline term would reach it otherwise).
+  g_logits = jax.grad(lambda lg: train.reinforce_loss(lg, labels, log_probs, baselines, mask, reward="prob")[1])
+  np.testing.assert_array_equal(g_logits(logits), 0.0)
   # The last step's action is never rewarded; a single step has no policy loss.
   p1, b1 = train.reinforce_loss(logits[:1], labels, log_probs[:1], baselines[:1], mask)
   assert float(p1) == 0.0 and float(b1) == 0.0
