@@ -42,7 +42,8 @@ def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64,
   m.ior_size = 32              # side of the image-space inhibition-of-return map
   m.dorsal = ml_collections.ConfigDict(dict(
       saliency_size=16, hidden=64, sigma_init=0.22, sigma_min=0.02, learn_sigma=True,
-      ior_floor=0.01))  # share of saliency an inhibited cell keeps; 0 = the paper's S ⊙ M (rsrnn_jax/dorsal.py)
+      ior_floor=0.01,   # weight an inhibited cell keeps (rsrnn_jax/dorsal.py)
+      combine="log"))   # log: P ∝ exp(S)·Γ | product: softmax(softplus(S)·Γ), the paper's S ⊙ M at ior_floor=0
   m.stages = stages            # whole-image backbone (ff_cnn, s3ta)
   if name in ("base_retina", "dram", "gfnet_m"):  # 1-D GRU on the pooled ventral features
     m.encoder1, m.encoder2 = stages, ()

@@ -16,6 +16,10 @@ from etils import epath
 
 # Fields of config.model that change how a model runs but not its parameters.
 RUNTIME_ONLY_FIELDS = ("unroll", "remat", "dtype")
+# Model fields added after checkpoints were first written, with the behaviour of the code before them: a
+# checkpoint whose meta lacks one was trained that way, so it is compared as such (and the error tells the
+# user which value to pass to use it).
+FIELDS_ADDED_LATER = {("dorsal", "ior_floor"): 0.0, ("dorsal", "combine"): "product"}
 
 
 def manager(workdir: str, config, *, create: bool = True, directory: str | None = None):
@@ -46,11 +50,23 @@ def check_compatible(mgr, meta: dict, step: int | None = None) -> None:
   step = mgr.latest_step() if step is None else step
   if step is None:
     return
-  saved = read_metadata(mgr, step)
-  differences = _diff(saved, meta)
+  differences = incompatibilities(read_metadata(mgr, step), meta)
   if differences:
     raise ValueError(f"checkpoint {mgr.directory}/{step} was made by a different model/data config "
                      f"({differences[0]}); use another --workdir or the matching --config")
+
+
+def incompatibilities(saved: dict, meta: dict) -> list[str]:
+  """The fields in which a checkpoint's meta and a config's meta differ ("field: checkpoint X vs config Y")."""
+  saved = json.loads(json.dumps(saved))
+  model = saved.get("model")
+  for path, old in FIELDS_ADDED_LATER.items():
+    node = model
+    for key in path[:-1]:
+      node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.setdefault(path[-1], old)
+  return _diff(saved, meta)
 
 
 def _diff(a, b, prefix=""):

@@ -72,7 +72,9 @@ def validate(config) -> None:
   _require(0 < float(d.sigma_min) < float(d.sigma_init),
            f"config.model.dorsal needs 0 < sigma_min < sigma_init, got {d.sigma_min!r}, {d.sigma_init!r}")
   _require(0.0 <= float(d.ior_floor) < 1.0,
-           f"config.model.dorsal.ior_floor must be in [0, 1) (0 = the paper's S*M), got {d.ior_floor!r}")
+           f"config.model.dorsal.ior_floor must be in [0, 1), got {d.ior_floor!r}")
+  _require(d.combine in ("log", "product"),
+           f"config.model.dorsal.combine must be 'log' or 'product' (the paper's S*M), got {d.combine!r}")
 
 
 def _validate_adversarial(config) -> None:

@@ -4,15 +4,22 @@ One step of the attention module of RS-RNN (paper.md §3, model.png (b)):
 
   σ network          σ_t = σ_min + softplus(Dense(pooled features))           (per example, normalised units)
   inhibition of return M_t = ReLU(M_{t−1} − G(l_t, σ_t))                        (image-space map, 1 = not yet seen)
-  saliency network   S = softplus(Conv1×1(ReLU(Conv3×3(features))))             (view coordinates, s × s)
-  2-D softmax        P = softmax(S ⊙ (ε·in + (1−ε)·warp(M_t → view)))            (over the s·s cells)
+  saliency network   S = Conv1×1(ReLU(Conv3×3(features)))                       (view coordinates, s × s)
+  gate               Γ = ε·in + (1−ε)·warp(M_t → view)                           (1 = free, ε = inhibited)
+  2-D softmax        P = softmax(S + log Γ)      combine="log" (default): P ∝ exp(S)·Γ, off-image cells P = 0
+                     P = softmax(softplus(S)·Γ)  combine="product": the paper's S ⊙ M (ε = 0)
   2-D sample         cell ~ Categorical(P) when sampling, argmax(P) otherwise
   next fixation      l_{t+1} = stop_gradient(view_to_image(cell centre, l_t))
 
 Design decisions (paper.md leaves them open; see docs/design.md):
-* S is non-negative (softplus) so an inhibited cell (M = 0) gets the smallest logit: the product S ⊙ M of the
-  paper then really inhibits. (With tanh saliency, as in the authors' later code, inhibited cells would score
-  above every cell with negative saliency.)
+* ``combine="log"`` gates probabilities, not logits: P ∝ exp(S)·Γ. An inhibited cell's probability is scaled by
+  ε whatever the saliency's level, and S is an unbounded linear map. The paper's product S ⊙ M needs S ≥ 0
+  (softplus), so that an inhibited cell (M = 0) gets the smallest logit (with tanh saliency, as in the authors'
+  later code, inhibited cells would score above every cell with negative saliency); but softplus has an
+  absorbing state. When REINFORCE pushes the saliency's level down, softplus(S) → 0 on every cell: the policy is
+  uniform and softplus' gradient sigmoid(S) → 0, so it never recovers. Three of seven demo runs with
+  the product died that way (saliency ≈ 0.005 everywhere, policy entropy = log 64; README). In the log form a
+  shift of S's level does not change P at all, so there is nothing to drift into.
 * Inhibited cells keep a fraction ε = ``ior_floor`` (default 0.01) of their saliency; ``in`` is 1 where the
   view cell lies inside the image and 0 outside. With the paper's pure S ⊙ M (ε = 0), once the learned σ has
   inhibited the whole image every logit is 0 and the eval argmax picks cell 0, the top-left corner: the demo
@@ -64,6 +71,7 @@ class Dorsal(nn.Module):
   sigma_min: float = 0.02
   learn_sigma: bool = True
   ior_floor: float = 0.01
+  combine: str = "log"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -87,15 +95,22 @@ class Dorsal(nn.Module):
     # Saliency map network in view coordinates.
     x = jax.image.resize(features, (batch, s, s, features.shape[-1]), "bilinear")
     x = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype, name="saliency_conv")(x))
-    sal = jax.nn.softplus(nn.Conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0])
-    sal = sal.astype(jnp.float32)
+    sal = nn.Conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0].astype(jnp.float32)
     # IOR map and the image's support warped into the same view coordinates (one gather; both are zero outside
     # the image, so cells off the image are fully inhibited and never win over a cell on it).
     warped = retina.bilinear_sample(jnp.stack([ior_map, jnp.ones_like(ior_map)], axis=-1),
                                     sampler.view_grid(fixations, s))
     ior_view, inside = warped[..., 0], warped[..., 1]
     gate = self.ior_floor * inside + (1.0 - self.ior_floor) * ior_view
-    logits = (sal * gate).reshape(batch, s * s)
+    if self.combine == "log":
+      # log Γ is finite on the image (Γ ≥ ε·in); off it the cell is excluded. The +1e-6 bounds d log Γ / dσ.
+      logits = jnp.where(inside > 0, sal + jnp.log(gate + 1e-6), -1e9)
+    elif self.combine == "product":
+      sal = jax.nn.softplus(sal)
+      logits = sal * gate
+    else:
+      raise ValueError(f"unknown dorsal combine {self.combine!r}; use 'log' or 'product'")
+    logits = logits.reshape(batch, s * s)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     if sample:
       index = jax.random.categorical(self.make_rng("fixation"), logits, axis=-1)

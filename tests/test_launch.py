@@ -53,6 +53,7 @@ def test_bad_mode_and_missing_workdir(tmp_path):
 
 @pytest.mark.parametrize("field,value,pattern", [
     ("model.dorsal.ior_floor", 1.0, "ior_floor must be in [0, 1)"),
+    ("model.dorsal.combine", "sum", "combine must be 'log' or 'product'"),
     ("train.rl_reward", "logprob", "rl_reward must be 'correct' or 'prob'"),
 ])
 def test_validate_names_the_bad_field(field, value, pattern):

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import common
@@ -209,38 +210,71 @@ def test_tiny_sigma_gives_no_nan():
   assert np.all(np.asarray(maps["sigma"]) >= 0.05 - 1e-7) and np.all(np.isfinite(ior))
 
 
-def _bump_dorsal(ior_floor):
-  """A Dorsal whose saliency is softplus(feature): one salient spot at view cell (row 2, col 1) = flat index 9."""
+def _bump_dorsal(ior_floor, combine="product", out_bias=0.0, height=10.0):
+  """A Dorsal whose saliency is feature + out_bias (softplus of it for the product): one salient spot of the
+  given height at view cell (row 2, col 1) = flat index 9."""
   d = dorsal.Dorsal(saliency_size=4, hidden=1, sigma_init=0.05, sigma_min=0.01, learn_sigma=False,
-                    ior_floor=ior_floor)
-  feats = jnp.zeros((1, 4, 4, 1)).at[0, 2, 1, 0].set(10.0)
+                    ior_floor=ior_floor, combine=combine)
+  feats = jnp.zeros((1, 4, 4, 1)).at[0, 2, 1, 0].set(height)
   sampler = samplers.RetinaSampler(out_size=8, density_ratio=4.0)
   ior = jnp.ones((1, 9, 9))
   v = d.init({"params": jax.random.key(0)}, feats, jnp.ones((1, 2)), jnp.zeros((1, 2)), ior, sampler, sample=False)
   v = {"params": {"saliency_conv": {"kernel": jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0), "bias": jnp.zeros(1)},
-                  "saliency_out": {"kernel": jnp.ones((1, 1, 1, 1)), "bias": jnp.zeros(1)}}}
+                  "saliency_out": {"kernel": jnp.ones((1, 1, 1, 1)), "bias": jnp.full((1,), out_bias)}}}
   def choose(ior_map):
     fix, _, _, maps = d.apply(v, feats, jnp.ones((1, 2)), jnp.zeros((1, 2)), ior_map, sampler, sample=False)
     return np.asarray(fix[0]), maps
+  choose.dorsal, choose.variables, choose.inputs = d, v, (feats, jnp.ones((1, 2)), jnp.zeros((1, 2)), ior, sampler)
   cell = lambda i: np.asarray(sampler.view_to_image(dorsal.cell_to_view(jnp.array([i]), 4)[:, None],
                                                      jnp.zeros((1, 2)))[0, 0])
   return choose, cell
 
 
-def test_ior_floor_breaks_the_all_inhibited_tie_by_saliency_not_by_the_corner():
+def _spot_inhibited(cell):
+  """An IOR map that inhibits only the image point of view cell 9 (the salient spot)."""
+  x, y = cell(9)
+  g = np.linspace(-1, 1, 9)
+  return jnp.asarray(((g[None, :] - x) ** 2 + (g[:, None] - y) ** 2 > 0.2)[None].astype(np.float32))
+
+
+@pytest.mark.parametrize("combine", ["product", "log"])
+def test_ior_floor_breaks_the_all_inhibited_tie_by_saliency_not_by_the_corner(combine):
   """The corner flaw: once the IOR map is 0 everywhere, S ⊙ M = 0 and argmax picks cell 0 (top-left corner).
   With the floor the policy goes back to the most salient point; an un-inhibited cell still beats it."""
-  choose, cell = _bump_dorsal(ior_floor=0.01)
+  choose, cell = _bump_dorsal(ior_floor=0.01, combine=combine)
   np.testing.assert_allclose(choose(jnp.zeros((1, 9, 9)))[0], cell(9), atol=1e-5)
   paper, _ = _bump_dorsal(ior_floor=0.0)
   np.testing.assert_allclose(paper(jnp.zeros((1, 9, 9)))[0], [-1.0, -1.0], atol=1e-5)  # S ⊙ M: cell 0, the corner
-  # Inhibit only the salient spot (image point of cell 9): 0.01·softplus(10) = 0.1 < softplus(0) = 0.69 elsewhere.
-  x, y = cell(9)
-  g = np.linspace(-1, 1, 9)
-  ior = jnp.asarray(((g[None, :] - x) ** 2 + (g[:, None] - y) ** 2 > 0.1)[None].astype(np.float32))
-  fix, maps = choose(ior)
+  # Inhibit only a spot of height 4. Product: 0.01·softplus(4) = 0.04 < softplus(0) = 0.69 elsewhere.
+  # Log: 4 + log(0.01) = −0.6 < 0 elsewhere.
+  choose, cell = _bump_dorsal(ior_floor=0.01, combine=combine, height=4.0)
+  fix, maps = choose(_spot_inhibited(cell))
   assert np.linalg.norm(fix - cell(9)) > 0.2
-  np.testing.assert_allclose(maps["saliency"][0, 2, 1], np.log1p(np.exp(10.0)), rtol=1e-5)
+  expect = 4.0 if combine == "log" else np.log1p(np.exp(4.0))
+  np.testing.assert_allclose(maps["saliency"][0, 2, 1], expect, rtol=1e-5)
+
+
+def test_log_combine_has_no_absorbing_state_where_the_product_has_one():
+  """Push the saliency's level down (output bias −30): the product's softplus(S) is ~0 on every cell, so the
+  policy is uniform and its gradient vanishes (the dead-saliency failure of the demo runs). The log form's
+  P ∝ exp(S)·Γ does not depend on the level: same policy, same gradient as at bias 0."""
+  def policy_and_grad(combine, out_bias):
+    choose, _ = _bump_dorsal(ior_floor=0.01, combine=combine, out_bias=out_bias)
+    d, v, inputs = choose.dorsal, choose.variables, choose.inputs
+    def logp(params):
+      _, _, _, maps = d.apply({"params": params}, *inputs, sample=False)
+      return jnp.log(maps["probs"][0, 0, 0])  # log-probability of a cell away from the spot
+    g = jax.grad(logp)(v["params"])
+    return float(jnp.exp(logp(v["params"]))), float(optax.global_norm(g))
+  p_log0, g_log0 = policy_and_grad("log", 0.0)
+  p_log, g_log = policy_and_grad("log", -30.0)
+  p_prod0, g_prod0 = policy_and_grad("product", 0.0)
+  p_prod, g_prod = policy_and_grad("product", -30.0)
+  assert p_prod0 < 1e-3 and g_prod0 > 0.1                      # alive at bias 0: the spot takes the mass
+  np.testing.assert_allclose(p_prod, 1 / 16, rtol=1e-3)        # dead: uniform over the 16 cells ...
+  assert g_prod < 1e-6                                         # ... and no gradient to leave it
+  np.testing.assert_allclose([p_log, g_log], [p_log0, g_log0], rtol=1e-4)
+  assert p_log < 1e-3 and g_log > 0.1
 
 
 def test_cell_to_view_corners_and_centre():

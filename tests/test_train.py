@@ -185,6 +185,22 @@ def test_eval_refuses_a_checkpoint_of_another_model(tiny_data, tmp_path):
     evaluate.load_model(_config(tiny_data), str(tmp_path / "empty"))
 
 
+def test_checkpoint_meta_without_a_later_field_is_compared_with_the_old_behaviour(tiny_data):
+  """A checkpoint written before model.dorsal.combine existed was trained with the product; it matches a config
+  that asks for the product, and the mismatch with today's default names the value to pass."""
+  c = _config(tiny_data)
+  info = data.dataset_info(c.data)
+  meta = checkpoints.metadata(c, info)
+  old = json.loads(json.dumps(meta))
+  del old["model"]["dorsal"]["combine"]
+  assert c.model.dorsal.combine == "log"
+  assert checkpoints.incompatibilities(old, meta) == [
+      "model.dorsal.combine: checkpoint 'product' vs config 'log'"]
+  c.model.dorsal.combine = "product"
+  assert checkpoints.incompatibilities(old, checkpoints.metadata(c, info)) == []
+  assert checkpoints.incompatibilities(meta, meta) == []
+
+
 def test_metric_log_drops_records_of_steps_trained_again(tmp_path):
   w = writers.MetricWriter(str(tmp_path))
   for s in (1, 2, 3):
