@@ -13,7 +13,8 @@ about 6× the compute of a clean FF-CNN step). Any model: `--config.train.advers
 Data: 28×28 Fashion-MNIST items on a 96×96 canvas with clutter fragments (rsrnn_jax/data/cluttered.py),
 built from the Debian package dataset-fashion-mnist. Pixels in [0, 1].
 Expected result (2 CPU cores, 2 fake XLA devices; see README for the measured numbers): RS-RNN reaches
->= 75% last-step test accuracy on the full 10k test set in about 10 minutes of training.
+about 78% test accuracy on the full 10k test set at step 4 and step 8 (four seeds: 77.9–78.6% at step 4,
+77.7–78.6% at step 8; the first, central glimpse alone 69.4–69.8%) in about 11 minutes of training.
 """
 from configs import common
 from rsrnn_jax.models import WHOLE_IMAGE_MODELS
