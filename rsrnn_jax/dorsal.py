@@ -20,12 +20,13 @@ Design decisions (paper.md leaves them open; see docs/design.md):
   uniform and softplus' gradient sigmoid(S) → 0, so it never recovers. Three of seven demo runs with
   the product died that way (saliency ≈ 0.005 everywhere, policy entropy = log 64; README). In the log form a
   shift of S's level does not change P at all, so there is nothing to drift into.
-* Inhibited cells keep a fraction ε = ``ior_floor`` (default 0.01) of their saliency; ``in`` is 1 where the
-  view cell lies inside the image and 0 outside. With the paper's pure S ⊙ M (ε = 0), once the learned σ has
+* Inhibited cells keep a weight ε = ``ior_floor`` (default 0.01) in the gate Γ; ``in`` is 1 where the view
+  cell lies inside the image and 0 outside. With the paper's pure S ⊙ M (ε = 0), once the learned σ has
   inhibited the whole image every logit is 0 and the eval argmax picks cell 0, the top-left corner: the demo
   model did exactly that for 39–63% of its fixations from step 3 on (README, "the corner flaw"). With ε > 0
-  an un-inhibited cell still wins unless it is 1/ε times less salient, and once everything is inhibited the
-  policy returns to the most salient point instead of a fixed corner. ε = 0 gives the paper's form.
+  an un-inhibited cell still wins unless it is 1/ε times less salient (product) or its saliency is lower by
+  more than log(1/ε) (log), and once everything is inhibited the policy returns to the most salient point
+  instead of a fixed corner.
 * σ is bounded below by ``sigma_min`` (softplus + floor): a learned σ → 0 would divide by zero in G.
 * The Gaussian is not renormalised by its grid maximum (its analytic peak is 1).
 * The fixation is not differentiable (categorical / argmax + stop_gradient); the policy is trained with
