@@ -30,7 +30,7 @@ demo: data
 REPRO_OUT ?= reproduction
 REPRO_ARGS ?=
 reproduce: data
-	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) -m rsrnn_jax.reproduce --out $(REPRO_OUT) $(REPRO_ARGS)
+	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) -m rsrnn_jax.reproduction.run --out $(REPRO_OUT) $(REPRO_ARGS)
 	@echo "Report: $(REPRO_OUT)/report.md (runs in $(REPRO_OUT)/runs/<model>/)"
 
 test: data

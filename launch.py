@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from rsrnn_jax import parallel, run  # after flags: XLA_FLAGS may have been set by the caller
+  from rsrnn_jax import run  # after flags: XLA_FLAGS may have been set by the caller
+  from rsrnn_jax.train import parallel
   run.setup_logging()
   try:
     parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

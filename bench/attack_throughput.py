@@ -44,7 +44,8 @@ def main(argv=None):
   import jax
   import jax.numpy as jnp
 
-  from rsrnn_jax import parallel, train
+  from rsrnn_jax.train import parallel
+  from rsrnn_jax.train import state as train_state
 
   config = benchlib.load_config(args.config)
   if args.unroll is not None:
@@ -56,9 +57,9 @@ def main(argv=None):
   model, state, batch = benchlib.random_setup(config, args.batch_size, mesh)
   image_shape = benchlib.image_shape_and_classes(config)[0]
   if args.workdir:
-    from rsrnn_jax import evaluate
+    from rsrnn_jax.evaluation import clean as evaluate
     model, state, _, mesh = evaluate.load_model(config, args.workdir)
-  variables = train.variables_of(state)
+  variables = train_state.variables_of(state)
   eps = jnp.asarray(float(a.epsilons[0]), jnp.float32)
   results = []
   with jax.set_mesh(mesh):

@@ -51,15 +51,17 @@ def random_setup(config, batch_size: int, mesh, seed: int = 0):
   import jax
   import numpy as np
 
-  from rsrnn_jax import data, parallel, train
+  from rsrnn_jax import data
+  from rsrnn_jax.train import parallel
+  from rsrnn_jax.train import state as train_state
   shape, classes = image_shape_and_classes(config)
   info = data.DatasetInfo(config.data.name, classes, shape, 0, 0, ())
-  model, _ = train.model_from_config(config, info)
+  model, _ = train_state.model_from_config(config, info)
   rng = np.random.default_rng(seed)
   batch = {"image": rng.uniform(0, 1, (batch_size, *shape)).astype(np.float32),
            "label": rng.integers(0, classes, batch_size).astype(np.int32)}
   with jax.set_mesh(mesh):
-    state = train.replicated_state(model, config, shape, jax.random.key(seed), mesh)
+    state = train_state.replicated_state(model, config, shape, jax.random.key(seed), mesh)
     return model, state, parallel.shard_batch(batch, mesh)
 
 
@@ -67,7 +69,7 @@ def pgd_fn(config, model, steps: int, iterations: int):
   """``attack(variables, images, labels, eps, key)``: the config's PGD on the logits of step ``steps``."""
   import jax
 
-  from rsrnn_jax import robustness as R
+  from rsrnn_jax.attacks import suite as R
   a = config.attack
   spec = R.AttackSpec("pgd_step", losses=tuple(a.losses), num_iterations=iterations,
                       num_restarts=int(a.num_restarts), step_size=float(a.step_size),

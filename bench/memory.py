@@ -30,7 +30,9 @@ def _case(args) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from rsrnn_jax import parallel, train
+  from rsrnn_jax.train import parallel
+  from rsrnn_jax.train import state as train_state
+  from rsrnn_jax.train import step as train_step
   config = benchlib.load_config(args.config)
   config.model.remat = args.remat
   config.model.unroll = args.unroll
@@ -42,11 +44,11 @@ def _case(args) -> dict:
   model, state, batch = benchlib.random_setup(config, args.batch, mesh)
   with jax.set_mesh(mesh):
     if kind == "train":
-      fn, call = train.make_train_step(config, mesh), (state, batch, jax.random.key(1))
+      fn, call = train_step.make_train_step(config, mesh), (state, batch, jax.random.key(1))
     else:
       attack, _ = benchlib.pgd_fn(config, model, steps, args.iterations)
       eps = jnp.asarray(float(config.attack.epsilons[0]), jnp.float32)
-      fn, call = jax.jit(attack), (train.variables_of(state), batch["image"], batch["label"], eps,
+      fn, call = jax.jit(attack), (train_state.variables_of(state), batch["image"], batch["label"], eps,
                                    jax.random.key(1))
     rss_before = _rss_mb()
     t = benchlib.time_compiled(fn, call, warmup=0, repeats=1)

@@ -56,8 +56,9 @@ def main(argv=None):
   machine = benchlib.machine()  # the load average before the run
   import jax
 
-  from rsrnn_jax import parallel, train
-  from rsrnn_jax.samplers import CropSampler, RetinaSampler
+  from rsrnn_jax.train import parallel
+  from rsrnn_jax.train import step as train_step
+  from rsrnn_jax.models.samplers import CropSampler, RetinaSampler
 
   rows = []
   for image_size in [int(s) for s in args.image_sizes.split(",")]:
@@ -76,7 +77,7 @@ def main(argv=None):
   mesh = parallel.make_mesh(1)
   _, state, batch = benchlib.random_setup(c, args.batch, mesh)
   with jax.set_mesh(mesh):
-    step = benchlib.time_compiled(train.make_train_step(c, mesh), (state, batch, jax.random.key(1)),
+    step = benchlib.time_compiled(train_step.make_train_step(c, mesh), (state, batch, jax.random.key(1)),
                                   warmup=1, repeats=args.repeats, next_args=lambda out, a: (out[0], *a[1:]))
   step.pop("compiled")
   s = c.model.sampler

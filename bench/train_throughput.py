@@ -37,7 +37,8 @@ def shape_config(name: str, shape: str, args):
 def _measure(args) -> list[dict]:
   import jax
 
-  from rsrnn_jax import parallel, train
+  from rsrnn_jax.train import parallel
+  from rsrnn_jax.train import step as train_step
   from rsrnn_jax.models import MODELS, has_fixations
   models = MODELS if args.models == "all" else tuple(args.models.split(","))
   mesh = parallel.make_mesh(0)
@@ -58,7 +59,7 @@ def _measure(args) -> list[dict]:
         try:
           model, state, batch = benchlib.random_setup(c, batch_size, mesh)
           with jax.set_mesh(mesh):
-            step = train.make_train_step(c, mesh)
+            step = train_step.make_train_step(c, mesh)
             t = benchlib.time_compiled(step, (state, batch, jax.random.key(1)), warmup=args.warmup,
                                        repeats=args.repeats, next_args=lambda out, a: (out[0], *a[1:]))
           t.pop("compiled")

@@ -12,7 +12,7 @@ Train RandomResizedCrop + flip at 336² (224² FF-CNN); eval the whole image res
 Model, optimiser and schedule: those of configs/imagenet.py (VGG-8 RS-RNN, retina 64², b = 10, T = 4 train /
 16 eval, SGD 0.9, lr 0.1·B/256, wd 1e-4, 120 epochs, ×0.1 at epochs 80 and 110), with 80 output classes,
 the sigmoid cross-entropy (BCE-with-logits) as the loss and, for the fixation policy, the example's F1 at each
-step as the reward. Metrics: threshold 0.5 on the sigmoid (rsrnn_jax/multilabel.py).
+step as the reward. Metrics: threshold 0.5 on the sigmoid (rsrnn_jax/evaluation/multilabel.py).
 Expected result: the paper reports no MS-COCO numbers (the authors' README only shows RS-RNN fixations on COCO),
 so there is nothing to reproduce; not run here (no GPU). Checks without data: tests/test_coco.py trains and
 evaluates this config (tiny model) on fake COCO zips and reads the data set under tfds.testing.mock_data.

@@ -42,7 +42,7 @@ def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64,
   m.ior_size = 32              # side of the image-space inhibition-of-return map
   m.dorsal = ml_collections.ConfigDict(dict(
       saliency_size=16, hidden=64, sigma_init=0.22, sigma_min=0.02, learn_sigma=True,
-      ior_floor=0.01,   # weight an inhibited cell keeps (rsrnn_jax/dorsal.py)
+      ior_floor=0.01,   # weight an inhibited cell keeps (rsrnn_jax/models/dorsal.py)
       combine="log"))   # log: P ∝ exp(S)·Γ | product: softmax(softplus(S)·Γ), the paper's S ⊙ M at ior_floor=0
   m.stages = stages            # whole-image backbone (ff_cnn, s3ta)
   if name in ("base_retina", "dram", "gfnet_m"):  # 1-D GRU on the pooled ventral features
@@ -92,7 +92,7 @@ ATTACK_PROFILE_FIELDS = ("norm", "step_size", "num_iterations", "num_restarts", 
 
 
 def attack_profile(name: str = "paper"):
-  """The ``config.attack`` section for profile ``name`` (rsrnn_jax/robustness.py runs it; see its docstring).
+  """The ``config.attack`` section for profile ``name`` (rsrnn_jax/attacks/suite.py runs it; see its docstring).
 
   paper:  as the authors ran it (paper.md §7): L∞ PGD, 5 iterations, step ε/3, uniform random start, CE on the
           logits of attack step k, argmax fixations, one run. The full-horizon attack (sanity check 7) is run
@@ -168,7 +168,7 @@ def adversarial_training(enabled: bool = False, eps: float = 0.0):
 
   Each train step replaces the first ``adv_fraction`` of the batch by L∞ PGD examples against the current
   parameters (eval-mode forward: BatchNorm running statistics read, never updated by the attack; argmax
-  fixations from the centre), then takes the usual step on that batch (rsrnn_jax/train.py
+  fixations from the centre), then takes the usual step on that batch (rsrnn_jax/train/loop.py
   ``adversarial_images``). Enable for any config with ``--config.train.adversarial.enabled=True
   --config.train.adversarial.eps=0.03``. The architecture is unchanged: an adversarially trained checkpoint
   is evaluated and attacked like a clean one.
@@ -215,7 +215,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       loss_steps="all",        # all: CE averaged over steps | last: CE on the last step only
       rl_weight=1.0,           # REINFORCE weight for the fixation policy
       baseline_weight=1.0,     # MSE weight of the learned reward baseline
-      rl_center_advantage=True,  # subtract the batch mean of the advantage per step (rsrnn_jax/train.py)
+      rl_center_advantage=True,  # subtract the batch mean of the advantage per step (rsrnn_jax/train/loop.py)
       rl_reward="correct",     # REINFORCE reward per step: correct (1[argmax = y], F1) | prob (p(y), dense)
       log_every=50,
       checkpoint_every=500,
@@ -232,6 +232,6 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       num_figure_images=8,     # test images in the fixation figure
   ))
 
-  # Adversarial evaluation (--mode=attack, rsrnn_jax/robustness.py); fields documented in attack_profile.
+  # Adversarial evaluation (--mode=attack, rsrnn_jax/attacks/suite.py); fields documented in attack_profile.
   c.attack = attack_profile("paper")
   return set_model(c, "rsrnn")

@@ -62,7 +62,7 @@ def get_config(arg: str = ""):
   c.eval.num_glimpses = 8
   c.eval.batch_size = 500
 
-  # Adversarial evaluation (--mode=attack; rsrnn_jax/robustness.py). Profile: `configs/demo.py:attack=strong`
+  # Adversarial evaluation (--mode=attack; rsrnn_jax/attacks/suite.py). Profile: `configs/demo.py:attack=strong`
   # (default paper; combine as `:model=ff_cnn,attack=strong`). Output: WORKDIR/attack_<profile>/.
   #   python launch.py --config=configs/demo.py --workdir=workdirs/demo --mode=attack
   c.attack = common.attack_profile(args.get("attack", "paper"))

@@ -21,16 +21,16 @@ def main(config, workdir: str, mode: str = "train"):
   configlib.validate(config)  # before anything is written
   configure_compilation_cache(config)
   if mode == "train":
-    from rsrnn_jax import train
+    from rsrnn_jax.train import loop as train_loop
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=1, default=str)
-    return train.train_and_evaluate(config, workdir)
+    return train_loop.train_and_evaluate(config, workdir)
   if mode == "attack":
-    from rsrnn_jax import robustness
+    from rsrnn_jax.attacks import suite as robustness
     return robustness.run(config, workdir)
-  from rsrnn_jax import evaluate
+  from rsrnn_jax.evaluation import clean as evaluate
   return evaluate.evaluate(config, workdir)
 
 

@@ -12,7 +12,10 @@ import pytest
 from PIL import Image
 
 from configs import coco as coco_config
-from rsrnn_jax import data, multilabel, robustness, run, train
+from rsrnn_jax import data, run
+from rsrnn_jax.evaluation import multilabel
+from rsrnn_jax.attacks import suite as robustness
+from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.data import coco
 from tests.helpers import override, tiny_config
 
@@ -99,12 +102,12 @@ def test_sigmoid_loss_and_per_example_f1():
   sp = lambda z: np.log1p(np.exp(z))  # noqa: E731  BCE(z, 1) = sp(-z), BCE(z, 0) = sp(z)
   step1 = (sp(-2.0) + sp(-1.0) + sp(0.0)) / 3
   step2 = (sp(2.0) + sp(1.0) + sp(0.0)) / 3
-  np.testing.assert_allclose(train.classification_loss(logits, labels, jnp.ones(1)), (step1 + step2) / 2,
+  np.testing.assert_allclose(train_losses.classification_loss(logits, labels, jnp.ones(1)), (step1 + step2) / 2,
                              rtol=1e-6)
-  np.testing.assert_allclose(train.classification_loss(logits, labels, jnp.ones(1), "last"), step2, rtol=1e-6)
+  np.testing.assert_allclose(train_losses.classification_loss(logits, labels, jnp.ones(1), "last"), step2, rtol=1e-6)
   # Step 1 predicts {0} = truth: F1 1; step 2 predicts {1}: F1 0. Nothing true, nothing predicted: 1.
-  np.testing.assert_allclose(train.step_rewards(logits, labels), [[1.0], [0.0]])
-  np.testing.assert_allclose(train.step_rewards(-jnp.ones((1, 1, 3)), jnp.zeros((1, 3), jnp.int32)), [[1.0]])
+  np.testing.assert_allclose(train_losses.step_rewards(logits, labels), [[1.0], [0.0]])
+  np.testing.assert_allclose(train_losses.step_rewards(-jnp.ones((1, 1, 3)), jnp.zeros((1, 3), jnp.int32)), [[1.0]])
 
 
 # ------------------------------------------------------------------------------------- builder and pipeline

@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 
 from configs import demo
-from rsrnn_jax import checkpoints, parallel, train, writers
+from rsrnn_jax.train import checkpoints
+from rsrnn_jax.train import parallel
+from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.train import state as train_state
+from rsrnn_jax.train import writers
 from tests.helpers import TINY_FLAGS, flag_overrides, override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,9 +72,9 @@ def _launch_two_processes(workdir, tiny_data, eval_at_end=False, timeout=300):
 
 
 def _final_state(workdir, config):
-  model, info = train.model_from_config(config)
+  model, info = train_state.model_from_config(config)
   mgr = checkpoints.manager(str(workdir), config, create=False)
-  like = train.replicated_state(model, config, info.image_shape, jax.random.key(1), parallel.make_mesh(1))
+  like = train_state.replicated_state(model, config, info.image_shape, jax.random.key(1), parallel.make_mesh(1))
   return checkpoints.restore(mgr, mgr.latest_step(), like)
 
 
@@ -85,7 +89,7 @@ def test_two_processes_train_like_one_and_checkpoints_cross_over(tiny_data, tmp_
   one, two, mixed = tmp_path / "one", tmp_path / "two", tmp_path / "mixed"
   c = _config(tiny_data)
   c.num_devices = 2  # this process, 2 of its 4 devices: the same mesh size as 2 processes × 1 device
-  train.train_and_evaluate(c, str(one))
+  train_loop.train_and_evaluate(c, str(one))
   logs = _launch_two_processes(two, tiny_data)
   assert "process 0 of 2 processes" in logs[0] and "process 1 of 2 processes" in logs[1]
 

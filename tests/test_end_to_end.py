@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rsrnn_jax import writers
+from rsrnn_jax.train import writers
 from tests.helpers import TINY_FLAGS as TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

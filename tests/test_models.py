@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from configs import common
-from rsrnn_jax import dorsal, samplers
+from rsrnn_jax.models import dorsal
+from rsrnn_jax.models import samplers
 from rsrnn_jax.models import MODELS, build_model, has_fixations, is_recurrent, s3ta
 from tests.helpers import tiny_config
 

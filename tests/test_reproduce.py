@@ -1,4 +1,4 @@
-"""`make reproduce` (rsrnn_jax/reproduce.py, rsrnn_jax/reproduce_report.py): verdict rules on hand-made numbers,
+"""`make reproduce` (rsrnn_jax/reproduction/run.py, rsrnn_jax/reproduction/report.py): verdict rules on hand-made numbers,
 stage skipping and resuming with fake stages, and the --quick run end to end on the tiny data set, twice."""
 import json
 import logging
@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from rsrnn_jax import reproduce as R
-from rsrnn_jax import reproduce_report as RR
-from rsrnn_jax.paper_numbers import PAPER
+from rsrnn_jax.reproduction import run as R
+from rsrnn_jax.reproduction import report as RR
+from rsrnn_jax.reproduction.paper_numbers import PAPER
 
 N = 400  # attacked examples in the hand-made numbers: se of a difference of two ~50% accuracies ≈ 3.5 points
 
@@ -119,7 +119,7 @@ def test_stages_skip_when_done_and_rerun_what_changed_or_is_missing(tmp_path, mo
   monkeypatch.setattr(R, "STAGE_FNS", {"train": fake.train, "eval": fake.eval, "attack": fake.attack})
   run_dir = str(tmp_path / "rsrnn")
   cfg = lambda **o: R.model_config("rsrnn", R.QUICK_BUDGET, o)
-  caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduce")
+  caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
 
   def run(config):
     fake.calls.clear()
@@ -162,7 +162,7 @@ QUICK_MODELS = ("rsrnn", "gfnet_m", "s3ta", "ff_cnn")
 def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_path, caplog):
   out = str(tmp_path / "repro")
   argv = ["--quick", "--out", out, "--models", ",".join(QUICK_MODELS), *_tiny_data_args(tiny_data)]
-  caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduce")
+  caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
   assert R.main(argv) == 0
   for name in ("report.md", "verdicts.json", "accuracy_vs_gmacs.png", "adv_accuracy_bars.png",
                "adv_accuracy_per_step.png", "fixations.png", "rsrnn_glimpses.gif", "reproduce.log"):

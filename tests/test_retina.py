@@ -1,4 +1,4 @@
-"""Tests of rsrnn_jax.retina against an independent NumPy/SciPy implementation of paper.md §1–2.
+"""Tests of rsrnn_jax.models.retina against an independent NumPy/SciPy implementation of paper.md §1–2.
 
 Reference sampler: scipy.ndimage.map_coordinates(order=1, mode='grid-constant', cval=0). Note that SciPy's
 mode='constant' is *not* grid_sample's zero padding: it returns cval for every point outside [0, size−1] instead of
@@ -17,7 +17,7 @@ import pytest
 from jax.test_util import check_grads
 from scipy import ndimage
 
-from rsrnn_jax import retina
+from rsrnn_jax.models import retina
 
 DENSITIES = (2.5, 10.0, 16.0)
 FIXATIONS = np.array([[0.0, 0.0], [0.97, -0.95], [-0.99, 0.999], [0.31, -0.62], [-0.4, 0.05]])

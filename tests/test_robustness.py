@@ -1,4 +1,4 @@
-"""Adversarial evaluation (rsrnn_jax/robustness.py, report.py): model-level attack wrappers (step k, mean of
+"""Adversarial evaluation (rsrnn_jax/attacks/suite.py, report.py): model-level attack wrappers (step k, mean of
 1..k, full horizon, EOT, argmax), ASR aggregation over batches, compile-once per ε, probability maps, the
 sanity checks on constructed results, and `--mode=attack` end to end."""
 import copy
@@ -14,7 +14,11 @@ import pytest
 
 from configs import common, demo
 from rsrnn_jax import attacks as A
-from rsrnn_jax import parallel, report, robustness as R, run, train
+from rsrnn_jax import run
+from rsrnn_jax.train import parallel
+from rsrnn_jax.report import results as report
+from rsrnn_jax.attacks import suite as R
+from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.models import build_model
 from tests.helpers import tiny_config
 
@@ -372,7 +376,7 @@ def _attack_config(tiny_data):
 def test_attack_mode_end_to_end(tiny_data, tmp_path):
   c = _attack_config(tiny_data)
   workdir = str(tmp_path / "wd")
-  train.train_and_evaluate(c, workdir)
+  train_loop.train_and_evaluate(c, workdir)
   results = run.main(c, workdir, "attack")
   out = os.path.join(workdir, "attack_paper")
   for name in ("results.json", "report.md", "accuracy_per_step.png", "accuracy_bars.png", "asr_per_step.png",

@@ -7,7 +7,10 @@ import numpy as np
 import optax
 
 from configs import imagenet
-from rsrnn_jax import data, run, train
+from rsrnn_jax import data, run
+from rsrnn_jax.train import state as train_state
+from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.train import step as train_step
 from tests.helpers import tiny_config
 
 
@@ -28,14 +31,14 @@ def _dtypes(tree):
 def test_bfloat16_model_trains_with_float32_params_and_optimizer_state(tiny_data):
   c = _config(tiny_data, **{"model.dtype": "bfloat16", "train.learning_rate": 2e-2, "train.warmup_steps": 0,
                             "train.num_train_steps": 1000})
-  model, info = train.model_from_config(c)
-  state = train.init_state(model, c, info.image_shape, jax.random.key(0))
+  model, info = train_state.model_from_config(c)
+  state = train_state.init_state(model, c, info.image_shape, jax.random.key(0))
   batch = _fixed_batch(c)
   # The convolutions really run in bfloat16.
   jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x, num_steps=2, train=False))(
-      train.variables_of(state), batch["image"]))
+      train_state.variables_of(state), batch["image"]))
   assert "conv_general_dilated" in jaxpr and "bf16" in jaxpr
-  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  step = jax.jit(lambda s, b, r: train_step.train_step(s, b, r, config=c))
   losses = []
   for _ in range(30):
     state, m = step(state, batch, jax.random.key(0))
@@ -56,8 +59,8 @@ def test_remat_gives_the_same_outputs_and_gradients(tiny_data):
   results = []
   for remat in (False, True):
     c.model.remat = remat
-    model, info = train.model_from_config(c)
-    params = train.init_state(model, c, info.image_shape, jax.random.key(0)).params
+    model, info = train_state.model_from_config(c)
+    params = train_state.init_state(model, c, info.image_shape, jax.random.key(0)).params
 
     def loss(p, model=model):
       out = model.apply({"params": p}, batch["image"], num_steps=3, train=True,
@@ -81,7 +84,7 @@ def test_compilation_cache_dir_is_applied_before_compiling(tmp_path, monkeypatch
   before = jax.config.jax_compilation_cache_dir
   c = tiny_config(**{"compilation_cache_dir": str(tmp_path / "cache"), "train.num_train_steps": 1})
   seen = {}
-  monkeypatch.setattr(train, "train_and_evaluate",
+  monkeypatch.setattr(train_loop, "train_and_evaluate",
                       lambda config, workdir: seen.setdefault("dir", jax.config.jax_compilation_cache_dir))
   try:
     run.main(c, str(tmp_path / "work"), "train")

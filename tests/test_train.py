@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrnn_jax import attacks, checkpoints, data, evaluate, robustness, run, train, writers
+from rsrnn_jax import attacks, data, run
+from rsrnn_jax.train import checkpoints
+from rsrnn_jax.evaluation import clean as evaluate
+from rsrnn_jax.attacks import suite as robustness
+from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.train import losses as train_losses
+from rsrnn_jax.train import state as train_state
+from rsrnn_jax.train import step as train_step
+from rsrnn_jax.train import writers
 from rsrnn_jax.models import MODELS, build_model
 from tests.helpers import tiny_config
 
@@ -30,7 +38,7 @@ def test_reinforce_loss_matches_hand_computation():
   log_probs = jnp.array([[-1., -2.], [-0.5, -1.5], [-9., -9.]])
   baselines = jnp.array([[0.25, 0.5], [0.0, 1.0], [3., 3.]])
   mask = jnp.ones(2)
-  policy, base = train.reinforce_loss(logits, labels, log_probs, baselines, mask)
+  policy, base = train_losses.reinforce_loss(logits, labels, log_probs, baselines, mask)
   # Returns G_t = mean correctness of steps > t: ex0: G0=(0+1)/2=.5, G1=1; ex1: G0=(1+1)/2=1, G1=1.
   # Advantages: ex0: .5-.25=.25, 1-0=1; ex1: 1-.5=.5, 1-1=0.
   want_policy = -(0.25 * -1 + 1 * -0.5 + 0.5 * -2 + 0 * -1.5) / 4
@@ -38,37 +46,37 @@ def test_reinforce_loss_matches_hand_computation():
   np.testing.assert_allclose(policy, want_policy, rtol=1e-6)
   np.testing.assert_allclose(base, want_base, rtol=1e-6)
   # Centred: the advantages minus their batch mean per step (step 0: .25, .5 → −.125, .125; step 1: 1, 0 → .5, −.5).
-  centred, base_c = train.reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage=True)
+  centred, base_c = train_losses.reinforce_loss(logits, labels, log_probs, baselines, mask, center_advantage=True)
   np.testing.assert_allclose(centred, -(-0.125 * -1 + 0.5 * -0.5 + 0.125 * -2 + -0.5 * -1.5) / 4, rtol=1e-6)
   np.testing.assert_allclose(base_c, want_base, rtol=1e-6)
   # A lagging baseline (0 while every example is right) pushes every taken action up; centred, nothing moves.
   all_right = jnp.array([[[2., 0.], [0., 2.]]] * 3)
-  g = jax.grad(lambda lp, c: train.reinforce_loss(all_right, labels, lp, jnp.zeros_like(baselines), mask,
+  g = jax.grad(lambda lp, c: train_losses.reinforce_loss(all_right, labels, lp, jnp.zeros_like(baselines), mask,
                                                  center_advantage=c)[0])
   assert np.all(np.asarray(g(log_probs, False))[:-1] < 0)
   np.testing.assert_allclose(g(log_probs, True), 0.0, atol=1e-7)
   # Dense reward: r_s = p_s(y); ex0's p at steps 1..3 = σ(2), σ(−2), σ(2); ex1's = σ(−2), σ(2), σ(2).
   hi, lo = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))
-  dense, base_p = train.reinforce_loss(logits, labels, log_probs, baselines, mask, reward="prob")
+  dense, base_p = train_losses.reinforce_loss(logits, labels, log_probs, baselines, mask, reward="prob")
   adv = [[(lo + hi) / 2 - 0.25, (hi + hi) / 2 - 0.5], [hi - 0.0, hi - 1.0]]  # [t, example]
   np.testing.assert_allclose(dense, -(adv[0][0] * -1 + adv[1][0] * -0.5 + adv[0][1] * -2 + adv[1][1] * -1.5) / 4,
                              rtol=1e-5)
   np.testing.assert_allclose(base_p, sum(a * a for row in adv for a in row) / 4, rtol=1e-5)
   # The rewards carry no gradient into the classifier (only the baseline term would reach it otherwise).
-  g_logits = jax.grad(lambda lg: train.reinforce_loss(lg, labels, log_probs, baselines, mask, reward="prob")[1])
+  g_logits = jax.grad(lambda lg: train_losses.reinforce_loss(lg, labels, log_probs, baselines, mask, reward="prob")[1])
   np.testing.assert_array_equal(g_logits(logits), 0.0)
   # The last step's action is never rewarded; a single step has no policy loss.
-  p1, b1 = train.reinforce_loss(logits[:1], labels, log_probs[:1], baselines[:1], mask)
+  p1, b1 = train_losses.reinforce_loss(logits[:1], labels, log_probs[:1], baselines[:1], mask)
   assert float(p1) == 0.0 and float(b1) == 0.0
 
 
 def test_classification_loss_all_vs_last_steps_and_mask():
   logits = jnp.array([[[5., 0.]], [[0., 5.]]])  # step 1 right, step 2 wrong for label 0
   labels = jnp.array([0])
-  all_steps = train.classification_loss(logits, labels, jnp.ones(1), "all")
-  last = train.classification_loss(logits, labels, jnp.ones(1), "last")
+  all_steps = train_losses.classification_loss(logits, labels, jnp.ones(1), "all")
+  last = train_losses.classification_loss(logits, labels, jnp.ones(1), "last")
   assert float(last) > float(all_steps) > 0
-  padded = train.classification_loss(jnp.concatenate([logits, logits], 1), jnp.array([0, 1]),
+  padded = train_losses.classification_loss(jnp.concatenate([logits, logits], 1), jnp.array([0, 1]),
                                      jnp.array([1., 0.]), "all")
   np.testing.assert_allclose(padded, all_steps, rtol=1e-6)
 
@@ -77,10 +85,10 @@ def test_classification_loss_all_vs_last_steps_and_mask():
 def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data, model):
   c = _config(tiny_data, model=model, **{"train.learning_rate": 2e-2, "train.warmup_steps": 0,
                                          "train.num_train_steps": 1000})
-  model, info = train.model_from_config(c)
-  state = train.init_state(model, c, info.image_shape, jax.random.key(0))
+  model, info = train_state.model_from_config(c)
+  state = train_state.init_state(model, c, info.image_shape, jax.random.key(0))
   batch = {k: jnp.asarray(v) for k, v in next(data.train_batches(c.data, global_batch_size=16, seed=0)).items()}
-  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  step = jax.jit(lambda s, b, r: train_step.train_step(s, b, r, config=c))
   losses = []
   for i in range(30):
     state, m = step(state, batch, jax.random.key(0))  # same key: same fixations, a fixed objective
@@ -91,7 +99,7 @@ def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data, model):
 # ---------------------------------------------------------------------------------------- data parallelism
 
 def _run(c, workdir):
-  train.train_and_evaluate(c, str(workdir))
+  train_loop.train_and_evaluate(c, str(workdir))
   return writers.read_metrics(str(workdir))
 
 
@@ -138,8 +146,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
   _run(c, tmp_path / "resumed")  # the same command again continues from step 2
 
   def final_params(workdir):
-    model, info = train.model_from_config(c)
-    like = train.init_state(model, c, info.image_shape, jax.random.key(1))
+    model, info = train_state.model_from_config(c)
+    like = train_state.init_state(model, c, info.image_shape, jax.random.key(1))
     m = checkpoints.manager(str(workdir), c)
     return checkpoints.restore(m, m.latest_step(), like)
 
@@ -152,7 +160,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
 def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
   c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2,
                             "train.keep_checkpoints": 2, "train.eval_at_end": True})
-  train.train_and_evaluate(c, str(tmp_path))
+  train_loop.train_and_evaluate(c, str(tmp_path))
   assert checkpoints.manager(str(tmp_path), c).all_steps() == [4, 6]
   with open(tmp_path / "eval" / "results.json") as f:
     res = json.load(f)
@@ -170,12 +178,12 @@ def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
 
 def test_eval_refuses_a_checkpoint_of_another_model(tiny_data, tmp_path):
   c = _config(tiny_data, **{"train.num_train_steps": 2})
-  train.train_and_evaluate(c, str(tmp_path))
+  train_loop.train_and_evaluate(c, str(tmp_path))
   other = _config(tiny_data, **{"model.core_features": 16})
   with pytest.raises(ValueError, match="core_features"):
     evaluate.load_model(other, str(tmp_path))
   with pytest.raises(ValueError, match="different model"):
-    train.train_and_evaluate(other, str(tmp_path))  # training into it is refused too, nothing overwritten
+    train_loop.train_and_evaluate(other, str(tmp_path))  # training into it is refused too, nothing overwritten
   assert checkpoints.manager(str(tmp_path), c).all_steps() == [2]
   # An explicit checkpoint path (a step directory) works from any workdir.
   c.eval.checkpoint_path = str(tmp_path / "checkpoints" / "2")
@@ -218,7 +226,7 @@ def test_zoo_models_train_save_restore_and_evaluate(tiny_data, tmp_path, model):
   base_retina and gfnet_m are dram's code path with another sampler, covered by the train-step test)."""
   c = _config(tiny_data, model=model, **{"train.num_train_steps": 2, "train.eval_at_end": True,
                                          "model.unroll": 1})  # rolled scan: faster compiles
-  first = train.train_and_evaluate(c, str(tmp_path))  # evaluates the restored checkpoint
+  first = train_loop.train_and_evaluate(c, str(tmp_path))  # evaluates the restored checkpoint
   again = run.main(c, str(tmp_path), "eval")
   assert first["accuracy_per_step"] == again["accuracy_per_step"] and again["step"] == 2
   assert len(again["accuracy_per_step"]) == c.eval.num_glimpses and again["model"] == model
@@ -243,20 +251,20 @@ def _fixed_batch(c, n=8):
 @pytest.mark.parametrize("model", ["rsrnn", "ff_cnn"])
 def test_adversarial_train_step_uses_pgd_examples_in_the_eps_ball(tiny_data, model):
   c = _adversarial(tiny_data, model, **{"train.adversarial.adv_fraction": 0.5})
-  net, info = train.model_from_config(c)
-  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  net, info = train_state.model_from_config(c)
+  state = train_state.init_state(net, c, info.image_shape, jax.random.key(0))
   batch = _fixed_batch(c)
-  images, is_adv = jax.jit(lambda s, b, r: train.adversarial_images(s, b, r, config=c))(
+  images, is_adv = jax.jit(lambda s, b, r: train_step.adversarial_images(s, b, r, config=c))(
       state, batch, jax.random.key(1))
   delta = np.abs(np.asarray(images - batch["image"])).reshape(8, -1).max(1)
   np.testing.assert_array_equal(is_adv, [True] * 4 + [False] * 4)
   assert np.all(delta[:4] <= 0.05 + 1e-6) and np.all(delta[:4] > 0.01) and np.all(delta[4:] == 0)
   assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
   before = jax.tree_util.tree_map(np.asarray, state.batch_stats)
-  state_adv, m_adv = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))(
-      train.init_state(net, c, info.image_shape, jax.random.key(0)), batch, jax.random.key(1))
+  state_adv, m_adv = jax.jit(lambda s, b, r: train_step.train_step(s, b, r, config=c))(
+      train_state.init_state(net, c, info.image_shape, jax.random.key(0)), batch, jax.random.key(1))
   clean = _config(tiny_data, model=model, **{"train.warmup_steps": 0})
-  _, m_clean = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=clean))(state, batch, jax.random.key(1))
+  _, m_clean = jax.jit(lambda s, b, r: train_step.train_step(s, b, r, config=clean))(state, batch, jax.random.key(1))
   assert float(m_adv["adv_linf"]) <= 0.05 + 1e-6 and float(m_adv["adv_fraction"]) == 0.5
   assert abs(float(m_adv["ce"]) - float(m_clean["ce"])) > 1e-4  # trained on other images than the clean step
   if model == "ff_cnn":  # BatchNorm: the attack reads the running statistics; the step updates them once
@@ -267,10 +275,10 @@ def test_adversarial_train_step_uses_pgd_examples_in_the_eps_ball(tiny_data, mod
 
 def test_adversarial_training_decreases_the_adversarial_loss(tiny_data):
   c = _adversarial(tiny_data, "ff_cnn", **{"train.learning_rate": 2e-2, "train.num_train_steps": 1000})
-  net, info = train.model_from_config(c)
-  state = train.init_state(net, c, info.image_shape, jax.random.key(0))
+  net, info = train_state.model_from_config(c)
+  state = train_state.init_state(net, c, info.image_shape, jax.random.key(0))
   batch = _fixed_batch(c, 16)
-  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, config=c))
+  step = jax.jit(lambda s, b, r: train_step.train_step(s, b, r, config=c))
   losses = []
   for _ in range(25):
     state, m = step(state, batch, jax.random.key(0))
@@ -302,12 +310,12 @@ def test_adversarial_training_makes_a_tiny_model_robust():
         "train.num_train_steps": 60, "train.num_glimpses": 1, "train.grad_clip": 0.0, "model.norm": "none",
         "model.stages": ((8, 1, 0),)})
     model = build_model(c.model, num_classes=2, mean=(0.5, 0.5), std=(0.1, 0.1))
-    state = train.init_state(model, c, (8, 8, 2), jax.random.key(0))
-    step = jax.jit(lambda s, b, r, c=c: train.train_step(s, b, r, config=c))
+    state = train_state.init_state(model, c, (8, 8, 2), jax.random.key(0))
+    step = jax.jit(lambda s, b, r, c=c: train_step.train_step(s, b, r, config=c))
     for i in range(60):
       j = (i * 64) % 256
       state, _ = step(state, {"image": x[j:j + 64], "label": y[j:j + 64]}, jax.random.key(i))
-    logits_fn = robustness.model_logits_fn(model, train.variables_of(state), attack_step=1)
+    logits_fn = robustness.model_logits_fn(model, train_state.variables_of(state), attack_step=1)
     x_adv = attacks.pgd(logits_fn, xt, yt, eps=0.03, step_size=0.01, num_steps=10, rng=jax.random.key(5))
     robust_acc[adv] = float(jnp.mean(jnp.argmax(logits_fn(x_adv), -1) == yt))
   assert robust_acc[False] < 0.2 and robust_acc[True] > 0.6, robust_acc

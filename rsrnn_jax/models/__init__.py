@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from rsrnn_jax.models.ff_cnn import FeedForwardCNN
 from rsrnn_jax.models.glimpse import GlimpseRNN
 from rsrnn_jax.models.s3ta import S3TA
-from rsrnn_jax.samplers import make_sampler
+from rsrnn_jax.models.samplers import make_sampler
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

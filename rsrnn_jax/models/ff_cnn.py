@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rsrnn_jax import layers
+from rsrnn_jax.models import layers
 
 Dtype = Any
 

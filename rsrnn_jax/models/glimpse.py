@@ -8,7 +8,7 @@ Per step t (paper.md §3–§4, model.png):
   h_t       = Core(h_{t−1}, x_t)                           ConvGRU (2-D, RS-RNN) or GRU on pooled features (1-D)
   z_t       = Encoder2(h_t)                                more conv stages (2-D core only) + global average pool
   p_t       = Classifier(z_t)                              logits at every step
-  l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.dorsal`
+  l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.models.dorsal`
 
 The loop is a Flax ``nn.scan`` over steps with parameters broadcast; its ``unroll`` comes from the config
 (``-1``: fully unrolled on CPU, where a rolled scan makes conv weight gradients ~60× slower, rolled elsewhere).
@@ -23,8 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax import layers
-from rsrnn_jax.dorsal import Dorsal
+from rsrnn_jax.models import layers
+from rsrnn_jax.models.dorsal import Dorsal
 
 Dtype = Any
 

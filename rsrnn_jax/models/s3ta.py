@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax import layers
+from rsrnn_jax.models import layers
 
 Dtype = Any
 

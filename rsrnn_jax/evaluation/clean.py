@@ -1,7 +1,7 @@
 """Clean evaluation: accuracy at every step 1..T_eval over the whole eval split, a plot and a fixation figure.
 
 Multi-label data (``coco_multilabel``): instead of the accuracy, mAP and CP/CR/CF1/OP/OR/OF1 at every step
-(:mod:`rsrnn_jax.multilabel`, threshold: sigmoid probability > 0.5), from the logits of every eval example.
+(:mod:`rsrnn_jax.evaluation.multilabel`, threshold: sigmoid probability > 0.5), from the logits of every eval example.
 """
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax import checkpoints, configlib, data, multilabel, parallel, train, viz, writers
+from rsrnn_jax import configlib, data
+from rsrnn_jax.train import checkpoints
+from rsrnn_jax.evaluation import multilabel
+from rsrnn_jax.train import parallel
+from rsrnn_jax.train import losses as train_losses
+from rsrnn_jax.train import state as train_state
+from rsrnn_jax.report import figures as viz
+from rsrnn_jax.train import writers
 from rsrnn_jax.models import is_recurrent
 
 log = logging.getLogger(__name__)
@@ -27,7 +34,7 @@ def load_model(config, workdir: str):
   """
   configlib.validate(config)
   info = data.dataset_info(config.data)
-  model, _ = train.model_from_config(config, info)
+  model, _ = train_state.model_from_config(config, info)
   mesh = parallel.make_mesh(config.num_devices)
   directory, step = checkpoints.locate(workdir, config.eval.checkpoint_path)
   if not os.path.isdir(directory):
@@ -39,7 +46,7 @@ def load_model(config, workdir: str):
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train)")
   checkpoints.check_compatible(mgr, checkpoints.metadata(config, info), step)
   with jax.set_mesh(mesh):
-    state = train.replicated_state(model, config, info.image_shape, jax.random.key(0), mesh)
+    state = train_state.replicated_state(model, config, info.image_shape, jax.random.key(0), mesh)
     state = checkpoints.restore(mgr, step, state)
   log.info("restored step %d from %s", step, directory)
   return model, state, info, mesh
@@ -58,9 +65,9 @@ def saccade_stats(fixations, mask, image_size: int):
 
 def _eval_step(variables, batch, *, model, num_steps):
   out = predict(model, variables, batch["image"], num_steps=num_steps)
-  stats = {"correct": train.per_step_correct(out["logits"], batch["label"], batch["mask"]),
+  stats = {"correct": train_losses.per_step_correct(out["logits"], batch["label"], batch["mask"]),
            "count": jnp.sum(batch["mask"])}
-  if train.is_multi_label(batch["label"]):
+  if train_losses.is_multi_label(batch["label"]):
     stats["logits"] = out["logits"]  # [T,B,K]: mAP needs every example's scores
   if "fixations" in out:
     stats["saccade_px"], stats["saccades_over_1px"] = saccade_stats(out["fixations"], batch["mask"],
@@ -117,7 +124,7 @@ def evaluate(config, workdir: str, loaded=None) -> dict:
   ``eval/``."""
   model, state, info, mesh = loaded or load_model(config, workdir)
   num_steps = int(config.eval.num_glimpses)
-  variables = train.variables_of(state)
+  variables = train_state.variables_of(state)
   with jax.set_mesh(mesh):
     acc, count, saccades, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
                                                      max_examples=int(config.eval.max_examples))

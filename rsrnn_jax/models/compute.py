@@ -17,7 +17,7 @@ Definitions (the paper's Fig. 3 x-axis is GMACs; paper.md §8):
 
 CLI (what ``make reproduce`` can call; one JSON line per model, then a Markdown table):
 
-  python -m rsrnn_jax.compute --configs=demo,imagenet --models=all [--out=compute.json]
+  python -m rsrnn_jax.models.compute --configs=demo,imagenet --models=all [--out=compute.json]
 """
 from __future__ import annotations
 

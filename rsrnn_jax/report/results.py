@@ -1,6 +1,6 @@
-"""Writes the adversarial evaluation of :mod:`rsrnn_jax.robustness`: results.json, report.md and the plots.
+"""Writes the adversarial evaluation of :mod:`rsrnn_jax.attacks.suite`: results.json, report.md and the plots.
 
-  python -m rsrnn_jax.report WORKDIR/attack_paper      # re-draw report.md and the plots from results.json
+  python -m rsrnn_jax.report.results WORKDIR/attack_paper      # re-draw report.md and the plots from results.json
 
 Files (in ``WORKDIR/attack_<profile>/``):
   results.json            every number, the config and the profile (NaN written as null)
@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from rsrnn_jax import viz
+from rsrnn_jax.report import figures as viz
 
 ATTACK_TITLES = {
     "pgd_step": "PGD on step k",
@@ -297,7 +297,7 @@ def markdown(results: dict, plots: list[str] = ()) -> str:
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 1:
-    print("usage: python -m rsrnn_jax.report WORKDIR/attack_<profile>", file=sys.stderr)
+    print("usage: python -m rsrnn_jax.report.results WORKDIR/attack_<profile>", file=sys.stderr)
     return 2
   out_dir = argv[0]
   with open(os.path.join(out_dir, "results.json")) as f:

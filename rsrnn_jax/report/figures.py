@@ -98,7 +98,7 @@ def plot_attention(images, attention, path: str, *, labels=None, predictions=Non
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Adversarial evaluation (rsrnn_jax/robustness.py, rsrnn_jax/report.py), in the style of the paper's figures
+# Adversarial evaluation (rsrnn_jax/attacks/suite.py, rsrnn_jax/report/results.py), in the style of the paper's figures
 # ----------------------------------------------------------------------------------------------------------
 
 def _eps_label(eps: float) -> str:
@@ -279,7 +279,7 @@ def plot_probability_maps(images, rows: dict, path: str, *, fixations=None, titl
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The reproduction report (rsrnn_jax/reproduce_report.py), in the style of the paper's figures
+# The reproduction report (rsrnn_jax/reproduction/report.py), in the style of the paper's figures
 # ----------------------------------------------------------------------------------------------------------
 
 def plot_accuracy_vs_gmacs(panels: dict, path: str):

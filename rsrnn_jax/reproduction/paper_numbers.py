@@ -1,6 +1,6 @@
 """The paper's published numbers, transcribed once from ``../shared/design/paper.md`` §8 (ImageNet100).
 
-These are the authors' results, NOT ours: ``make reproduce`` (:mod:`rsrnn_jax.reproduce`) prints them beside
+These are the authors' results, NOT ours: ``make reproduce`` (:mod:`rsrnn_jax.reproduction.run`) prints them beside
 the numbers it measures on the demo data set and applies its verdict rules to them too. Values read off a
 figure carry the read-off tolerance that paper.md gives. Accuracies and ASR are in percent, ε on the [0, 1]
 pixel scale, steps counted from 1. Model keys are ours (``rsrnn_jax.models.MODELS`` + ``ff_cnn_at``);

@@ -30,7 +30,7 @@ Design decisions (paper.md leaves them open; see docs/design.md):
 * σ is bounded below by ``sigma_min`` (softplus + floor): a learned σ → 0 would divide by zero in G.
 * The Gaussian is not renormalised by its grid maximum (its analytic peak is 1).
 * The fixation is not differentiable (categorical / argmax + stop_gradient); the policy is trained with
-  REINFORCE from the returned log-probabilities (see :mod:`rsrnn_jax.train`).
+  REINFORCE from the returned log-probabilities (see :mod:`rsrnn_jax.train.loop`).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax import retina
+from rsrnn_jax.models import retina
 
 Dtype = Any
 

@@ -1,6 +1,6 @@
 """Glimpse samplers: how a model looks at the image around a fixation.
 
-A sampler is a small frozen dataclass over the pure functions of :mod:`rsrnn_jax.retina`:
+A sampler is a small frozen dataclass over the pure functions of :mod:`rsrnn_jax.models.retina`:
 
 * ``glimpses(images, fix)``: the list of views the ventral stream sees (one for the retina and Crop-S,
   two for Crop-D);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from rsrnn_jax import retina
+from rsrnn_jax.models import retina
 
 
 @dataclasses.dataclass(frozen=True)

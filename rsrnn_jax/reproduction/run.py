@@ -1,14 +1,14 @@
 """``make reproduce``: the paper's comparison on the demo data set, end to end, in one resumable command.
 
-  python -m rsrnn_jax.reproduce [--quick] [--out reproduction] [--models rsrnn,ff_cnn] [--set data.x=v ...]
-  python -m rsrnn_jax.reproduce --report_only [--out reproduction]     # re-draw the report from saved runs
+  python -m rsrnn_jax.reproduction.run [--quick] [--out reproduction] [--models rsrnn,ff_cnn] [--set data.x=v ...]
+  python -m rsrnn_jax.reproduction.run --report_only [--out reproduction]     # re-draw the report from saved runs
 
 Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``, docs/zoo.md) on cluttered
 Fashion-MNIST with one shared budget (:data:`DEFAULT_BUDGET`), evaluates each on the test split (accuracy at every
 step, GMACs per step from XLA's cost analysis, fixations / attention on the same test images), runs the attack
-suite of :mod:`rsrnn_jax.robustness` on each (profile ``paper``, cut to the budget), and writes
-``OUT/report.md`` with its figures (:mod:`rsrnn_jax.reproduce_report`): the paper's Table 1, Fig. 3, Fig. 4,
-Fig. 5, v1 Table 2 and Fig. 3a analogues, the paper's own numbers beside ours (:mod:`rsrnn_jax.paper_numbers`)
+suite of :mod:`rsrnn_jax.attacks.suite` on each (profile ``paper``, cut to the budget), and writes
+``OUT/report.md`` with its figures (:mod:`rsrnn_jax.reproduction.report`): the paper's Table 1, Fig. 3, Fig. 4,
+Fig. 5, v1 Table 2 and Fig. 3a analogues, the paper's own numbers beside ours (:mod:`rsrnn_jax.reproduction.paper_numbers`)
 and a verdict for each of the paper's claims.
 
 Runs go to ``OUT/runs/<model>/`` (a normal workdir: ``checkpoints/``, ``metrics.jsonl``, ``eval/``,
@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 
-log = logging.getLogger("rsrnn_jax.reproduce")
+log = logging.getLogger("rsrnn_jax.reproduction.run")
 
 # The paper's six models (docs/zoo.md) and the adversarially trained FF-CNN of v1 Fig. 4a.
 MODELS = ("rsrnn", "base_retina", "dram", "gfnet_m", "s3ta", "ff_cnn", "ff_cnn_at")
@@ -223,7 +223,8 @@ def run_train(config, run_dir: str) -> None:
 
 def run_eval(config, run_dir: str) -> None:
   """Clean accuracy per step (eval/), GMACs (compute.json) and the figure arrays (figures.npz)."""
-  from rsrnn_jax import compute, evaluate
+  from rsrnn_jax.models import compute
+  from rsrnn_jax.evaluation import clean as evaluate
   loaded = evaluate.load_model(config, run_dir)
   evaluate.evaluate(config, run_dir, loaded=loaded)
   with open(os.path.join(run_dir, "compute.json"), "w") as f:
@@ -232,7 +233,7 @@ def run_eval(config, run_dir: str) -> None:
 
 
 def run_attack(config, run_dir: str) -> None:
-  from rsrnn_jax import robustness
+  from rsrnn_jax.attacks import suite as robustness
   robustness.run(config, run_dir)
 
 
@@ -248,9 +249,11 @@ def save_figure_arrays(config, run_dir: str, loaded) -> str:
   import jax
   import numpy as np
 
-  from rsrnn_jax import data, evaluate, train
+  from rsrnn_jax import data
+  from rsrnn_jax.evaluation import clean as evaluate
+  from rsrnn_jax.train import state as train_state
   model, state, info, _ = loaded
-  variables = jax.device_get(train.variables_of(state))
+  variables = jax.device_get(train_state.variables_of(state))
   n, steps = int(config.eval.num_figure_images), int(config.eval.num_glimpses)
   batch = next(data.eval_batches(config.data, global_batch_size=n, max_examples=n))
   images = np.asarray(batch["image"])
@@ -308,7 +311,7 @@ def run_model(name: str, config, run_dir: str) -> dict:
 def reproduce(out_dir: str = "reproduction", budget: Budget = DEFAULT_BUDGET, models=MODELS,
               overrides: dict | None = None, report_only: bool = False) -> str:
   """Every stage of every model that is not up to date, then ``out_dir/report.md``. Returns its path."""
-  from rsrnn_jax import reproduce_report
+  from rsrnn_jax.reproduction import report as reproduce_report
   os.makedirs(out_dir, exist_ok=True)
   configs = {name: model_config(name, budget, overrides) for name in models}
   if not report_only:

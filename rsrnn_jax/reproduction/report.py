@@ -1,4 +1,4 @@
-"""``OUT/report.md`` and its figures for :mod:`rsrnn_jax.reproduce`, from the saved runs only (no JAX).
+"""``OUT/report.md`` and its figures for :mod:`rsrnn_jax.reproduction.run`, from the saved runs only (no JAX).
 
 Reads ``OUT/runs/<model>/{eval/results.json, compute.json, figures.npz, attack_paper/results.json,
 reproduce_stages.json}`` and writes, in ``OUT/``:
@@ -41,13 +41,13 @@ import time
 
 import numpy as np
 
-from rsrnn_jax import viz
-from rsrnn_jax.paper_numbers import PAPER
-from rsrnn_jax.report import _pct as pct, _table as table
+from rsrnn_jax.report import figures as viz
+from rsrnn_jax.reproduction.paper_numbers import PAPER
+from rsrnn_jax.report.results import _pct as pct, _table as table
 
 DISPLAY = {"rsrnn": "RS-RNN", "base_retina": "Base-Retina", "dram": "DRAM", "gfnet_m": "GF-Net-m",
            "s3ta": "S3TA", "ff_cnn": "FF-CNN", "ff_cnn_at": "FF-CNN-AT"}
-# Our two attacks: their entry in the attack suite's results (rsrnn_jax/robustness.py).
+# Our two attacks: their entry in the attack suite's results (rsrnn_jax/attacks/suite.py).
 ATTACKS = {"paper": "pgd_step", "strongest": "worst"}
 ATTACK_TITLES = {"paper": "paper attack (PGD-5 on step k)", "strongest": "strongest attack (worst case)"}
 Z = 2.0  # standard errors
@@ -322,7 +322,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
   teps = first_attack["targeted"]["epsilons"] if first_attack else list(a.targeted_epsilons)
   total_s = sum(s.get("seconds", 0.0) for r in runs.values() for s in r["stages"].values())
   out = ["# Reproduction: RS-RNN and its baselines on cluttered Fashion-MNIST", ""]
-  out.append(f"Written by `python -m rsrnn_jax.reproduce` (`make reproduce`) on {time.strftime('%Y-%m-%d %H:%M')}. "
+  out.append(f"Written by `python -m rsrnn_jax.reproduction.run` (`make reproduce`) on {time.strftime('%Y-%m-%d %H:%M')}. "
              f"Budget `{budget.name}`: {budget.describe()}. Stage time summed over the models: "
              f"{total_s / 60:.1f} min (table at the end).")
   out.append("")
@@ -332,7 +332,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
              f"k = {k}, images run for T_eval = {t} steps, on the first {n} test images.")
   out.append("")
   out.append(f"**Columns marked \"paper\" are the authors' published numbers** ({PAPER['source']}), transcribed "
-             "in `rsrnn_jax/paper_numbers.py`: ImageNet100 at 336²/224², ε in 1e-3..1e-2, attack at step 4 "
+             "in `rsrnn_jax/reproduction/paper_numbers.py`: ImageNet100 at 336²/224², ε in 1e-3..1e-2, attack at step 4 "
              "(AAAI) or 12 (v1). They are not our results and not on our data: compare orderings and trends, "
              "not values.")
   out.append("")
@@ -368,7 +368,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
   out.append("")
   out.append(f"Ours: clean accuracy on {'the whole test split' if not budget.eval_examples else f'{budget.eval_examples} test images'} "
              f"at the training step count and at T_eval; compute from XLA's cost analysis of one image's forward "
-             "pass (`rsrnn_jax/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
+             "pass (`rsrnn_jax/models/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
              "than the paper's). Input/GRU/attention are read from each model's config.")
   out.append("")
   if figures.get("gmacs"):
@@ -400,7 +400,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
     out.append("")
     out.append(f"Cells: accuracy (%) at step k / at step T_eval. Paper attack: {ATTACK_TITLES['paper']}; "
                "strongest: the per-example, per-step worst case over every untargeted attack of the suite "
-               "(module docstring of `rsrnn_jax/reproduce_report.py`).")
+               "(module docstring of `rsrnn_jax/reproduction/report.py`).")
     out.append("")
     if figures.get("bars"):
       out += [f"![accuracy under attack]({figures['bars']})", ""]
@@ -448,7 +448,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
   checked = {m: r["attack"]["checks"] for m, r in runs.items() if r["attack"]}
   if checked:
     names = [c["name"] for c in next(iter(checked.values()))]
-    out += ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/robustness.py)", ""]
+    out += ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/attacks/suite.py)", ""]
     out.append(table(["model"] + [f"{i + 1}. {nm}" for i, nm in enumerate(names)],
                      [[DISPLAY[m]] + [c["status"].upper() for c in cs] for m, cs in checked.items()]))
     out.append("")
@@ -470,7 +470,7 @@ def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> 
               "prediction and probability at that step.", ""]
 
   out += ["## How the verdicts are computed", ""]
-  out.append("The rules are code (`rsrnn_jax/reproduce_report.py`: `clearly_above`, `claim_verdict`), applied to the "
+  out.append("The rules are code (`rsrnn_jax/reproduction/report.py`: `clearly_above`, `claim_verdict`), applied to the "
              "numbers above; the same code judges the paper's Fig. 4 numbers. Per ε, accuracies on the same n "
              "attacked examples; the binomial standard error of a difference is se = sqrt(a(1−a)/n + b(1−b)/n). "
              f"Series A is clearly above series B when mean_ε(A − B) > {Z:g}·mean_ε(se) and A − B ≥ −{Z:g}·se at "

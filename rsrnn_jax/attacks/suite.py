@@ -71,7 +71,7 @@ skips the probability maps and check 7.
 Outputs in ``WORKDIR/attack_<profile>/`` (one directory per profile, so runs of both profiles coexist):
 ``results.json`` (every number, the config and the profile), ``report.md`` (tables and the check table),
 the plots (``accuracy_per_step.png``, ``accuracy_bars.png``, ``asr_per_step.png``, ``prob_maps.png``) and
-``prob_maps.npz``. :mod:`rsrnn_jax.report` writes the report and plots (also from a saved results.json).
+``prob_maps.npz``. :mod:`rsrnn_jax.report.results` writes the report and plots (also from a saved results.json).
 """
 from __future__ import annotations
 
@@ -90,94 +90,17 @@ import numpy as np
 from tqdm import tqdm
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax import data, parallel
+from rsrnn_jax import data
+from rsrnn_jax.train import parallel
 
 log = logging.getLogger(__name__)
 
-HORIZONS = ("step", "avg", "full")
-FIXATION_MODES = ("argmax", "sample")
 PROFILES = ("paper", "strong")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Model-level wrappers
-# ----------------------------------------------------------------------------------------------------------
-
-def step_logits(model, variables, images, *, num_steps: int, fixations: str = "argmax", rng=None):
-  """Per-step logits [T, B, K] of a ``num_steps`` unroll in eval mode (argmax or sampled fixations)."""
-  if fixations == "argmax":
-    return model.apply(variables, images, num_steps=num_steps, train=False, sample_fixations=False)["logits"]
-  if fixations == "sample":
-    if rng is None:
-      raise ValueError("fixations='sample' needs a PRNG key")
-    return model.apply(variables, images, num_steps=num_steps, train=False, sample_fixations=True,
-                       rngs={"fixation": rng})["logits"]
-  raise ValueError(f"unknown fixations mode {fixations!r}; choose one of {', '.join(FIXATION_MODES)}")
-
-
-def reduce_horizon(logits, horizon: str, attack_step: int):
-  """[T, B, K] → [B, K]: step k's logits (``step``) or the mean over all T given steps (``avg``, ``full``)."""
-  if horizon == "step":
-    return logits[attack_step - 1]
-  if horizon in ("avg", "full"):
-    return jnp.mean(logits, axis=0)
-  raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
-
-
-def horizon_steps(horizon: str, attack_step: int, eval_steps: int) -> int:
-  """Number of steps the model is unrolled for when attacked with ``horizon``."""
-  return eval_steps if horizon == "full" else attack_step
-
-
-def image_hash(images):
-  """An order-independent uint32 hash of the images' bits (sum of the float32 bit patterns, mod 2³²).
-
-  Integer addition is associative, so the value does not depend on the reduction order (device count).
-  """
-  bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(images).astype(jnp.float32), jnp.uint32)
-  return jnp.sum(bits, dtype=jnp.uint32)
-
-
-def eot_keys(rng, images, num_draws: int):
-  """The ``num_draws`` fixation keys EOT uses for a forward pass on ``images`` (fresh per queried point)."""
-  return jax.random.split(jax.random.fold_in(rng, image_hash(images)), num_draws)
-
-
-def model_logits_fn(model, variables, *, horizon: str = "step", attack_step: int = 4, eval_steps: int = 0,
-                    fixations: str = "argmax", eot_samples: int = 1, rng=None):
-  """The attacked model as ``logits_fn(images [B,H,W,C]) -> [B, K]`` (see the module docstring).
-
-  horizon: ``step`` (logits of step ``attack_step``), ``avg`` (mean logits of steps 1..attack_step) or
-  ``full`` (mean logits of steps 1..eval_steps). fixations: ``argmax`` (deterministic; ``rng`` unused) or
-  ``sample``: the mean logits of ``eot_samples`` draws with keys ``eot_keys(rng, images, eot_samples)``.
-  """
-  if horizon not in HORIZONS:
-    raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
-  if attack_step < 1:
-    raise ValueError(f"attack_step must be >= 1, got {attack_step}")
-  if horizon == "full" and eval_steps < 1:
-    raise ValueError("horizon='full' needs eval_steps >= 1")
-  num_steps = horizon_steps(horizon, attack_step, eval_steps)
-
-  if fixations == "argmax":
-    def logits_fn(images):
-      return reduce_horizon(step_logits(model, variables, images, num_steps=num_steps), horizon, attack_step)
-    return logits_fn
-  if fixations != "sample":
-    raise ValueError(f"unknown fixations mode {fixations!r}; choose one of {', '.join(FIXATION_MODES)}")
-  if rng is None:
-    raise ValueError("fixations='sample' needs rng= for the EOT draws")
-  if eot_samples < 1:
-    raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
-
-  def one_draw(images, key):
-    return reduce_horizon(step_logits(model, variables, images, num_steps=num_steps, fixations="sample",
-                                      rng=key), horizon, attack_step)
-
-  def eot_logits_fn(images):
-    keys = eot_keys(rng, images, eot_samples)
-    return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys), axis=0)
-  return eot_logits_fn
+# Model-level objectives live in rsrnn_jax/attacks/objectives.py (re-exported here for the suite's callers).
+from rsrnn_jax.attacks.objectives import (FIXATION_MODES, HORIZONS, eot_keys, horizon_steps,  # noqa: E402
+                                          image_hash, model_logits_fn, reduce_horizon, step_logits)
 
 
 def example_targets(target_seed: int, indices, labels, num_classes: int):
@@ -845,13 +768,14 @@ def _attack_specs(config, has_steps: bool):
 
 def run(config, workdir: str) -> dict:
   """``--mode=attack``: the whole suite on the latest checkpoint of ``workdir`` (or eval.checkpoint_path)."""
-  from rsrnn_jax import evaluate, train
+  from rsrnn_jax.evaluation import clean as evaluate
+  from rsrnn_jax.train import state as train_state
   from rsrnn_jax.models import has_fixations, is_recurrent
 
   validate_attack_config(config)
   t_start = time.perf_counter()
   model, state, info, mesh = evaluate.load_model(config, workdir)
-  variables = train.variables_of(state)
+  variables = train_state.variables_of(state)
   a = config.attack
   with jax.set_mesh(mesh):
     results = run_suite(model, variables, config, info, mesh, has_steps=is_recurrent(config.model),
@@ -860,7 +784,7 @@ def run(config, workdir: str) -> dict:
   results["timing"]["total_s"] = time.perf_counter() - t_start
   out_dir = os.path.join(workdir, f"attack_{a.profile}")
   if jax.process_index() == 0:
-    from rsrnn_jax import report
+    from rsrnn_jax.report import results as report
     report.write_all(results, out_dir)
     log.info("attack results in %s", out_dir)
     for c in results["checks"]:

@@ -1,0 +1,8 @@
+"""Adversarial attacks: pure, jittable functions of a ``logits_fn(images) -> [B, K]`` (this package's top
+level), the model-level objectives they ascend, and the suite that runs them on a checkpoint
+(:mod:`rsrnn_jax.attacks.suite`). Importing the package imports only the pure attacks."""
+from rsrnn_jax.attacks.core import (LOSSES, NORMS, LogitsFn, attack_loss, attack_success, fgsm, pgd,
+                                    pgd_restarts, project, random_targets, square_attack)
+
+__all__ = ["LOSSES", "NORMS", "LogitsFn", "attack_loss", "attack_success", "fgsm", "pgd", "pgd_restarts",
+           "project", "random_targets", "square_attack"]

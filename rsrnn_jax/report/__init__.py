@@ -1,0 +1,1 @@
+"""Results of the attack suite: results.json, report.md, and every figure the project draws."""

@@ -1,0 +1,1 @@
+"""Training: train state and optimiser, losses, the data-parallel step, the loop, checkpoints, mesh."""
