@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/demo
 # XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training).
 DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
 
-.PHONY: demo test test-fast install data clean bench bench-quick reproduce
+.PHONY: demo test test-fast install data clean bench bench-quick bench-gpu bench-gpu-wheels reproduce
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,12 +46,29 @@ bench: install
 	$(PY) bench/attack_throughput.py
 	$(PY) bench/memory.py
 	$(PY) bench/sampler.py
+	$(PY) bench/input_pipeline.py
 
 bench-quick: install
 	$(PY) bench/train_throughput.py --quick
 	$(PY) bench/attack_throughput.py --quick
 	$(PY) bench/memory.py --quick
 	$(PY) bench/sampler.py --quick
+	$(PY) bench/input_pipeline.py --quick
+	$(PY) bench/gpu_check.py --tiny
+
+# On a machine with one GPU and the CUDA build of jax (docs/scaling.md § GPUs): <= 7 min, bench/results/gpu_check.json.
+bench-gpu: install
+	$(PY) bench/gpu_check.py
+
+# Wheels an offline GPU machine with its own CUDA jax (Python 3.12) lacks, at requirements.txt's versions, into
+# .whl/ (git-ignored through .git/info/exclude) for the device tool's `carry` (docs/scaling.md § GPUs).
+GPU_WHEELS_RE := ^(flax|optax|ml_collections|grain|tensorflow-datasets|tensorflow-metadata|array_record|immutabledict|toml|portpicker|six|protobuf)==
+bench-gpu-wheels: install
+	mkdir -p .git/info && (grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude)
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $$(grep -E '$(GPU_WHEELS_RE)' requirements.txt)
+	$(PY) -m pip wheel --no-deps -w .whl $$(grep -E '^promise==' requirements.txt)
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache .hypothesis

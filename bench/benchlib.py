@@ -38,12 +38,9 @@ def load_config(spec: str):
 
 
 def image_shape_and_classes(config):
-  """Input shape and class count of ``config.data`` without reading the data set."""
-  if config.data.name == "cluttered_fashion_mnist":
-    size = int(config.data.canvas_size)
-    return (size, size, 1), 10
-  size = int(config.data.image_size)
-  return (size, size, 3), 100
+  """Input shape and class count of ``config.data`` without reading the data set (the dataset registry)."""
+  from rsrnn_jax.data import registry
+  return registry.image_shape(config.data), registry.num_classes(config.data)
 
 
 def random_setup(config, batch_size: int, mesh, seed: int = 0):
@@ -69,19 +66,18 @@ def pgd_fn(config, model, steps: int, iterations: int):
   """``attack(variables, images, labels, eps, key)``: the config's PGD on the logits of step ``steps``."""
   import jax
 
-  from rsrnn_jax.attacks import suite as R
+  from rsrnn_jax.attacks import registry, sweep
   a = config.attack
-  spec = R.AttackSpec("pgd_step", losses=tuple(a.losses), num_iterations=iterations,
-                      num_restarts=int(a.num_restarts), step_size=float(a.step_size),
-                      random_start=bool(a.random_start))
+  spec = sweep.spec_from_profile("pgd", a).replace("pgd_step", num_iterations=iterations)
+  setup = sweep.Setup(attack_step=steps, eval_steps=steps, norm=a.norm, fixations=a.fixations,
+                      eot_samples=int(a.eot_samples))
 
   def attack(variables, images, labels, eps, key):
     k_attack, k_eot = jax.random.split(key)
-    fn = R.model_logits_fn(model, variables, horizon="step", attack_step=steps, fixations=a.fixations,
-                           eot_samples=int(a.eot_samples), rng=k_eot)
-    return R.run_attack(spec, fn, images, labels, eps=eps, rng=k_attack, norm=a.norm)
+    victim = registry.Victim(model, variables, "step", setup, k_eot)
+    return sweep.run_attack(spec, victim, images, labels, eps=eps, rng=k_attack, norm=a.norm)
 
-  return attack, len(spec.losses) * spec.num_restarts
+  return attack, len(spec.opts["losses"]) * spec.opts["num_restarts"]
 
 
 def time_compiled(jitted, args, *, warmup: int = 1, repeats: int = 5, next_args=None) -> dict:

@@ -1,166 +1,42 @@
 """Shared defaults the experiment configs build on (optimiser, checkpointing, evaluation, model presets).
 
-Every field is documented here once; ``configs/demo.py`` and ``configs/imagenet.py`` override what differs.
+Every field is documented here once (the model's in rsrnn_jax/models/registry.py ``preset``); ``configs/demo.py``
+and ``configs/imagenet.py`` override what differs.
 """
 import ml_collections
 
 from rsrnn_jax import data
-from rsrnn_jax.models import MODELS, WHOLE_IMAGE_MODELS
+from rsrnn_jax.attacks import profiles as attack_profiles
+from rsrnn_jax.models import registry
 
-
-def vgg8(width: int = 64):
-  """The shared backbone as (features, convs, pool) stages: VGG-8 64-128-256-512 at width 64 (paper.md §4)."""
-  w = width
-  return ((w, 2, 1), (2 * w, 2, 1), (4 * w, 2, 1), (8 * w, 2, 0))
+vgg8 = registry.vgg8  # the shared backbone, re-exported for the configs
 
 
 def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64, density_ratio: float = 10.0):
-  """Model fields for ``name`` (docs/zoo.md), every model built from the same backbone ``stages``.
-
-  ``stages`` (default :func:`vgg8` at ``width``) is split per model: RS-RNN runs its first three stages as
-  Encoder1 and the rest as Encoder2 around the ConvGRU; the 1-D baselines run all of them on each glimpse,
-  then a GRU on the pooled features; FF-CNN and S3TA run them on the whole image.
-  """
-  stages = tuple(tuple(s) for s in (stages or vgg8(width)))
-  m = ml_collections.ConfigDict()
-  m.name = name
-  m.dtype = "float32"          # compute dtype: float32 | bfloat16 (params and optimiser state stay float32)
-  m.norm = "group"             # batch | group | none (GroupNorm keeps the scan carry free of batch stats)
-  m.unroll = -1                # nn.scan unroll: -1 = auto (0 on CPU, 1 on GPU/TPU); 0 = full; n = n per trip
-  m.remat = False              # rematerialise each glimpse step (memory for long unrolls / attacks)
-  m.sampler = ml_collections.ConfigDict(dict(
-      kind="retina",           # retina | crop
-      out_size=out_size,       # glimpse side in samples ("res64")
-      density_ratio=density_ratio,  # the paper's b: areal density ratio fovea/periphery (> 1)
-      scales=(0.25,),          # crop side(s) as a fraction of the image side (crop sampler)
-  ))
-  # Stages are (features, convs, pool). Encoder1 = VGG-8 blocks 1–3, Encoder2 = block 4 (paper.md §9).
-  m.encoder1 = stages[:3]
-  m.core = "conv_gru"          # conv_gru (2-D, RS-RNN) | gru (1-D on pooled features)
-  m.core_features = stages[2][0]
-  m.encoder2 = stages[3:]
-  m.ior_size = 32              # side of the image-space inhibition-of-return map
-  m.dorsal = ml_collections.ConfigDict(dict(
-      saliency_size=16, hidden=64, sigma_init=0.22, sigma_min=0.02, learn_sigma=True,
-      ior_floor=0.01,   # weight an inhibited cell keeps (rsrnn_jax/models/dorsal.py)
-      combine="log"))   # log: P ∝ exp(S)·Γ | product: softmax(softplus(S)·Γ), the paper's S ⊙ M at ior_floor=0
-  m.stages = stages            # whole-image backbone (ff_cnn, s3ta)
-  if name in ("base_retina", "dram", "gfnet_m"):  # 1-D GRU on the pooled ventral features
-    m.encoder1, m.encoder2 = stages, ()
-    m.core = "gru"
-    m.core_features = stages[-1][0]
-    if name != "base_retina":
-      m.sampler.kind = "crop"
-      m.sampler.scales = (0.25, 0.5) if name == "dram" else (0.25,)
-  elif name in WHOLE_IMAGE_MODELS:
-    m.norm = "batch"           # the backbone runs once, outside the recurrence: BatchNorm as in the paper
-    if name == "s3ta":
-      m.core_features = stages[-1][0]  # LSTM units
-      # Keys/values from the backbone + a fixed cosine spatial basis, one LSTM query per head
-      # (rsrnn_jax/models/s3ta.py). Only in this preset: checkpoints record the model fields.
-      m.attention = ml_collections.ConfigDict(dict(
-          heads=2,                 # attention heads (the authors' run name `head2`)
-          key_features=stages[0][0],      # 1×1-conv key channels (before the basis is appended)
-          value_features=stages[-2][0],   # 1×1-conv value channels (before the basis is appended)
-          basis_size=8,            # U = V: cos(πu·y)·cos(πv·x), u, v < basis_size → basis_size² channels
-      ))
-  elif name != "rsrnn":
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-  return m
-
-
-# Training fields that belong to the model: every model sets each of them (the default unless listed), so
-# switching models never keeps the previous model's value. A config may still override them afterwards.
-MODEL_TRAIN_FIELDS = dict(loss_steps="all")
-MODEL_TRAIN_DEFAULTS = {
-    "s3ta": dict(loss_steps="last"),  # the authors' run name `s3TA_lastStepLoss_...` (paper.md §5)
-}
+  """``config.model`` for model ``name``: :func:`rsrnn_jax.models.registry.preset` (every field documented
+  there; docs/zoo.md)."""
+  return registry.preset(name, width=width, stages=stages, out_size=out_size, density_ratio=density_ratio)
 
 
 def set_model(c, name: str, **preset_kwargs):
-  """Sets ``c.model`` to ``model_preset(name, ...)`` and the model's training fields in ``c.train``."""
+  """Sets ``c.model`` to ``model_preset(name, ...)`` and the model's training fields in ``c.train``
+  (``registry.train_fields``: a field the model does not set gets its default, so switching models never keeps
+  the previous model's value; a config may still override them afterwards)."""
   c.model = model_preset(name, **preset_kwargs)
-  c.train.update({**MODEL_TRAIN_FIELDS, **MODEL_TRAIN_DEFAULTS.get(name, {})})
+  c.train.update(registry.train_fields(name))
   return c
 
 
-ATTACK_PROFILES = ("paper", "strong")
-# The fields that define a profile; everything else in ``config.attack`` (ε grids, subset, sizes, checks) is
-# data- and budget-dependent and may be overridden without changing the profile's meaning.
-ATTACK_PROFILE_FIELDS = ("norm", "step_size", "num_iterations", "num_restarts", "random_start", "losses",
-                         "horizons", "eot_samples")
+# Attack profiles live in the library (rsrnn_jax/attacks/profiles.py); these names are kept for the configs.
+ATTACK_PROFILES = attack_profiles.PROFILES
+ATTACK_PROFILE_FIELDS = attack_profiles.PROFILE_FIELDS  # the fields that define a profile
 
 
 def attack_profile(name: str = "paper"):
-  """The ``config.attack`` section for profile ``name`` (rsrnn_jax/attacks/suite.py runs it; see its docstring).
-
-  paper:  as the authors ran it (paper.md §7): L∞ PGD, 5 iterations, step ε/3, uniform random start, CE on the
-          logits of attack step k, argmax fixations, one run. The full-horizon attack (sanity check 7) is run
-          next to it with the same parameters.
-  strong: 100 iterations, step ε/10, 2 random restarts for each of the CE and margin losses (worst per
-          example), step-k, mean-over-1..k and full-horizon objectives, EOT over 8 draws when
-          ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
-  Select with ``configs/demo.py:attack=strong`` (or ``c.attack = attack_profile("strong")`` in a config).
-  Fields in ATTACK_PROFILE_FIELDS define the profile; a report lists any that differ from the named profile.
-  """
-  if name not in ATTACK_PROFILES:
-    raise ValueError(f"unknown attack profile {name!r}; choose one of {', '.join(ATTACK_PROFILES)}")
-  a = ml_collections.ConfigDict()
-  a.profile = name
-  # --- threat model and the profile's attack (ATTACK_PROFILE_FIELDS) ---
-  a.norm = "linf"              # linf | l2 (the Square attack of check 5 is L∞ only)
-  a.step_size = 1.0 / 3.0      # PGD step as a fraction of ε
-  a.num_iterations = 5         # PGD iterations
-  a.num_restarts = 1           # random restarts per loss; the worst per example is kept
-  a.random_start = True        # uniform random start in the ε-ball
-  a.losses = ("ce",)           # ce | margin; several: run each, keep the worst per example
-  a.horizons = ("step", "full")  # objectives: step = logits of step k; avg = mean logits of steps 1..k;
-                               # full = mean logits of steps 1..T_eval (check 7 needs step and full)
-  a.eot_samples = 1            # EOT draws (averaged logits) per forward pass when fixations="sample"
-  # --- what is attacked and evaluated ---
-  a.fixations = "argmax"       # argmax (deterministic, the eval policy) | sample (stochastic policy + EOT)
-  a.attack_step = 4            # k: the unrolled step whose logits the attack uses (AAAI 4; v1 12)
-  a.eval_steps = 0             # T_eval: steps the attacked images are run for; 0 = config.eval.num_glimpses
-  a.epsilons = (2e-3, 3e-3, 5e-3, 7e-3)              # untargeted ε grid, pixel scale [0, 1] (paper v1)
-  a.targeted = True            # also run the targeted attack (targets: uniform over the other classes)
-  a.targeted_epsilons = (3e-3, 5e-3, 7e-3, 1e-2)     # targeted ε grid (paper v1)
-  a.target_seed = 0            # targets depend only on (target_seed, example index, label): shared by models
-  a.seed = 0                   # random starts, restarts, EOT and Square draws
-  a.num_examples = 1000        # first N examples of the eval split (paper: val1000); 0 = all
-  a.batch_size = 128           # global attack batch (divisible by the device count)
-  a.prob_map = ml_collections.ConfigDict(dict(
-      grid=32,                 # G: fixations forced to every cell of a G×G grid (x, y = linspace(-1, 1, G))
-      num_images=8,            # targeted adversarial images (first clean-correct ones of the first batch)
-      eps=0.0,                 # ε of their targeted attack; 0 = the largest targeted ε
-      chunk=256,               # grid cells per forward pass (memory)
-  ))
-  a.checks = ml_collections.ConfigDict(dict(
-      large_eps=0.1,           # check 2: ε at which accuracy must fall to chance (1/K + chance_tol) or below
-      chance_tol=0.02,
-      monotone_tol=0.01,       # check 1: accuracy may rise by at most this between consecutive ε
-      iteration_factor=2,      # check 3: the attack again with iterations × this ...
-      extra_restarts=2,        #          ... and this many more restarts (worst per example)
-      convergence_eps=(),      #          at these ε (empty = the middle ε of ``epsilons``)
-      convergence_examples=0,  #          on the first N attacked examples (0 = all; whole batches)
-      convergence_tol=0.01,    #          robust accuracy must change by less than this (1 point)
-      fgsm_tol=0.01,           # check 4: FGSM accuracy >= PGD accuracy − fgsm_tol
-      square_queries=1000,     # check 5: Square Attack queries (gradient-free) ...
-      square_examples=200,     #          ... on the first N attacked examples (whole batches)
-      square_eps=0.0,          #          ... at this ε (0 = the middle ε of ``epsilons``)
-      square_tol=0.01,         #          fail if it breaks more than floor(square_tol × N) examples PGD did not
-      grad_examples=64,        # check 6: input-gradient norms on the first N examples
-      grad_zero_frac=0.1,      #          fail if more than this fraction has a zero gradient at some step
-      grad_ratio=1e4,          #          fail if the per-step median margin-gradient norms span more than this
-  ))
-  if name == "strong":
-    a.num_iterations = 100
-    a.step_size = 0.1
-    a.num_restarts = 2
-    a.losses = ("ce", "margin")
-    a.horizons = ("step", "avg", "full")
-    a.eot_samples = 8
-    a.checks.square_queries = 5000
-  return a
+  """The ``config.attack`` section for profile ``name``: ``paper`` (the authors' PGD), ``strong`` or
+  ``adaptive`` (docs/attacks.md); every field is documented in :func:`rsrnn_jax.attacks.profiles.attack_profile`.
+  Select with ``configs/demo.py:attack=adaptive`` (or ``c.attack = attack_profile("adaptive")`` in a config)."""
+  return attack_profiles.attack_profile(name)
 
 
 def adversarial_training(enabled: bool = False, eps: float = 0.0):
@@ -211,6 +87,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       momentum=0.9,
       weight_decay=1e-4,
       grad_clip=1.0,           # global-norm clipping (0 = off)
+      nonfinite="stop",        # NaN/Inf loss or gradient: stop (keep the last good checkpoint) | skip the step
       init_fixation="random",  # random: uniform in [-0.9, 0.9]² (the authors' code) | center
       loss_steps="all",        # all: CE averaged over steps | last: CE on the last step only
       rl_weight=1.0,           # REINFORCE weight for the fixation policy
@@ -234,4 +111,7 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
 
   # Adversarial evaluation (--mode=attack, rsrnn_jax/attacks/suite.py); fields documented in attack_profile.
   c.attack = attack_profile("paper")
-  return set_model(c, "rsrnn")
+  # --mode=verify (rsrnn_jax/attacks/verify.py): the saved adversarial sets to re-score; "" = the newest
+  # WORKDIR/attack_<profile>/ folder; else such a folder or one adversarial_eps<ε>.npz.
+  c.verify = ml_collections.ConfigDict(dict(path=""))
+  return set_model(c, registry.DEFAULT_MODEL)

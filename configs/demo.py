@@ -17,29 +17,29 @@ about 78% test accuracy on the full 10k test set at step 4 and step 8 (four seed
 77.7–78.6% at step 8; the first, central glimpse alone 69.4–69.8%) in about 11 minutes of training.
 """
 from configs import common
-from rsrnn_jax.models import WHOLE_IMAGE_MODELS
+from rsrnn_jax.models import registry
 
 DEMO_STAGES = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 0))
 
 
 def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-  variant = args.get("model", "rsrnn")
-  model = {"ff_cnn_at": "ff_cnn"}.get(variant, variant)
+  variant = registry.variant(args.get("model", registry.DEFAULT_MODEL))  # a model, or e.g. ff_cnn_at
+  model = registry.get(variant.model)
   c = common.get_base_config()
   c.data.canvas_size = 96
   c.data.mean, c.data.std = (0.05,), (0.19,)  # measured on the training split
 
   # Every model on the same narrow backbone (16-32-64-64, one conv per stage; pools after stages 1–3).
-  common.set_model(c, model, stages=DEMO_STAGES, out_size=32, density_ratio=10.0)
-  if model not in WHOLE_IMAGE_MODELS:                     # whole-image models keep BatchNorm
+  common.set_model(c, model.name, stages=DEMO_STAGES, out_size=32, density_ratio=10.0)
+  if not model.whole_image:                                # whole-image models keep BatchNorm
     c.model.norm = "none"                                    # fastest on 2 CPU cores; 5 convs need no norm
   # rsrnn: Encoder1 16-32-64 (32×32 glimpse → 4×4×64), ConvGRU 64 channels at 4×4, Encoder2 64.
   # base_retina / dram / gfnet_m: the four stages on each 32×32 glimpse (→ 4×4×64), GRU(64).
   c.model.ior_size = 24
   c.model.dorsal.saliency_size = 8
   c.model.dorsal.hidden = 32
-  if model == "s3ta":
+  if "attention" in c.model:  # s3ta
     # The backbone on the whole canvas → 12×12×64; keys 16 + 16 basis, values 64 + 16 basis, LSTM 64.
     c.model.attention.basis_size = 4
   else:
@@ -56,14 +56,15 @@ def get_config(arg: str = ""):
   c.train.log_every = 50
   c.train.checkpoint_every = 500
 
-  if variant == "ff_cnn_at":  # the paper's FF-CNN-AT (v1 Fig. 4a; recipe not given): PGD-AT at a demo-scale ε
+  if variant.adversarial:  # ff_cnn_at, the paper's FF-CNN-AT (v1 Fig. 4a; recipe not given): PGD-AT at demo-scale ε
     c.train.adversarial = common.adversarial_training(enabled=True, eps=0.03)
 
   c.eval.num_glimpses = 8
   c.eval.batch_size = 500
 
-  # Adversarial evaluation (--mode=attack; rsrnn_jax/attacks/suite.py). Profile: `configs/demo.py:attack=strong`
-  # (default paper; combine as `:model=ff_cnn,attack=strong`). Output: WORKDIR/attack_<profile>/.
+  # Adversarial evaluation (--mode=attack; rsrnn_jax/attacks/suite.py). Profile: `configs/demo.py:attack=NAME`,
+  # NAME = paper (default) | strong | adaptive (docs/attacks.md; combine as `:model=ff_cnn,attack=adaptive`).
+  # Output: WORKDIR/attack_<profile>/; `--mode=verify` re-scores its saved adversarial sets.
   #   python launch.py --config=configs/demo.py --workdir=workdirs/demo --mode=attack
   c.attack = common.attack_profile(args.get("attack", "paper"))
   c.attack.attack_step = 4                          # k = train.num_glimpses (the AAAI setting: attack 4, run more)
@@ -79,6 +80,18 @@ def get_config(arg: str = ""):
   c.attack.checks.square_queries = 300
   c.attack.checks.square_examples = 100
   c.attack.checks.grad_examples = 40
+  if c.attack.profile == "adaptive":                # ≥ 500 images at ε 0.02/0.03 in ~20 min on 2 idle cores
+    c.attack.num_examples = 500                     # (docs/attacks.md: the budget and how it was estimated)
+    c.attack.epsilons = (0.02, 0.03)
+    c.attack.batch_size = 50                        # the robust flags leave few examples: small padded batches
+    c.attack.num_iterations = 20                    # AutoAttack: 100; check 3 runs 40 × 3 restarts on the rest
+    c.attack.policy.taus = (0.5, 2.0)
+    c.attack.policy.candidates = 4
+    c.attack.targeted = False
+    c.attack.prob_map.num_images = 4
+    c.attack.checks.large_eps_examples = 100
+    c.attack.checks.convergence_examples = 0        # every example the cascade left robust
+    c.attack.checks.square_queries = 1000
   if c.attack.profile == "strong":                  # ~1 h on 2 cores: 100 it × 2 restarts × 2 losses × 3 objectives
     c.attack.num_examples = 100
     c.attack.epsilons = (0.01, 0.03)

@@ -14,7 +14,7 @@ epochs 80 and 110 (the authors' run name `lrAdje80e110`).
 Expected result: the paper reports 81.94% top-1 for RS-RNN (AAAI draft, Table 1); not reproduced here (no GPU).
 """
 from configs import common
-from rsrnn_jax.models import WHOLE_IMAGE_MODELS
+from rsrnn_jax.models import registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,9 +23,9 @@ TRAIN_IMAGES = 126689  # ImageNet100 train split size with the paper's class lis
 
 def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-  model = args.get("model", "rsrnn")
+  model = args.get("model", registry.DEFAULT_MODEL)
   c = common.get_base_config("imagenet100")
-  whole_image = model in WHOLE_IMAGE_MODELS  # 224² (S3TA ≈ the FF-CNN backbone once: 10.47 GMACs, paper.md §5)
+  whole_image = registry.get(model).whole_image  # 224² (S3TA ≈ the FF-CNN backbone once: 10.47 GMACs, paper.md §5)
   c.data.image_size = 224 if whole_image else 336
   c.data.eval_resize = 256 if whole_image else 384
   c.data.num_workers = 16

@@ -1,13 +1,30 @@
-"""Config validation: impossible values fail early with one line that says what to change."""
+"""Config files and validation: impossible values fail early with one line that says what to change."""
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from rsrnn_jax import data
-from rsrnn_jax.models import MODELS
+from rsrnn_jax.models import registry
 
 
 def _require(cond: bool, message: str) -> None:
   if not cond:
     raise ValueError(message)
+
+
+def load_file(spec: str, extra_arg: str = ""):
+  """The config of ``FILE[:ARGS]`` as launch.py reads it (``configs/demo.py:model=ff_cnn``): ``get_config(ARGS)``
+  of the Python file FILE, with ``extra_arg`` (e.g. ``"model=dram"``) appended to ARGS. The library reads
+  config files only when a caller names them; it never imports ``configs/``."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"no config file {path!r} (relative to {os.getcwd()}); give the path of a config such as "
+                     f"configs/demo.py")
+  module_spec = importlib.util.spec_from_file_location("rsrnn_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(",".join(a for a in (arg, extra_arg) if a))
 
 
 def set_dotted(c, overrides: dict):
@@ -24,7 +41,8 @@ def set_dotted(c, overrides: dict):
 def validate(config) -> None:
   """Raises ValueError with a one-line message for the first impossible value in ``config``."""
   t, m, e = config.train, config.model, config.eval
-  _require(m.name in MODELS, f"config.model.name={m.name!r} is unknown; choose one of {', '.join(MODELS)}")
+  _require(m.name in registry.names(),
+           f"config.model.name={m.name!r} is unknown; choose one of {', '.join(registry.names())}")
   for key in ("batch_size", "num_train_steps", "num_glimpses", "log_every", "checkpoint_every",
               "keep_checkpoints"):
     _require(int(t[key]) > 0, f"config.train.{key} must be a positive integer, got {t[key]!r}")
@@ -37,6 +55,8 @@ def validate(config) -> None:
            f"config.train.rl_reward must be 'correct' or 'prob', got {t.rl_reward!r}")
   _require(t.optimizer in ("adamw", "sgd"), f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
   _require(t.schedule in ("cosine", "step"), f"config.train.schedule must be 'cosine' or 'step', got {t.schedule!r}")
+  _require(t.get("nonfinite", "stop") in ("stop", "skip"),
+           f"config.train.nonfinite must be 'stop' or 'skip', got {t.get('nonfinite')!r}")
   _validate_adversarial(config)
   for key in ("num_glimpses", "batch_size"):
     _require(int(e[key]) > 0, f"config.eval.{key} must be a positive integer, got {e[key]!r}")

@@ -1,7 +1,6 @@
 """What ``launch.py`` calls: one entry point per mode, each taking a config and a workdir."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -9,29 +8,51 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from rsrnn_jax import configlib
+from rsrnn_jax import workdir as workdir_lib
 
-MODES = ("train", "eval", "attack")
+MODES = ("train", "eval", "attack", "verify")
 
 
 def main(config, workdir: str, mode: str = "train"):
+  """Runs ``mode`` on ``workdir`` under its exclusive lock, after every check that can run before writing.
+
+  User-caused failures raise ValueError/UserError or OSError with one line (``launch.py`` prints it and exits
+  with status 2); nothing in the workdir is written before the config, the workdir and the batch sizes passed.
+  """
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
   if not workdir:
     raise ValueError("--workdir is required: a directory for checkpoints, metrics and results")
   configlib.validate(config)  # before anything is written
-  configure_compilation_cache(config)
-  if mode == "train":
-    from rsrnn_jax.train import loop as train_loop
-    if jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=1, default=str)
-    return train_loop.train_and_evaluate(config, workdir)
+  if mode == "verify":  # reads the checkpoint and an attack folder's saved sets; writes nothing, takes no lock
+    configure_compilation_cache(config)
+    from rsrnn_jax.attacks import verify
+    return verify.run(config, workdir)
   if mode == "attack":
-    from rsrnn_jax.attacks import suite as robustness
-    return robustness.run(config, workdir)
-  from rsrnn_jax.evaluation import clean as evaluate
-  return evaluate.evaluate(config, workdir)
+    from rsrnn_jax.attacks import profiles
+    profiles.validate_attack_config(config)
+  workdir_lib.check_usable(workdir)
+  _check_batch_sizes(config, mode)
+  configure_compilation_cache(config)
+  with workdir_lib.locked(workdir, enabled=jax.process_index() == 0):
+    if mode == "train":
+      from rsrnn_jax.train import loop as train_loop
+      return train_loop.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
+    if mode == "attack":
+      from rsrnn_jax.attacks import suite as robustness
+      return robustness.run(config, workdir)
+    from rsrnn_jax.evaluation import clean as evaluate
+    return evaluate.evaluate(config, workdir)
+
+
+def _check_batch_sizes(config, mode: str) -> None:
+  """The global batch sizes this mode uses must split over the devices: one line naming the field."""
+  from rsrnn_jax.train import loop as train_loop, parallel
+  mesh = parallel.make_mesh(config.num_devices)
+  fields = {"train": ["train.batch_size"] + (["eval.batch_size"] if config.train.eval_at_end else []),
+            "eval": ["eval.batch_size"], "attack": ["attack.batch_size"] if "attack" in config else []}[mode]
+  for field in fields:
+    train_loop.check_batch_size(config, field, mesh)
 
 
 def configure_compilation_cache(config) -> str | None:
@@ -52,8 +73,9 @@ def configure_compilation_cache(config) -> str | None:
   return path
 
 
-def setup_logging():
+def setup_logging(debug: bool = False):
+  """INFO logs of this package; third-party libraries at WARNING (everything with ``debug``)."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                       datefmt="%H:%M:%S")
   for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)

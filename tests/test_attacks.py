@@ -83,7 +83,7 @@ _KEY = jax.random.PRNGKey(0)
     (lambda: A.square_attack(_F, _X, _Y, eps=0.1, num_queries=0, rng=_KEY), "num_queries must be >= 1"),
     (lambda: A.square_attack(_F, _X, _Y, eps=-1.0, num_queries=5, rng=_KEY), "eps must be >= 0"),
     (lambda: A.square_attack(_F, _X, _Y, eps=0.1, num_queries=5, rng=_KEY, p_init=0.0), "p_init"),
-    (lambda: A.attack_loss(jnp.zeros((2, 3)), _Y, loss="dlr"), "unknown loss"),
+    (lambda: A.attack_loss(jnp.zeros((2, 3)), _Y, loss="hinge"), "unknown loss"),
     (lambda: A.project(_X, _X, eps=0.1, norm="l0"), "unknown norm"),
     (lambda: A.random_targets(_KEY, _Y, 1), "num_classes must be >= 2"),
     (lambda: A.attack_success(jnp.zeros((3,)), jnp.zeros((3,)), _Y), "must be"),

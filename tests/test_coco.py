@@ -14,7 +14,7 @@ from PIL import Image
 from configs import coco as coco_config
 from rsrnn_jax import data, run
 from rsrnn_jax.evaluation import multilabel
-from rsrnn_jax.attacks import suite as robustness
+from rsrnn_jax.attacks import profiles as attack_profiles
 from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.data import coco
 from tests.helpers import override, tiny_config
@@ -177,7 +177,7 @@ def test_coco_config_trains_and_evaluates_on_fake_zips(coco_cfg, tmp_path):
 def test_multi_label_refuses_adversarial_training_and_attack_validation():
   c = coco_config.get_config()
   with pytest.raises(ValueError, match="single-label"):
-    robustness.validate_attack_config(c)
+    attack_profiles.validate_attack_config(c)
   c.train.adversarial.enabled, c.train.adversarial.eps = True, 0.01
   with pytest.raises(ValueError, match="single-label"):
     from rsrnn_jax import configlib

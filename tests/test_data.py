@@ -256,7 +256,7 @@ def test_concurrent_prepare_generates_once(fmnist_dir, tmp_path, caplog):
 
 
 def test_default_config_has_every_field():
-  for name in pipeline.DATASETS:
+  for name in data.registry.names():
     cfg = data.default_data_config(name)
     for field in ("name", "data_dir", "source_dir", "canvas_size", "num_clutter", "clutter_size", "image_size",
                   "eval_resize", "cache_in_memory", "num_workers", "train_split", "eval_split"):

@@ -36,12 +36,25 @@ def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override,
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("override", ["--config.train.no_such_key=1", "--config.train.batch_size=abc"])
-def test_unknown_key_or_wrong_type_fails_before_writing(tmp_path, override):
+@pytest.mark.parametrize("args,pattern", [
+    (["--config=configs/demo.py", "--config.train.no_such_key=1"],
+     "--config.train.no_such_key: no such config field 'no_such_key'"),
+    (["--config=configs/demo.py", "--config.train.batch_size=abc"], "--config.train.batch_size=abc: invalid literal"),
+    (["--config=configs/no_such_file.py"], "cannot load --config=configs/no_such_file.py: [Errno 2] No such file"),
+    (["--config=configs/demo.py:model=resnet"], "unknown model 'resnet'"),
+])
+def test_config_file_key_or_type_errors_are_one_line_before_writing(tmp_path, args, pattern):
   workdir = tmp_path / "run"
-  r = _launch("--config=configs/demo.py", f"--workdir={workdir}", override)
-  assert r.returncode != 0
+  r = _launch(*args, f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr
+  assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+  assert r.stderr.startswith("error: ") and pattern in r.stderr, r.stderr
   assert not workdir.exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+  r = _launch("--config=configs/no_such_file.py", f"--workdir={tmp_path}", "--debug")
+  assert r.returncode == 2 and "Traceback" in r.stderr and "error: cannot load" in r.stderr
 
 
 def test_bad_mode_and_missing_workdir(tmp_path):

@@ -1,37 +1,35 @@
-"""`make reproduce` (rsrnn_jax/reproduction/run.py, rsrnn_jax/reproduction/report.py): verdict rules on hand-made numbers,
-stage skipping and resuming with fake stages, and the --quick run end to end on the tiny data set, twice."""
+"""`make reproduce` (rsrnn_jax/reproduction/: run, verdicts, report): verdict rules on hand-made numbers, stage
+skipping and resuming with fake stages, and the --quick run end to end on the tiny data set, twice."""
 import json
 import logging
 import os
 
-import numpy as np
 import pytest
 
+from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import run as R
-from rsrnn_jax.reproduction import report as RR
+from rsrnn_jax.reproduction import verdicts as V
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 
 N = 400  # attacked examples in the hand-made numbers: se of a difference of two ~50% accuracies ≈ 3.5 points
 
 
-def _acc(**series):
-  """{model: {"k": [...], "T": [...]}} from model=(k values, T values)."""
+def _groups(retina, crops, whole):
+  """{paper key: {"k": [...], "T": [...]}} from (k values, T values) per group of the claims."""
+  series = {"RS-RNN": retina, "Base-Retina": retina, "DRAM": crops, "GF-Net-m": crops, "S3TA": whole,
+            "FF-CNN": whole}
   return {m: {"k": list(k), "T": list(t)} for m, (k, t) in series.items()}
 
 
-def _groups(retina, crops, whole):
-  return _acc(rsrnn=retina, base_retina=retina, dram=crops, gfnet_m=crops, s3ta=whole, ff_cnn=whole)
-
-
 def test_clearly_above_needs_the_mean_beyond_the_margin_and_no_clear_reversal():
-  assert RR.clearly_above([0.6, 0.5, 0.3], [0.4, 0.3, 0.1], N)["holds"]
-  within_noise = RR.clearly_above([0.52, 0.51, 0.50], [0.50, 0.50, 0.50], N)
+  assert V.clearly_above([0.6, 0.5, 0.3], [0.4, 0.3, 0.1], N)["holds"]
+  within_noise = V.clearly_above([0.52, 0.51, 0.50], [0.50, 0.50, 0.50], N)
   assert not within_noise["holds"] and 0 < within_noise["mean_diff"] < within_noise["margin"]
-  reversed_once = RR.clearly_above([0.9, 0.9, 0.2], [0.3, 0.3, 0.5], N)   # big mean gain, clearly worse at ε3
+  reversed_once = V.clearly_above([0.9, 0.9, 0.2], [0.3, 0.3, 0.5], N)   # big mean gain, clearly worse at ε3
   assert reversed_once["mean_diff"] > reversed_once["margin"] and not reversed_once["nowhere_below"]
   assert not reversed_once["holds"]
-  assert not RR.clearly_above([0.0, 0.0], [0.0, 0.0], N)["holds"]         # everything broken: no evidence
-  assert not RR.clearly_above([0.3, 0.1], [0.6, 0.5], N)["holds"]
+  assert not V.clearly_above([0.0, 0.0], [0.0, 0.0], N)["holds"]         # everything broken: no evidence
+  assert not V.clearly_above([0.3, 0.1], [0.6, 0.5], N)["holds"]
 
 
 def test_claims_hold_and_do_not_hold_on_hand_made_numbers():
@@ -41,18 +39,18 @@ def test_claims_hold_and_do_not_hold_on_hand_made_numbers():
   # The strongest attack removes RS-RNN's recovery and the retina's lead at T_eval.
   strongest = _groups(retina=([0.3, 0.15, 0.05], [0.3, 0.15, 0.05]), crops=([0.3, 0.15, 0.05], [0.3, 0.15, 0.05]),
                       whole=([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]))
-  v = by_id(RR.verdicts({"paper": paper_like, "strongest": strongest}, N))
+  v = by_id(V.verdicts({"paper": paper_like, "strongest": strongest}, N))
   assert v == {("retina", "paper"): True, ("retina", "strongest"): False, ("crops", "paper"): True,
                ("crops", "strongest"): True, ("recovery", "paper"): True, ("recovery", "strongest"): False}
   # The retina's lead only at step k, not at T_eval: the claim needs both read-outs.
   only_k = _groups(retina=([0.5, 0.4, 0.2], [0.3, 0.2, 0.1]), crops=([0.3, 0.2, 0.1], [0.3, 0.2, 0.1]),
                    whole=([0.0] * 3, [0.0] * 3))
-  row = next(r for r in RR.verdicts({"paper": only_k}, N) if r["claim"]["id"] == "retina")
+  row = next(r for r in V.verdicts({"paper": only_k}, N) if r["claim"]["id"] == "retina")
   assert row["tests"]["k"]["holds"] and not row["tests"]["T"]["holds"] and row["holds"] is False
   # A missing model: not evaluated (None), never a verdict.
-  partial = {m: a for m, a in paper_like.items() if m != "dram"}
-  rows = {r["claim"]["id"]: r for r in RR.verdicts({"paper": partial}, N)}
-  assert rows["retina"]["holds"] is None and rows["retina"]["missing"] == ["dram"]
+  partial = {m: a for m, a in paper_like.items() if m != "DRAM"}
+  rows = {r["claim"]["id"]: r for r in V.verdicts({"paper": partial}, N)}
+  assert rows["retina"]["holds"] is None and rows["retina"]["missing"] == ["DRAM"]
   assert rows["recovery"]["holds"] is True
 
 
@@ -62,18 +60,24 @@ def test_paper_numbers_are_one_labelled_structure_and_meet_their_own_claims():
     assert PAPER[section]["source"]
   p = PAPER["adv_accuracy"]
   assert all(len(v) == len(p["epsilons"]) for v in list(p["at_k"].values()) + list(p["at_T"].values()))
-  assert p["at_T"]["rsrnn"] == [56.5, 44.5, 23.6]
-  rows = RR.verdicts({"paper": RR.paper_accuracies()}, RR.PAPER_EXAMPLES)
+  assert p["at_T"]["RS-RNN"] == [56.5, 44.5, 23.6]
+  rows = V.verdicts({"paper": V.paper_accuracies()}, V.PAPER_EXAMPLES)
   assert all(r["holds"] for r in rows)
+  # Every model the paper has numbers for is a registered model or variant, and every claim names them.
+  keys = {registry.variant(v).paper_key for v in R.MODELS}
+  assert set(PAPER["table1"]["top1"]) | set(PAPER["asr"]["targeted_read_off"]) <= keys
+  for c in V.CLAIMS:
+    assert set(c.get("higher", ()) + c.get("lower", ()) + ((c["model"],) if "model" in c else ())) <= keys
+  assert V.by_paper_key({"rsrnn": 1, "ff_cnn_at": 2}) == {"RS-RNN": 1, "FF-CNN-AT": 2}
 
 
 def test_describe_model_reads_table1_columns_from_the_configs():
-  got = {m: RR.describe_model(R.model_config(m).model.to_dict()) for m in R.MODELS}
+  got = {registry.variant(m).paper_key: registry.describe(R.model_config(m).model.to_dict()) for m in R.MODELS}
   for m, want in PAPER["table1"]["input"].items():
     assert got[m]["input"] == want, m
     assert got[m]["gru"].split(" ")[0] == PAPER["table1"]["gru"][m], m
     assert got[m]["attention"] == PAPER["table1"]["attention"][m], m
-  assert got["ff_cnn_at"] == got["ff_cnn"]
+  assert got["FF-CNN-AT"] == got["FF-CNN"]
 
 
 def test_fingerprints_follow_the_fields_each_stage_depends_on():
@@ -175,18 +179,19 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   for title in ("Table 1", "Accuracy under attack", "Attack success rate", "Sanity checks", "Budget"):
     body = next(s for s in sections if s.startswith(title))
     for m in QUICK_MODELS:  # a row per model
-      assert sum(line.startswith(f"| {RR.DISPLAY[m]} ") for line in body.splitlines()) == 1, (title, m)
+      assert sum(line.startswith(f"| {registry.variant(m).display} ") for line in body.splitlines()) == 1, (title, m)
   claims = next(s for s in sections if s.startswith("The paper's claims"))
   assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 2  # header, 3 claims × 2 attacks
   assert "Quick budget" in md and "paper.md §8" in md
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
+  ran = {registry.variant(m).paper_key for m in QUICK_MODELS}
   for v in verdicts["ours"]:  # claims whose models all ran get a verdict; the others name what is missing
     claim = v["claim"]
     needed = [claim["model"]] if "model" in claim else claim["higher"] + claim["lower"]
-    if set(needed) <= set(QUICK_MODELS):
+    if set(needed) <= ran:
       assert v["holds"] in (True, False), v
     else:
-      assert v["holds"] is None and set(v["missing"]) == set(needed) - set(QUICK_MODELS), v
+      assert v["holds"] is None and set(v["missing"]) == set(needed) - ran, v
 
   # Second run: every stage of every model is skipped (no training, nothing rewritten but the report).
   ckpt = os.path.join(out, "runs", "rsrnn", "checkpoints")

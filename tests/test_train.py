@@ -10,7 +10,7 @@ import pytest
 from rsrnn_jax import attacks, data, run
 from rsrnn_jax.train import checkpoints
 from rsrnn_jax.evaluation import clean as evaluate
-from rsrnn_jax.attacks import suite as robustness
+from rsrnn_jax.attacks import objectives
 from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.train import state as train_state
@@ -315,7 +315,7 @@ def test_adversarial_training_makes_a_tiny_model_robust():
     for i in range(60):
       j = (i * 64) % 256
       state, _ = step(state, {"image": x[j:j + 64], "label": y[j:j + 64]}, jax.random.key(i))
-    logits_fn = robustness.model_logits_fn(model, train_state.variables_of(state), attack_step=1)
+    logits_fn = objectives.model_logits_fn(model, train_state.variables_of(state), attack_step=1)
     x_adv = attacks.pgd(logits_fn, xt, yt, eps=0.03, step_size=0.01, num_steps=10, rng=jax.random.key(5))
     robust_acc[adv] = float(jnp.mean(jnp.argmax(logits_fn(x_adv), -1) == yt))
   assert robust_acc[False] < 0.2 and robust_acc[True] > 0.6, robust_acc

@@ -1,10 +1,10 @@
 """Adversarial attacks (paper.md §7): PGD / FGSM (L∞ and L2), PGD with restarts, L∞ Square Attack, and ASR.
 
-Every attack is composed from four small pure parts, combined inside ONE ``jax.lax.fori_loop``:
+Every attack is composed from four small pure parts, combined inside ONE loop (:mod:`rsrnn_jax.attacks.loops`):
 
 * an **initialiser** — a random start in the ε-ball (``_random_init``),
 * a **loss** — the per-example quantity the attacker *ascends* (``attack_loss``: CE or margin, with the
-  targeted sign folded in),
+  targeted sign folded in; also AutoAttack's DLR, used by :mod:`rsrnn_jax.attacks.apgd`),
 * a **step** — L∞: ``step_size · sign(g)``; L2: ``step_size · g / ‖g‖₂`` per example (``_ascent_step``),
 * a **projection** — onto the ε-ball of the given norm, then onto the image box [0, 1] (``project``).
 
@@ -21,7 +21,7 @@ Conventions
 * ``eps`` and ``step_size`` may be Python floats, 0-d arrays (traced under ``jit``: one compilation serves every
   ε) or per-example arrays of shape [B]. With ``norm="l2"`` ε is an L2 radius per example.
   Concrete negative values raise ``ValueError``; a *traced* ε cannot be checked and is clamped at 0.
-* ``num_steps`` / ``num_queries`` / ``num_restarts`` are static Python ints.
+* ``num_queries`` / ``num_restarts`` are static Python ints; ``num_steps`` (pgd) a static int or a traced int scalar.
 * Randomness comes only from explicit PRNG keys (raw ``PRNGKey`` or typed ``jax.random.key``).
 * All functions are pure and jittable; wrap them with ``jax.jit(functools.partial(pgd, logits_fn, ...))``.
   They work unchanged on inputs sharded over a mesh's batch axis (every op is per-example or elementwise, so
@@ -41,11 +41,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsrnn_jax.attacks import loops
+
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
 NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin")
+LOSSES = ("ce", "margin")              # the losses of pgd / fgsm / pgd_restarts
+ATTACK_LOSSES = LOSSES + ("dlr",)      # attack_loss also computes AutoAttack's DLR (apgd)
 
 # Square Attack (Andriushchenko et al. 2020): the fraction of pixels p of the square is halved at these
 # iterations of a 10,000-query budget; the schedule is rescaled linearly to the actual budget.
@@ -127,18 +130,26 @@ def _l2_norm(v):
   return jnp.sqrt(_sum_per_example(jnp.square(v / safe))) * scale
 
 
-def attack_loss(logits, labels, *, loss="ce", targeted=False):
+def attack_loss(logits, labels, *, loss="ce", targeted=False, true_labels=None):
   """Per-example loss [B] that the attacker ascends.
 
   untargeted (labels = true classes)      targeted (labels = target classes)
     ce:     CE(logits, y)                     −CE(logits, t)
     margin: max_{j≠y} z_j − z_y               z_t − max_{j≠t} z_j
-  A positive margin means the attack succeeded (argmax ≠ y, resp. argmax = t).
+    dlr:    −(z_y − max_{j≠y} z_j)            −(z_y − z_t)
+            / (z_π1 − z_π3 + 1e-12)           / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)   (y = ``true_labels``)
+  A positive margin means the attack succeeded (argmax ≠ y, resp. argmax = t); so does a positive untargeted
+  DLR. DLR (Croce & Hein 2020) is AutoAttack's scale-invariant loss: z_π1 ≥ z_π2 ≥ … are the sorted logits;
+  untargeted it needs K ≥ 3 classes, targeted K ≥ 4 and the true classes as ``true_labels`` (targeted DLR
+  measures the target against the true class, not against the runner-up).
   """
-  _check_loss(loss)
+  if loss not in ATTACK_LOSSES:
+    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(ATTACK_LOSSES)}")
   z = jnp.asarray(logits).astype(jnp.float32)
   if z.ndim != 2:
     raise ValueError(f"logits must be [B, K], got shape {z.shape}")
+  if loss == "dlr":
+    return _dlr_loss(z, labels, targeted, true_labels)
   onehot = jax.nn.one_hot(labels, z.shape[-1], dtype=jnp.bool_)
   z_label = jnp.sum(jnp.where(onehot, z, 0.0), axis=-1)
   if loss == "ce":
@@ -149,9 +160,47 @@ def attack_loss(logits, labels, *, loss="ce", targeted=False):
   return -value if targeted else value
 
 
+def _dlr_loss(z, labels, targeted, true_labels):
+  """AutoAttack's DLR loss (untargeted: labels = true classes; targeted: labels = targets) on f32 logits."""
+  k = z.shape[-1]
+  need = 4 if targeted else 3
+  if k < need:
+    raise ValueError(f"the {'targeted ' if targeted else ''}DLR loss needs >= {need} classes, got {k}; "
+                     "use loss='ce'")
+  top = jax.lax.top_k(z, need)[0]  # [B, need], descending
+  pick = lambda cls: jnp.sum(jnp.where(jax.nn.one_hot(cls, k, dtype=jnp.bool_), z, 0.0), axis=-1)
+  if not targeted:
+    onehot = jax.nn.one_hot(labels, k, dtype=jnp.bool_)
+    z_other = jnp.max(jnp.where(onehot, -jnp.inf, z), axis=-1)
+    return -(pick(labels) - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
+  if true_labels is None:
+    raise ValueError("the targeted DLR loss needs the true classes: pass true_labels=")
+  return -(pick(true_labels) - pick(labels)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 def _is_success(logits, labels, targeted):
   pred = jnp.argmax(logits, axis=-1)
   return pred == labels if targeted else pred != labels
+
+
+def attack_score(logits, labels, *, loss="ce", targeted=False):
+  """(loss value [B], success [B]) of adversarial candidates: what :func:`keep_stronger` ranks them by."""
+  return attack_loss(logits, labels, loss=loss, targeted=targeted), _is_success(logits, labels, targeted)
+
+
+def keep_stronger(best, candidate, *, force=False):
+  """Per example, the stronger of two adversarial candidates (the one keep-the-better rule of the package).
+
+  ``best`` and ``candidate`` are ``(images [B, ...], value [B], success [B])`` (value, success from
+  :func:`attack_score`). A successful candidate beats an unsuccessful one; among equals the higher loss value
+  wins; ties keep ``best``. ``force`` (a bool or [B] mask) takes the candidate regardless. Returns the new triple.
+  """
+  best_x, best_value, best_success = best
+  x, value, success = candidate
+  better = force | (success & ~best_success) | ((success == best_success) & (value > best_value))
+  pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
+  return (jnp.where(pick, x, best_x), jnp.where(better, value, best_value),
+          jnp.where(better, success, best_success))
 
 
 def _project(x_adv, x, eps_b, norm):
@@ -216,19 +265,20 @@ def _loss_grad_fn(logits_fn, labels, loss, targeted):
 # ----------------------------------------------------------------------------------------------------------
 
 def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, norm: str = "linf",
-        targeted: bool = False, random_start: bool = True, loss: str = "ce", rng=None, unroll: bool = False):
+        targeted: bool = False, random_start: bool = True, loss: str = "ce", rng=None, unroll: bool | int = False):
   """Projected gradient ascent of ``attack_loss`` in the ε-ball (L∞ or L2) ∩ [0, 1]; returns the last iterate.
 
   x₀ = Π(x + U(ball)) if ``random_start`` else x;  x_{k+1} = Π(x_k + step(∇ Σ_i loss_i(x_k))).
   ``targeted=True``: ``labels`` are the targets and the attack descends CE to them (or raises their margin).
-  ``unroll=True`` unrolls the iterations in the compiled graph (same result; on XLA:CPU the convolution
-  backward passes inside a rolled loop are several times slower, see docs/design.md).
+  ``unroll``: the iteration loop (:func:`rsrnn_jax.attacks.loops.iterate`): False (default) a rolled loop,
+  True every iteration in the compiled program, k iterations per loop trip; the same result in every case.
+  ``num_steps`` may also be an integer scalar array (traced under jit: one compilation for every count).
   """
   _check_norm(norm)
   _check_loss(loss)
   _check_nonneg("eps", eps)
   _check_nonneg("step_size", step_size)
-  _check_count("num_steps", num_steps, 0)
+  loops.check_steps(num_steps, unroll)
   if random_start and rng is None:
     raise ValueError("random_start=True needs an explicit PRNG key: pass rng=")
   x = jnp.asarray(images)
@@ -244,7 +294,7 @@ def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, 
   def body(_, xa):
     return proj(xa + _ascent_step(grad_fn(xa), step_b, norm))
 
-  x_adv = jax.lax.fori_loop(0, num_steps, body, x_adv, unroll=bool(unroll) or None)
+  x_adv = loops.iterate(num_steps, body, x_adv, unroll=unroll)
   return jax.lax.stop_gradient(x_adv).astype(x.dtype)
 
 
@@ -261,8 +311,9 @@ def pgd_restarts(logits_fn: LogitsFn, images, labels, *, num_restarts: int, rng,
   Restart i runs ``pgd(..., rng=jax.random.split(rng, num_restarts)[i], **pgd_kwargs)``. "Worst case" is
   lexicographic: a successful adversarial (misclassified, or classified as the target) beats an unsuccessful
   one; among equals the higher ``attack_loss`` (same ``loss`` / ``targeted`` as the attack) wins; ties keep
-  the earlier restart. Hence the result is, per example, at least as strong as every single restart.
-  All restarts run inside one ``fori_loop`` (one compiled PGD body).
+  the earlier restart (:func:`keep_stronger`). Hence the result is, per example, at least as strong as every
+  single restart.
+  All restarts run inside one rolled loop (one compiled PGD body).
   """
   _check_count("num_restarts", num_restarts, 1)
   if rng is None:
@@ -278,18 +329,12 @@ def pgd_restarts(logits_fn: LogitsFn, images, labels, *, num_restarts: int, rng,
   keys = jax.random.split(rng, num_restarts)
 
   def body(i, carry):
-    best_x, best_loss, best_success = carry
     x_adv = pgd(logits_fn, x, labels, rng=keys[i], **pgd_kwargs)
-    logits = logits_fn(x_adv)
-    value = attack_loss(logits, labels, loss=loss, targeted=targeted)
-    success = _is_success(logits, labels, targeted)
-    better = (i == 0) | (success & ~best_success) | ((success == best_success) & (value > best_loss))
-    pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
-    return (jnp.where(pick, x_adv, best_x), jnp.where(better, value, best_loss),
-            jnp.where(better, success, best_success))
+    score = attack_score(logits_fn(x_adv), labels, loss=loss, targeted=targeted)
+    return keep_stronger(carry, (x_adv, *score), force=i == 0)
 
   init = (x, jnp.full(x.shape[:1], -jnp.inf, jnp.float32), jnp.zeros(x.shape[:1], jnp.bool_))
-  best_x, _, _ = jax.lax.fori_loop(0, num_restarts, body, init)
+  best_x, _, _ = loops.iterate(num_restarts, body, init)
   return jax.lax.stop_gradient(best_x)
 
 

@@ -7,27 +7,32 @@
 Fixations are the policy's argmax or, with ``fixations="sample"``, sampled; then each forward pass averages
 the logits of ``eot_samples`` draws (EOT) whose keys are folded with an order-independent hash of the
 queried images. Used by the attack suite and by adversarial training; imports nothing above the models.
+
+Attacks on the fixation policy (glimpse models only; the model's forward pass is unchanged):
+
+* ``keyed_logits_fn``: one sampled-fixation draw per call, ``logits_fn(images, key)`` (APGD's EOT);
+* ``frozen_scanpath_logits_fn``: the model made to walk a given scanpath (every step's fixation forced) — a
+  surrogate: re-score its adversarial images with the free model;
+* ``bpda_logits_fn``: BPDA / straight-through: the forward pass takes the policy's own fixations, the backward
+  pass differentiates the expected fixation Σ_c softmax(logits_c / τ)·loc_c through undetached dorsal inputs;
+* ``steering_objective``: the free model's logits plus a steering term, the mean over steps of
+  log P(the cell of the attacker's scanpath) under the model made to walk that scanpath (teacher forcing: if the
+  policy's argmax picks every one of those cells, the free model walks the scanpath).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from rsrnn_jax.models import FIXATION_MODES, dorsal, predict
+
 HORIZONS = ("step", "avg", "full")
-FIXATION_MODES = ("argmax", "sample")
 
 
 
 def step_logits(model, variables, images, *, num_steps: int, fixations: str = "argmax", rng=None):
   """Per-step logits [T, B, K] of a ``num_steps`` unroll in eval mode (argmax or sampled fixations)."""
-  if fixations == "argmax":
-    return model.apply(variables, images, num_steps=num_steps, train=False, sample_fixations=False)["logits"]
-  if fixations == "sample":
-    if rng is None:
-      raise ValueError("fixations='sample' needs a PRNG key")
-    return model.apply(variables, images, num_steps=num_steps, train=False, sample_fixations=True,
-                       rngs={"fixation": rng})["logits"]
-  raise ValueError(f"unknown fixations mode {fixations!r}; choose one of {', '.join(FIXATION_MODES)}")
+  return predict(model, variables, images, num_steps=num_steps, fixations=fixations, rng=rng)["logits"]
 
 
 def reduce_horizon(logits, horizon: str, attack_step: int):
@@ -93,3 +98,119 @@ def model_logits_fn(model, variables, *, horizon: str = "step", attack_step: int
     keys = eot_keys(rng, images, eot_samples)
     return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys), axis=0)
   return eot_logits_fn
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attacks on the fixation policy
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_horizon(horizon: str, attack_step: int, eval_steps: int) -> int:
+  if horizon not in HORIZONS:
+    raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
+  if attack_step < 1:
+    raise ValueError(f"attack_step must be >= 1, got {attack_step}")
+  if horizon == "full" and eval_steps < 1:
+    raise ValueError("horizon='full' needs eval_steps >= 1")
+  return horizon_steps(horizon, attack_step, eval_steps)
+
+
+def _check_glimpse(model):
+  if not hasattr(model, "sampler") or not hasattr(model, "dorsal"):
+    raise ValueError(f"policy attacks need a glimpse model with fixations, got {type(model).__name__}")
+
+
+def _apply(model, variables, images, num_steps, **kwargs):
+  return model.apply(variables, images, num_steps=num_steps, train=False, **kwargs)
+
+
+def keyed_logits_fn(model, variables, *, horizon: str = "step", attack_step: int = 4, eval_steps: int = 0):
+  """``logits_fn(images, key) -> [B, K]``: one draw of sampled fixations with ``key`` (for apgd's EOT)."""
+  num_steps = _check_horizon(horizon, attack_step, eval_steps)
+
+  def logits_fn(images, key):
+    return reduce_horizon(step_logits(model, variables, images, num_steps=num_steps, fixations="sample",
+                                      rng=key), horizon, attack_step)
+  return logits_fn
+
+
+def model_scanpath(model, variables, images, *, num_steps: int):
+  """The fixations [T, B, 2] the argmax policy takes on ``images`` (its own clean scanpath)."""
+  _check_glimpse(model)
+  return _apply(model, variables, images, num_steps, sample_fixations=False)["fixations"]
+
+
+def _frozen(scanpath, num_steps):
+  scanpath = jnp.asarray(scanpath, jnp.float32)
+  if scanpath.ndim != 3 or scanpath.shape[0] < num_steps or scanpath.shape[-1] != 2:
+    raise ValueError(f"scanpath must be [T >= {num_steps}, B, 2] image coordinates, got {scanpath.shape}")
+  return dict(fixations=scanpath[:num_steps], fixation_mask=jnp.ones((num_steps,), bool))
+
+
+def frozen_scanpath_logits_fn(model, variables, scanpath, *, horizon: str = "step", attack_step: int = 4,
+                              eval_steps: int = 0):
+  """``logits_fn(images)`` of the model made to fixate ``scanpath`` [T, B, 2] (T ≥ the unrolled steps) at
+  every step: gradients flow only through the glimpse sampling. Given the model's own scanpath
+  (:func:`model_scanpath`) it equals the free model. A surrogate: success is judged on the frozen model."""
+  _check_glimpse(model)
+  num_steps = _check_horizon(horizon, attack_step, eval_steps)
+  forced = _frozen(scanpath, num_steps)
+
+  def logits_fn(images):
+    return reduce_horizon(_apply(model, variables, images, num_steps, sample_fixations=False, **forced)["logits"],
+                          horizon, attack_step)
+  return logits_fn
+
+
+def bpda_logits_fn(model, variables, *, tau: float, horizon: str = "step", attack_step: int = 4,
+                   eval_steps: int = 0):
+  """``logits_fn(images)``: the free model's logits (argmax fixations, values unchanged) whose gradient also
+  flows through the fixation choice: straight-through with the expected fixation at temperature ``tau``."""
+  _check_glimpse(model)
+  num_steps = _check_horizon(horizon, attack_step, eval_steps)
+
+  def logits_fn(images):
+    return reduce_horizon(_apply(model, variables, images, num_steps, sample_fixations=False,
+                                 bpda_tau=tau)["logits"], horizon, attack_step)
+  return logits_fn
+
+
+def _saliency_size(model) -> int:
+  return int(dict(model.dorsal or {}).get("saliency_size", dorsal.Dorsal.saliency_size))
+
+
+def scanpath_cells(model, scanpath):
+  """[T − 1, B] flat cells of the dorsal map seen from fixation t whose centre is nearest fixation t + 1."""
+  _check_glimpse(model)
+  scanpath = jnp.asarray(scanpath, jnp.float32)
+  size = _saliency_size(model)
+  return jax.vmap(lambda f, g: dorsal.nearest_cell(model.sampler, f, g, size))(scanpath[:-1], scanpath[1:])
+
+
+def steering_objective(model, variables, scanpath, *, weight: float = 1.0, horizon: str = "step",
+                       attack_step: int = 4, eval_steps: int = 0, bpda_tau: float | None = None):
+  """``objective(images) -> (logits [B, K], steering [B])`` for apgd (which ascends its loss + steering).
+
+  logits: the free model (argmax fixations; BPDA gradients if ``bpda_tau``). steering: ``weight`` × the mean
+  over the unrolled steps' transitions t → t+1 of log P_t(cell nearest scanpath[t+1]) on the model made to walk
+  ``scanpath`` [T, B, 2] (zero for a one-step horizon). The cells are fixed by the scanpath, not by the image.
+  """
+  _check_glimpse(model)
+  num_steps = _check_horizon(horizon, attack_step, eval_steps)
+  forced = _frozen(scanpath, num_steps)
+  cells = scanpath_cells(model, forced["fixations"])  # [n − 1, B]
+  free = bpda_logits_fn(model, variables, tau=bpda_tau, horizon=horizon, attack_step=attack_step,
+                        eval_steps=eval_steps) if bpda_tau is not None else model_logits_fn(
+                            model, variables, horizon=horizon, attack_step=attack_step, eval_steps=eval_steps)
+
+  def objective(images):
+    logits = free(images)
+    if num_steps < 2:
+      return logits, jnp.zeros(logits.shape[:1], jnp.float32)
+    # bpda_tau un-detaches the dorsal inputs, so the image can steer the policy; with every fixation forced the
+    # straight-through estimator itself has no effect (the forced fixations carry no gradient).
+    probs = _apply(model, variables, images, num_steps, sample_fixations=False, bpda_tau=1.0, **forced)["probs"]
+    probs = probs[:-1].reshape(num_steps - 1, images.shape[0], -1)  # [n − 1, B, s²]
+    chosen = jnp.take_along_axis(probs, cells[..., None], axis=-1)[..., 0]
+    return logits, weight * jnp.mean(jnp.log(jnp.maximum(chosen, 1e-30)), axis=0)
+  return objective
+

@@ -1,19 +1,22 @@
-"""Data: TFDS builders (``cluttered_fashion_mnist``, ``imagenet100``, ``coco_multilabel``) and the grain pipeline.
+"""Data: TFDS builders (``cluttered_fashion_mnist``, ``imagenet100``, ``coco_multilabel``), their registry and the
+grain pipeline.
 
 Importing this package registers the builders with TFDS, so ``tfds.data_source('cluttered_fashion_mnist', ...)``
-and ``tfds.builder('imagenet100', ...)`` work after ``import rsrnn_jax.data``.
+and ``tfds.builder('imagenet100', ...)`` work after ``import rsrnn_jax.data``. The facts of each data set (classes,
+image shape, single/multi-label, builder) live in :mod:`rsrnn_jax.data.registry`.
 """
 from rsrnn_jax.data.cluttered import ClutteredFashionMnist, config_for as cluttered_config
 from rsrnn_jax.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from rsrnn_jax.data.coco import CocoMultilabel
 from rsrnn_jax.data.imagenet100 import Imagenet100
+from rsrnn_jax.data.registry import image_shape, is_multi_label, labels_multi_hot, num_classes
 from rsrnn_jax.data.pipeline import (
     DatasetInfo,
     clear_cache,
     dataset_info,
     default_data_config,
     eval_batches,
-    is_multi_label,
+    local_batch_size,
     prepare,
     train_batches,
 )
@@ -29,8 +32,12 @@ __all__ = [
     "default_data_config",
     "eval_batches",
     "find_fashion_mnist",
+    "image_shape",
     "is_multi_label",
+    "labels_multi_hot",
     "load_fashion_mnist",
+    "local_batch_size",
+    "num_classes",
     "prepare",
     "train_batches",
 ]

@@ -8,13 +8,18 @@ parses one split into numpy arrays.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import logging
 import os
 import pathlib
 import shutil
 import subprocess
+import zlib
 
 import numpy as np
+
+from rsrnn_jax import workdir as workdir_lib
 
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -101,32 +106,44 @@ def find_fashion_mnist(source_dir: str | os.PathLike | None = None) -> pathlib.P
 
 
 def _read(path: pathlib.Path) -> bytes:
-  if path.suffix == ".gz":
-    with gzip.open(path, "rb") as f:
-      return f.read()
-  return path.read_bytes()
+  try:
+    if path.suffix == ".gz":
+      with gzip.open(path, "rb") as f:
+        return f.read()
+    return path.read_bytes()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # truncated or altered .gz
+    raise ValueError(f"{path} is damaged ({e}): {_REPAIR}") from e
+
+
+_REPAIR = (f"reinstall the files (`sudo apt-get install --reinstall {DEBIAN_PACKAGE}`) or point "
+           f"config.data.source_dir at a folder with intact copies")
 
 
 def parse_idx_images(data: bytes) -> np.ndarray:
   """Parses an idx3 image file's bytes into uint8 [N, rows, cols]."""
+  if len(data) < 16:
+    raise ValueError(f"not an idx3 ubyte image file ({len(data)} bytes, shorter than its header): {_REPAIR}")
   header = np.frombuffer(data, ">u4", count=4, offset=0)
   magic, n, rows, cols = (int(v) for v in header)
   if magic != _IMAGES_MAGIC:
     raise ValueError(f"not an idx3 ubyte image file (magic {magic}, expected {_IMAGES_MAGIC})")
   images = np.frombuffer(data, np.uint8, offset=16)
   if images.size != n * rows * cols:
-    raise ValueError(f"idx image file holds {images.size} bytes of pixels, header says {n}x{rows}x{cols}")
+    raise ValueError(f"idx image file holds {images.size} bytes of pixels, header says {n}x{rows}x{cols} "
+                     f"(truncated?): {_REPAIR}")
   return images.reshape(n, rows, cols)
 
 
 def parse_idx_labels(data: bytes) -> np.ndarray:
   """Parses an idx1 label file's bytes into int64 [N]."""
+  if len(data) < 8:
+    raise ValueError(f"not an idx1 ubyte label file ({len(data)} bytes, shorter than its header): {_REPAIR}")
   magic, n = (int(v) for v in np.frombuffer(data, ">u4", count=2, offset=0))
   if magic != _LABELS_MAGIC:
     raise ValueError(f"not an idx1 ubyte label file (magic {magic}, expected {_LABELS_MAGIC})")
   labels = np.frombuffer(data, np.uint8, offset=8)
   if labels.size != n:
-    raise ValueError(f"idx label file holds {labels.size} labels, header says {n}")
+    raise ValueError(f"idx label file holds {labels.size} labels, header says {n} (truncated?): {_REPAIR}")
   return labels.astype(np.int64)
 
 
@@ -140,8 +157,14 @@ def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarra
   paths = [_resolve(folder, image_name), _resolve(folder, label_name)]
   if None in paths:
     raise _missing_error(folder, _missing(folder), explicit=True)
-  images = parse_idx_images(_read(paths[0]))
-  labels = parse_idx_labels(_read(paths[1]))
+  try:
+    images = parse_idx_images(_read(paths[0]))
+  except ValueError as e:
+    raise ValueError(f"{paths[0]}: {e}" if str(paths[0]) not in str(e) else str(e)) from e
+  try:
+    labels = parse_idx_labels(_read(paths[1]))
+  except ValueError as e:
+    raise ValueError(f"{paths[1]}: {e}" if str(paths[1]) not in str(e) else str(e)) from e
   if len(images) != len(labels):
     raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels in {folder}")
   if labels.size and labels.max() >= len(CLASS_NAMES):
@@ -169,3 +192,59 @@ def write_idx(folder: str | os.PathLike, split: str, images: np.ndarray, labels:
       (folder / name).write_bytes(blob)
   return folder
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Which source a prepared dataset was built from.
+
+SOURCE_RECORD = "source_fingerprint.json"  # in the prepared dataset's folder
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def source_fingerprint(folder: str | os.PathLike) -> str:
+  """SHA-256 over the four idx files' decompressed contents (a gzipped and a plain copy agree); cached per
+  (path, size, mtime) in this process."""
+  folder = pathlib.Path(folder)
+  paths = [_resolve(folder, n) for n in _ALL_FILES]
+  if None in paths:
+    raise _missing_error(folder, _missing(folder), explicit=True)
+  key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+  if key not in _FINGERPRINTS:
+    h = hashlib.sha256()
+    for name, path in zip(_ALL_FILES, paths):
+      h.update(name.encode())
+      h.update(hashlib.sha256(_read(path)).digest())
+    _FINGERPRINTS[key] = h.hexdigest()[:32]
+  return _FINGERPRINTS[key]
+
+
+def source_record(dataset_dir: str | os.PathLike, source_dir: str | None, *, write: bool = False) -> None:
+  """:func:`record_source` (``write=True``: a dataset was just prepared) or :func:`check_source`."""
+  (record_source if write else check_source)(dataset_dir, source_dir)
+
+
+def record_source(dataset_dir: str | os.PathLike, source_dir: str | None) -> None:
+  """Writes which idx files (folder and fingerprint) the dataset prepared in ``dataset_dir`` was built from."""
+  folder = find_fashion_mnist(source_dir)
+  workdir_lib.write_json(os.path.join(dataset_dir, SOURCE_RECORD),
+                         {"source_dir": str(folder.resolve()), "fingerprint": source_fingerprint(folder)})
+
+
+def check_source(dataset_dir: str | os.PathLike, source_dir: str | None) -> None:
+  """Raises ValueError if ``source_dir`` (when the user gave one) holds other files than those the prepared
+  dataset in ``dataset_dir`` was built from: the prepared data would silently be used instead of them."""
+  if source_dir is None:
+    return
+  path = pathlib.Path(dataset_dir) / SOURCE_RECORD
+  if not path.is_file():
+    if str(dataset_dir) not in _FINGERPRINTS:
+      log.warning("%s was prepared without a record of its source; config.data.source_dir=%s is not checked "
+                  "against it", dataset_dir, source_dir)
+      _FINGERPRINTS[str(dataset_dir)] = ""
+    return
+  with open(path) as f:
+    record = json.load(f)
+  if source_fingerprint(find_fashion_mnist(source_dir)) != record.get("fingerprint"):
+    raise ValueError(f"config.data.source_dir={source_dir} holds other Fashion-MNIST files than those the dataset "
+                     f"prepared in {dataset_dir} was built from ({record.get('source_dir')}): set "
+                     f"--config.data.data_dir to another folder to prepare a dataset from them, or delete "
+                     f"{dataset_dir} to rebuild it")

@@ -56,7 +56,6 @@ hosts race, the loser's rename fails and it reuses the winner's copy.
 """
 from __future__ import annotations
 
-import abc
 
 import contextlib
 import dataclasses
@@ -68,7 +67,7 @@ import pathlib
 import sys
 import time
 from concurrent import futures
-from typing import Any, Iterator
+from typing import Iterator
 
 import grain
 import ml_collections
@@ -76,16 +75,12 @@ from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
-from PIL import Image
 
-from rsrnn_jax.data import cluttered, coco, imagenet100, transforms
+from rsrnn_jax import workdir as workdir_lib
+from rsrnn_jax.data import fashion_mnist, registry, tasks
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("cluttered_fashion_mnist", "imagenet100", "coco_multilabel")
-# Data sets whose examples carry several classes: batches hold multi-hot labels [b, K] (int32 0/1) instead of
-# class ids [b]; training uses the sigmoid cross-entropy and evaluation the multi-label metrics.
-MULTI_LABEL_DATASETS = ("coco_multilabel",)
 _CACHE: dict[tuple, "_ArraySource"] = {}
 
 
@@ -94,11 +89,10 @@ _CACHE: dict[tuple, "_ArraySource"] = {}
 
 
 def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections.ConfigDict:
-  """Every data field with its default for ``name`` (see the module docstring for their meaning)."""
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
-  is_cluttered = name == "cluttered_fashion_mnist"
-  return ml_collections.ConfigDict(dict(
+  """Every data field with its default for ``name`` (see the module docstring for their meaning; the data set's
+  own defaults are its registry entry's ``defaults``)."""
+  entry = registry.get(name)
+  c = ml_collections.ConfigDict(dict(
       name=name,
       data_dir=config_dict.placeholder(str),
       source_dir=config_dict.placeholder(str),
@@ -109,17 +103,14 @@ def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections
       clutter_seed=0,
       image_size=336,
       eval_resize=384,
-      cache_in_memory=is_cluttered,
-      num_workers=0 if is_cluttered else min(8, os.cpu_count() or 1),  # never changes the batches
+      cache_in_memory=False,
+      num_workers=min(8, os.cpu_count() or 1),  # never changes the batches
       prefetch=2,
       train_split="train",
-      eval_split="test" if is_cluttered else "validation",
+      eval_split="validation",
   ))
-
-
-def is_multi_label(cfg) -> bool:
-  """True for data sets with multi-hot labels (MULTI_LABEL_DATASETS); known from the config alone."""
-  return _get(cfg, "name") in MULTI_LABEL_DATASETS
+  c.update(entry.defaults)
+  return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,19 +121,14 @@ class DatasetInfo:
   num_train: int                     # examples in train_split
   num_eval: int                      # examples in eval_split
   class_names: tuple[str, ...]
-  multi_label: bool = False          # labels are multi-hot [K] (see MULTI_LABEL_DATASETS)
+  multi_label: bool = False          # labels are multi-hot [K] (registry.is_multi_label)
 
 
-def _get(cfg, field: str, default: Any = None) -> Any:
-  value = cfg.get(field, default) if hasattr(cfg, "get") else getattr(cfg, field, default)
-  return default if value is None else value
+_get = registry.field
 
 
 def _check(cfg) -> str:
-  name = _get(cfg, "name")
-  if name not in DATASETS:
-    raise ValueError(f"data.name must be one of {DATASETS}, got {name!r}")
-  return name
+  return registry.get(cfg).name
 
 
 def data_dir(cfg) -> pathlib.Path:
@@ -151,99 +137,12 @@ def data_dir(cfg) -> pathlib.Path:
   return pathlib.Path(d).expanduser()
 
 
-class _Task(abc.ABC):
-  """Per-dataset decoding and preprocessing (one subclass per data set)."""
-  channels: int
-  image_shape: tuple[int, int, int]
-  augments: bool = False
-  label_shape: tuple[int, ...] = ()  # () class id; (K,) multi-hot
-
-  def labels(self, records) -> np.ndarray:
-    """int32 labels of decoded TFDS records: class ids [n] (multi-hot [n, K] in multi-label tasks)."""
-    return np.array([int(r["label"]) for r in records], np.int32).reshape(-1, *self.label_shape)
-
-  @abc.abstractmethod
-  def train(self, data, rng: np.random.Generator) -> np.ndarray:
-    """Decoded, augmented training image."""
-
-  @abc.abstractmethod
-  def eval(self, data) -> np.ndarray:
-    """Decoded, preprocessed evaluation image."""
-
-
-class _ClutteredTask(_Task):
-  channels = 1
-
-  def __init__(self, cfg):
-    s = int(_get(cfg, "canvas_size", 96))
-    self.image_shape = (s, s, 1)
-
-  def train(self, data, rng):
-    del rng  # no augmentation: the task is already randomised by construction
-    return transforms.decode(data, 1)
-
-  def eval(self, data):
-    return transforms.decode(data, 1)
-
-
-class _ImagenetTask(_Task):
-  channels = 3
-  augments = True
-
-  def __init__(self, cfg):
-    self.size = int(_get(cfg, "image_size", 336))
-    self.resize = int(_get(cfg, "eval_resize", 384))
-    if self.resize < self.size:
-      raise ValueError(f"eval_resize ({self.resize}) must be >= image_size ({self.size})")
-    self.image_shape = (self.size, self.size, 3)
-
-  @staticmethod
-  def _pil(data):
-    if isinstance(data, np.ndarray):  # already decoded (tfds.testing.mock_data)
-      return Image.fromarray(data.reshape(data.shape[0], data.shape[1], -1)[..., :3]).convert("RGB")
-    return transforms.decode_pil(bytes(data), 3)
-
-  def train(self, data, rng):
-    return transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3)
-
-  def eval(self, data):
-    return transforms.to_array(transforms.resize_center_crop(self._pil(data), self.resize, self.size), 3)
-
-
-class _CocoTask(_ImagenetTask):
-  """Train: RandomResizedCrop + flip, as ImageNet. Eval: the whole image resized to image_size² (no crop: a
-  centre crop could cut away labelled objects; the authors' loader does Resize((S, S))). Multi-hot labels."""
-  label_shape = (coco.NUM_CLASSES,)
-
-  def eval(self, data):
-    return transforms.to_array(self._pil(data).resize((self.size, self.size), Image.BILINEAR), 3)
-
-  def labels(self, records):
-    return np.stack([coco.multi_hot(np.asarray(r["label"], np.int64).reshape(-1)) for r in records]).reshape(
-        -1, *self.label_shape)
-
-
-def _task(cfg) -> _Task:
-  name = _check(cfg)
-  if name == "cluttered_fashion_mnist":
-    return _ClutteredTask(cfg)
-  return _CocoTask(cfg) if name == "coco_multilabel" else _ImagenetTask(cfg)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Builders and preparation.
 
 
 def _make_builder(cfg) -> tfds.core.DatasetBuilder:
-  name = _check(cfg)
-  if name == "cluttered_fashion_mnist":
-    config = cluttered.config_for(int(_get(cfg, "canvas_size", 96)), int(_get(cfg, "num_clutter", 8)),
-                                  int(_get(cfg, "clutter_size", 9)), int(_get(cfg, "clutter_seed", 0)))
-    return cluttered.ClutteredFashionMnist(config=config, data_dir=data_dir(cfg),
-                                           source_dir=_get(cfg, "source_dir"))
-  if name == "coco_multilabel":
-    return coco.CocoMultilabel(data_dir=data_dir(cfg))
-  return imagenet100.Imagenet100(data_dir=data_dir(cfg))
+  return registry.get(cfg).build(cfg, data_dir(cfg))
 
 
 def _is_prepared(builder) -> bool:
@@ -265,7 +164,7 @@ def prepare(cfg) -> tfds.core.DatasetBuilder:
   """Builder of ``cfg``'s dataset, prepared (generated into data_dir on first use, under a file lock)."""
   builder = _make_builder(cfg)
   if _is_prepared(builder):
-    return builder
+    return _source_checked(cfg, builder)
   cfg_name = builder.builder_config.name if builder.builder_config else "default"
   lock = data_dir(cfg) / f".{builder.name}-{cfg_name}-{builder.version}.lock"
   with _file_lock(lock):
@@ -283,7 +182,14 @@ def prepare(cfg) -> tfds.core.DatasetBuilder:
         if not _is_prepared(_make_builder(cfg)):  # a racing host may have renamed its copy into place
           raise
       log.info("Prepared %s/%s in %.1f s", builder.name, cfg_name, time.perf_counter() - start)
-  return _make_builder(cfg)
+      _source_checked(cfg, builder, record=True)
+  return _source_checked(cfg, _make_builder(cfg))
+
+
+def _source_checked(cfg, builder, *, record: bool = False):
+  if registry.get(cfg).task == "cluttered":  # which idx files it was built from (fashion_mnist.check_source)
+    fashion_mnist.source_record(builder.data_dir, _get(cfg, "source_dir"), write=record)
+  return builder
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,15 +199,17 @@ def prepare(cfg) -> tfds.core.DatasetBuilder:
 class _RecordSource:
   """(encoded image, label) records of one split; decoding is left to the task (faster than TFDS's)."""
 
-  def __init__(self, builder, split: str, task: _Task):
+  def __init__(self, builder, split: str, task: tasks.Task):
     self._task = task
     self._batched = True
-    try:
-      self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-      self._probe()
-    except ModuleNotFoundError:  # tfds.testing.mock_data needs TF to encode its fakes: let TFDS decode
-      self._ds = builder.as_data_source(split)
-      self._probe()
+    self._where = os.fspath(builder.data_dir)
+    with workdir_lib.damaged_dataset(self._where):
+      try:
+        self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+        self._probe()
+      except ModuleNotFoundError:  # tfds.testing.mock_data needs TF to encode its fakes: let TFDS decode
+        self._ds = builder.as_data_source(split)
+        self._probe()
 
   def _probe(self):
     if len(self._ds):
@@ -316,7 +224,8 @@ class _RecordSource:
 
   def fetch(self, indices) -> tuple[list, np.ndarray]:
     indices = [int(i) for i in indices]
-    records = self._ds.__getitems__(indices) if self._batched else [self._ds[i] for i in indices]
+    with workdir_lib.damaged_dataset(self._where):
+      records = self._ds.__getitems__(indices) if self._batched else [self._ds[i] for i in indices]
     return [r["image"] for r in records], self._task.labels(records)
 
 
@@ -329,7 +238,7 @@ class _ArraySource:
     return len(self.labels)
 
 
-def _decode_split(source: _RecordSource, task: _Task, chunk: int = 1024, threads: int = 2) -> _ArraySource:
+def _decode_split(source: _RecordSource, task: tasks.Task, chunk: int = 1024, threads: int = 2) -> _ArraySource:
   n = len(source)
   images = np.empty((n, *task.image_shape), np.uint8)
   labels = np.empty((n, *task.label_shape), np.int32)
@@ -346,7 +255,7 @@ def _decode_split(source: _RecordSource, task: _Task, chunk: int = 1024, threads
   return _ArraySource(images, labels)
 
 
-def _source(cfg, builder, split: str, task: _Task):
+def _source(cfg, builder, split: str, task: tasks.Task):
   if not _get(cfg, "cache_in_memory", False):
     return _RecordSource(builder, split, task)
   if task.augments:
@@ -367,7 +276,7 @@ def clear_cache() -> None:
 
 def dataset_info(cfg) -> DatasetInfo:
   """Sizes and shapes of ``cfg``'s dataset (prepares it on first use)."""
-  task = _task(cfg)
+  task = tasks.task_for(cfg)
   builder = prepare(cfg)
   label = builder.info.features["label"]
   names = tuple(label.feature.names if isinstance(label, tfds.features.Sequence) else label.names)
@@ -375,16 +284,22 @@ def dataset_info(cfg) -> DatasetInfo:
       name=_check(cfg), num_classes=len(names), image_shape=task.image_shape,
       num_train=len(builder.as_data_source(_get(cfg, "train_split", "train"))),
       num_eval=len(builder.as_data_source(_get(cfg, "eval_split", "test"))),
-      class_names=names, multi_label=is_multi_label(cfg))
+      class_names=names, multi_label=registry.is_multi_label(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Batches.
 
 
-def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
+def local_batch_size(global_batch_size: int, process_index: int = 0, process_count: int = 1,
+                     num_devices: int = 0) -> int:
+  """This process's share of a global batch: checks that it splits evenly over the processes (and over
+  ``num_devices`` devices when given) and returns ``global_batch_size // process_count``."""
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"bad process_index={process_index} / process_count={process_count}")
+  if num_devices and global_batch_size % num_devices:
+    raise ValueError(f"batch size {global_batch_size} is not divisible by the {num_devices} devices; "
+                     f"use a multiple of {num_devices}")
   if global_batch_size < 1 or global_batch_size % process_count:
     raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
   return global_batch_size // process_count
@@ -401,7 +316,7 @@ def _derived_seed(seed: int, purpose: int) -> int:
 class _TrainBatch:
   """Batch ``step`` of this process (picklable, for grain worker processes)."""
 
-  def __init__(self, source, task: _Task, order, global_batch: int, local_batch: int, process_index: int,
+  def __init__(self, source, task: tasks.Task, order, global_batch: int, local_batch: int, process_index: int,
                aug_seed: int):
     self.source, self.task, self.order = source, task, order
     self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
@@ -423,7 +338,7 @@ class _TrainBatch:
 class _EvalBatch:
   """Eval batch ``k`` of this process, zero-padded past the last example."""
 
-  def __init__(self, source, task: _Task, num_examples: int, global_batch: int, local_batch: int,
+  def __init__(self, source, task: tasks.Task, num_examples: int, global_batch: int, local_batch: int,
                process_index: int):
     self.source, self.task, self.num_examples = source, task, num_examples
     self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
@@ -462,10 +377,10 @@ def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0
 
   Deterministic in (data config, seed, global_batch_size, step); see the module docstring.
   """
-  local = _local_batch_size(global_batch_size, process_index, process_count)
+  local = local_batch_size(global_batch_size, process_index, process_count)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}")
-  task = _task(cfg)
+  task = tasks.task_for(cfg)
   builder = prepare(cfg)
   source = _source(cfg, builder, _get(cfg, "train_split", "train"), task)
   if len(source) == 0:
@@ -482,8 +397,8 @@ def eval_batches(cfg, *, global_batch_size: int, split: str | None = None, proce
 
   ``max_examples`` (None or 0 = all) keeps the first N examples of the split.
   """
-  local = _local_batch_size(global_batch_size, process_index, process_count)
-  task = _task(cfg)
+  local = local_batch_size(global_batch_size, process_index, process_count)
+  task = tasks.task_for(cfg)
   builder = prepare(cfg)
   source = _source(cfg, builder, split or _get(cfg, "eval_split", "test"), task)
   n = len(source) if not max_examples else min(int(max_examples), len(source))

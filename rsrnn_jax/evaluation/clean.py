@@ -6,7 +6,6 @@ Multi-label data (``coco_multilabel``): instead of the accuracy, mAP and CP/CR/C
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsrnn_jax import configlib, data
+from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.train import checkpoints
 from rsrnn_jax.evaluation import multilabel
 from rsrnn_jax.train import parallel
@@ -22,7 +22,7 @@ from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.train import state as train_state
 from rsrnn_jax.report import figures as viz
 from rsrnn_jax.train import writers
-from rsrnn_jax.models import is_recurrent
+from rsrnn_jax.models import is_recurrent, predict
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,18 @@ def load_model(config, workdir: str):
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train) or set "
                             f"--config.eval.checkpoint_path")
   mgr = checkpoints.manager(workdir, config, create=False, directory=directory)
-  step = mgr.latest_step() if step is None else step
-  if step is None:
+  if step is None and not mgr.all_steps():
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train)")
-  checkpoints.check_compatible(mgr, checkpoints.metadata(config, info), step)
+  meta = checkpoints.metadata(config, info)
+  checkpoints.check_compatible(mgr, meta, step)
   with jax.set_mesh(mesh):
     state = train_state.replicated_state(model, config, info.image_shape, jax.random.key(0), mesh)
-    state = checkpoints.restore(mgr, step, state)
+    if step is None:  # the newest good checkpoint: a damaged newer one is reported in one line and skipped
+      state, step = checkpoints.restore_newest_good(mgr, state, meta)
+    else:
+      state = checkpoints.restore(mgr, step, state, meta)
   log.info("restored step %d from %s", step, directory)
   return model, state, info, mesh
-
-
-def predict(model, variables, images, *, num_steps: int, **kwargs):
-  """Deterministic forward pass (argmax fixations, centre start): the model's outputs dict."""
-  return model.apply(variables, images, num_steps=num_steps, train=False, **kwargs)
 
 
 def saccade_stats(fixations, mask, image_size: int):
@@ -67,7 +65,7 @@ def _eval_step(variables, batch, *, model, num_steps):
   out = predict(model, variables, batch["image"], num_steps=num_steps)
   stats = {"correct": train_losses.per_step_correct(out["logits"], batch["label"], batch["mask"]),
            "count": jnp.sum(batch["mask"])}
-  if train_losses.is_multi_label(batch["label"]):
+  if data.labels_multi_hot(batch["label"]):
     stats["logits"] = out["logits"]  # [T,B,K]: mAP needs every example's scores
   if "fixations" in out:
     stats["saccade_px"], stats["saccades_over_1px"] = saccade_stats(out["fixations"], batch["mask"],
@@ -142,8 +140,7 @@ def evaluate(config, workdir: str, loaded=None) -> dict:
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-      json.dump(results, f, indent=1, default=str)
+    workdir_lib.write_json(os.path.join(out_dir, "results.json"), results)  # atomic, strict JSON
     viz.plot_accuracy_per_step({config.model.name: acc}, os.path.join(out_dir, f"{headline}_per_step.png"),
                                train_glimpses=int(config.train.num_glimpses),
                                title=f"clean {label} per glimpse step", ylabel=f"{label} (%)")
@@ -157,29 +154,42 @@ def evaluate(config, workdir: str, loaded=None) -> dict:
   return results
 
 
-def figure_steps(model, variables, config, out_dir: str, num_steps: int | None = None) -> list[str]:
-  """Per-step figures of the first test images: ``fixations.png`` (trajectories and glimpses) for the
-  overt-attention models, ``attention.png`` (attention maps per step) for S3TA. Returns the files written.
+def figure_arrays(model, variables, config, num_steps: int) -> dict:
+  """The figure data: the first ``eval.num_figure_images`` test images run for ``num_steps`` steps (argmax
+  fixations from the centre), as numpy arrays: ``images``, ``labels``, ``logits`` [T,n,K], and for the
+  overt-attention models ``fixations`` [T,n,2] + ``glimpses`` [T,n,g,g,C], for S3TA ``attention``
+  [T,n,heads,h,w].
 
   Runs on one process: the replicated variables are copied to the host first, so no collective is needed.
   """
   variables = jax.device_get(variables)
   n = int(config.eval.num_figure_images)
   batch = next(data.eval_batches(config.data, global_batch_size=n, max_examples=n))
-  images = jnp.asarray(batch["image"])
-  num_steps = num_steps or min(int(config.eval.num_glimpses), 8)
+  images = np.asarray(batch["image"])
   out = jax.jit(functools.partial(predict, model, num_steps=num_steps))(variables, images)
-  single = np.ndim(batch["label"]) == 1  # multi-hot labels: no single class to print
-  kwargs = dict(labels=batch["label"] if single else None,
-                predictions=np.argmax(np.asarray(out["logits"][-1]), -1) if single else None)
-  written = []
+  arrays = {"images": images, "labels": np.asarray(batch["label"]), "logits": np.asarray(out["logits"])}
   if "fixations" in out:
-    fix = np.asarray(out["fixations"])  # [T,B,2]
-    glimpses = np.stack([np.asarray(model.sampler.glimpses(images, jnp.asarray(fix[t]))[0])
-                         for t in range(num_steps)])
-    written.append(os.path.join(out_dir, "fixations.png"))
-    viz.plot_fixations(np.asarray(images), fix, glimpses, written[-1], **kwargs)
+    fix = np.asarray(out["fixations"])
+    arrays["fixations"] = fix
+    arrays["glimpses"] = np.stack([np.asarray(model.sampler.glimpses(jnp.asarray(images), jnp.asarray(fix[t]))[0])
+                                   for t in range(num_steps)])
   if "attention" in out:
+    arrays["attention"] = np.asarray(out["attention"])
+  return arrays
+
+
+def figure_steps(model, variables, config, out_dir: str, num_steps: int | None = None) -> list[str]:
+  """Per-step figures of :func:`figure_arrays`: ``fixations.png`` (trajectories and glimpses) for the
+  overt-attention models, ``attention.png`` (attention maps per step) for S3TA. Returns the files written."""
+  f = figure_arrays(model, variables, config, num_steps or min(int(config.eval.num_glimpses), 8))
+  single = f["labels"].ndim == 1  # multi-hot labels: no single class to print
+  kwargs = dict(labels=f["labels"] if single else None,
+                predictions=np.argmax(f["logits"][-1], -1) if single else None)
+  written = []
+  if "fixations" in f:
+    written.append(os.path.join(out_dir, "fixations.png"))
+    viz.plot_fixations(f["images"], f["fixations"], f["glimpses"], written[-1], **kwargs)
+  if "attention" in f:
     written.append(os.path.join(out_dir, "attention.png"))
-    viz.plot_attention(np.asarray(images), np.asarray(out["attention"]), written[-1], **kwargs)
+    viz.plot_attention(f["images"], f["attention"], written[-1], **kwargs)
   return written

@@ -15,25 +15,26 @@ Definitions (the paper's Fig. 3 x-axis is GMACs; paper.md §8):
 * ``total(T) = once + T · per_step``: the cost of a T-step forward pass (forward passes are linear in T;
   tested against ``MACs(T=3)``). FF-CNN computes its logits once: per_step = 0, total = once.
 
-CLI (what ``make reproduce`` can call; one JSON line per model, then a Markdown table):
+CLI (one JSON line per model, then a Markdown table; config files as launch.py takes them, each run for every
+model of ``--models`` through its ``model=NAME`` argument):
 
-  python -m rsrnn_jax.models.compute --configs=demo,imagenet --models=all [--out=compute.json]
+  python -m rsrnn_jax.models.compute --config=configs/demo.py --config=configs/imagenet.py --models=all \
+      [--out=compute.json]
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import json
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.models import MODELS, build_model
-
-# Classes and input shape per data set, from the data config alone (no data set needs to be prepared).
-_NUM_CLASSES = {"cluttered_fashion_mnist": 10, "imagenet100": 100}
+from rsrnn_jax import configlib
+from rsrnn_jax.data import registry as datasets
+from rsrnn_jax.models import build_model, registry
 
 
 def flops(fn, *args) -> float:
@@ -44,22 +45,15 @@ def flops(fn, *args) -> float:
   return float(cost["flops"])
 
 
-def input_shape(data_cfg) -> tuple[int, int, int]:
-  """(H, W, C) of the images the model is fed, from ``config.data``."""
-  if data_cfg.name == "cluttered_fashion_mnist":
-    return (int(data_cfg.canvas_size), int(data_cfg.canvas_size), 1)
-  return (int(data_cfg.image_size), int(data_cfg.image_size), 3)
-
-
 def forward_macs(config, num_steps: int) -> float:
   """MACs (flops / 2) of the evaluation forward pass of one image of ``config``'s model for ``num_steps``."""
   model_cfg = copy.deepcopy(config.model)
   model_cfg.unlock()
   model_cfg.unroll = 0       # fully unrolled: XLA counts a rolled loop body once
   model_cfg.dtype = "float32"
-  model = build_model(model_cfg, num_classes=_NUM_CLASSES.get(config.data.name, 10), mean=config.data.mean,
+  model = build_model(model_cfg, num_classes=datasets.num_classes(config.data), mean=config.data.mean,
                       std=config.data.std)
-  images = jax.ShapeDtypeStruct((1, *input_shape(config.data)), jnp.float32)
+  images = jax.ShapeDtypeStruct((1, *datasets.image_shape(config.data)), jnp.float32)
   rngs = {"params": jax.random.key(0), "fixation": jax.random.key(1)}
   variables = jax.eval_shape(lambda x: model.init(rngs, x, num_steps=1, train=False), images)
   return flops(lambda v, x: model.apply(v, x, num_steps=num_steps, train=False), variables, images) / 2
@@ -72,7 +66,8 @@ def model_compute(config) -> dict:
   once = one - per_step
   train_t, eval_t = int(config.train.num_glimpses), int(config.eval.num_glimpses)
   g = lambda macs: macs / 1e9
-  return {"model": config.model.name, "data": config.data.name, "image_shape": list(input_shape(config.data)),
+  shape = datasets.image_shape(config.data)
+  return {"model": config.model.name, "data": config.data.name, "image_shape": list(shape),
           "gmacs_per_step": g(per_step), "gmacs_once": g(once),
           "train_steps": train_t, "gmacs_total_train": g(once + train_t * per_step),
           "eval_steps": eval_t, "gmacs_total_eval": g(once + eval_t * per_step)}
@@ -91,18 +86,24 @@ def table(rows) -> str:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--configs", default="demo,imagenet", help="config modules in configs/ (comma-separated)")
-  p.add_argument("--models", default="all", help=f"comma-separated subset of {','.join(MODELS)}, or all")
+  p.add_argument("--config", action="append", required=True,
+                 help="a config file FILE[:ARGS] as launch.py takes it (repeatable), e.g. configs/demo.py")
+  p.add_argument("--models", default="all", help=f"comma-separated subset of {','.join(registry.names())}, or all")
   p.add_argument("--out", default="", help="also write the rows as JSON here")
   args = p.parse_args(argv)
-  models = MODELS if args.models == "all" else tuple(args.models.split(","))
+  models = registry.names() if args.models == "all" else tuple(args.models.split(","))
   rows = []
-  for name in args.configs.split(","):
-    module = importlib.import_module(f"configs.{name}")
-    for model in models:
-      row = {"config": f"{name}:model={model}", **model_compute(module.get_config(f"model={model}"))}
-      print(json.dumps(row), flush=True)
-      rows.append(row)
+  try:
+    for spec in args.config:
+      name = os.path.splitext(os.path.basename(spec.partition(":")[0]))[0]
+      for model in models:
+        config = configlib.load_file(spec, f"model={model}")
+        row = {"config": f"{name}:model={model}", **model_compute(config)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   print(table(rows))
   if args.out:
     with open(args.out, "w") as f:

@@ -31,6 +31,9 @@ Design decisions (paper.md leaves them open; see docs/design.md):
 * The Gaussian is not renormalised by its grid maximum (its analytic peak is 1).
 * The fixation is not differentiable (categorical / argmax + stop_gradient); the policy is trained with
   REINFORCE from the returned log-probabilities (see :mod:`rsrnn_jax.train.loop`).
+* For attacks only (BPDA, Athalye et al. 2018), ``straight_through_tau=τ`` keeps the forward value (the chosen
+  cell's location, bit for bit) and differentiates the expected location Σ_c softmax(logits_c / τ)·loc_c instead
+  (``loc_c``: the image coordinates of cell c, :func:`cell_locations`). Training never sets it.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.models import retina
+from rsrnn_jax.models import layers, retina
 
 Dtype = Any
 
@@ -64,6 +67,20 @@ def cell_to_view(index, size: int):
   return jnp.stack([col * step - 1.0, row * step - 1.0], axis=-1)
 
 
+def cell_locations(sampler, fixations, size: int):
+  """Image coordinates [B, size², 2] of the centre of every cell of the size × size map seen from ``fixations``
+  (clipped to the image, as a chosen next fixation is)."""
+  u = cell_to_view(jnp.arange(size * size), size).astype(fixations.dtype)  # [s², 2]
+  u = jnp.broadcast_to(u, (fixations.shape[0], size * size, 2))
+  return jnp.clip(sampler.view_to_image(u, fixations), -1.0, 1.0)
+
+
+def nearest_cell(sampler, fixations, targets, size: int):
+  """Flat index [B] of the cell of the map seen from ``fixations`` [B,2] whose centre is nearest ``targets``."""
+  d2 = jnp.sum((cell_locations(sampler, fixations, size) - targets[:, None, :]) ** 2, axis=-1)
+  return jnp.argmin(d2, axis=-1)
+
+
 class Dorsal(nn.Module):
   """Saliency map, σ network, inhibition of return, 2-D softmax and 2-D sample."""
   saliency_size: int = 16
@@ -76,9 +93,12 @@ class Dorsal(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, features, pooled, fixations, ior_map, sampler, *, sample: bool):
+  def __call__(self, features, pooled, fixations, ior_map, sampler, *, sample: bool,
+               straight_through_tau: float | None = None):
     """features [B,h,w,C] in view coordinates, pooled [B,D], fixations [B,2], ior_map [B,G,G].
 
+    ``straight_through_tau``: None (default) detaches the next fixation; τ > 0 gives it the gradient of the
+    expected location at temperature τ (same forward value; for attacks, see the module docstring).
     Returns (next_fixations [B,2], log_prob [B], new_ior_map [B,G,G], maps dict).
     """
     batch = features.shape[0]
@@ -95,8 +115,8 @@ class Dorsal(nn.Module):
     ior_map = inhibit(ior_map, fixations, sigma)
     # Saliency map network in view coordinates.
     x = jax.image.resize(features, (batch, s, s, features.shape[-1]), "bilinear")
-    x = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype, name="saliency_conv")(x))
-    sal = nn.Conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0].astype(jnp.float32)
+    x = nn.relu(layers.conv(self.hidden, (3, 3), dtype=self.dtype, name="saliency_conv")(x))
+    sal = layers.conv(1, (1, 1), dtype=self.dtype, name="saliency_out")(x)[..., 0].astype(jnp.float32)
     # IOR map and the image's support warped into the same view coordinates (one gather; both are zero outside
     # the image, so cells off the image are fully inhibited and never win over a cell on it).
     warped = retina.bilinear_sample(jnp.stack([ior_map, jnp.ones_like(ior_map)], axis=-1),
@@ -121,6 +141,10 @@ class Dorsal(nn.Module):
     u = cell_to_view(index, s)
     next_fix = sampler.view_to_image(u[:, None, :], fixations)[:, 0, :]
     next_fix = jax.lax.stop_gradient(jnp.clip(next_fix, -1.0, 1.0))
+    if straight_through_tau is not None:
+      weights = jax.nn.softmax(logits / straight_through_tau, axis=-1)  # [B, s²]
+      expected = jnp.einsum("bc,bcd->bd", weights, cell_locations(sampler, fixations, s))
+      next_fix = next_fix + (expected - jax.lax.stop_gradient(expected))  # forward: + 0 exactly
     maps = {"saliency": sal, "probs": jnp.exp(log_p).reshape(batch, s, s), "ior": ior_map,
             "sigma": sigma}
     return next_fix, log_prob, ior_map, maps

@@ -11,9 +11,12 @@ Per step t (paper.md §3–§4, model.png):
   l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.models.dorsal`
 
 The loop is a Flax ``nn.scan`` over steps with parameters broadcast; its ``unroll`` comes from the config
-(``-1``: fully unrolled on CPU, where a rolled scan makes conv weight gradients ~60× slower, rolled elsewhere).
+(``-1``: fully unrolled for training on CPU, where a rolled scan makes conv weight gradients ~60× slower;
+rolled elsewhere, evaluation and attacks on CPU included: :func:`rsrnn_jax.models.layers.scan_unroll`).
 Fixations may be forced per step (``fixations`` + ``fixation_mask``): the initial fixation is the forced
-fixation of step 0, and the adversarial probability maps force the fixation of a chosen step.
+fixation of step 0, and the adversarial probability maps force the fixation of a chosen step; forcing every step
+freezes a scanpath (the attacks' frozen-scanpath surrogate). ``bpda_tau`` (attacks only) gives the fixation
+choice a straight-through gradient and stops detaching the dorsal inputs; the forward pass is unchanged.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class _Step(nn.Module):
   train: bool
   sample: bool
   dtype: Dtype = jnp.float32
+  bpda_tau: float | None = None
 
   @nn.compact
   def __call__(self, carry, xs, images):
@@ -79,9 +83,13 @@ class _Step(nn.Module):
     # Dorsal stream (chooses l_{t+1}); its inputs are detached so the policy loss trains only the dorsal
     # parameters and the classifier's features are shaped by the classification loss alone.
     pooled_f32 = jax.lax.stop_gradient(pooled.astype(jnp.float32))
+    if self.bpda_tau is None:
+      dorsal_in, dorsal_pooled = jax.lax.stop_gradient(dorsal_features), pooled_f32
+    else:  # attacks (BPDA): the attacker differentiates through the dorsal stream and the fixation choice
+      dorsal_in, dorsal_pooled = dorsal_features, pooled.astype(jnp.float32)
     next_fix, log_prob, ior_map, maps = Dorsal(**self.dorsal_cfg, dtype=self.dtype, name="dorsal")(
-        jax.lax.stop_gradient(dorsal_features), pooled_f32, fix, ior_map, self.sampler,
-        sample=self.sample)
+        dorsal_in, dorsal_pooled, fix, ior_map, self.sampler, sample=self.sample,
+        straight_through_tau=self.bpda_tau)
     baseline = nn.Dense(1, name="baseline")(pooled_f32)[:, 0]
 
     out = {"logits": logits.astype(jnp.float32), "fixations": fix, "log_probs": log_prob,
@@ -108,7 +116,7 @@ class GlimpseRNN(nn.Module):
 
   @nn.compact
   def __call__(self, images, *, num_steps: int, train: bool, sample_fixations: bool | None = None,
-               fixations=None, fixation_mask=None, init_fixations=None):
+               fixations=None, fixation_mask=None, init_fixations=None, bpda_tau: float | None = None):
     """images [B,H,W,C] in [0,1] → dict of per-step outputs, time-major ([T,B,...]).
 
     Args:
@@ -118,7 +126,12 @@ class GlimpseRNN(nn.Module):
       fixations, fixation_mask: optional forced fixations [T,B,2] and a [T] boolean mask of the steps at
         which they replace the policy's choice.
       init_fixations: [B,2] first fixation; default uniform in [−0.9, 0.9]² when training, else the centre.
+      bpda_tau: attacks only (BPDA / straight-through). None (default): the fixation choice is detached and so
+        are the dorsal inputs. τ > 0: same forward values; the next fixation gets the gradient of the expected
+        location Σ_c softmax(logits_c / τ)·loc_c and the dorsal inputs are not detached.
     """
+    if bpda_tau is not None and not float(bpda_tau) > 0:
+      raise ValueError(f"bpda_tau must be a positive temperature or None, got {bpda_tau!r}")
     batch = images.shape[0]
     sample = train if sample_fixations is None else sample_fixations
     if init_fixations is None:
@@ -144,7 +157,7 @@ class GlimpseRNN(nn.Module):
     h0 = jnp.broadcast_to(h0, (batch, *h0.shape[1:]))
     ior0 = jnp.ones((batch, self.ior_size, self.ior_size), jnp.float32)
 
-    unroll = layers.scan_unroll(self.unroll, num_steps)
+    unroll = layers.scan_unroll(self.unroll, num_steps, train=train)
     step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
     # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
     # to step when training updates them, and read-only (broadcast) in evaluation.
@@ -158,6 +171,7 @@ class GlimpseRNN(nn.Module):
     step = scan(num_classes=self.num_classes, sampler=self.sampler, encoder1=self.encoder1,
                 core=self.core, core_features=self.core_features, encoder2=self.encoder2,
                 norm=self.norm, dorsal_cfg=dict(self.dorsal or {}), mean=self.mean, std=self.std,
-                train=train, sample=sample, dtype=self.dtype, name="step")
+                train=train, sample=sample, dtype=self.dtype,
+                bpda_tau=None if bpda_tau is None else float(bpda_tau), name="step")
     _, outputs = step((h0, init_fixations, ior0), (fixations, fixation_mask), images)
     return outputs

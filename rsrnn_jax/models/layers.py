@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rsrnn_jax.models import fastops
+
 Dtype = Any
 
 # Stages are written as (features, num_convs, pool) triples in configs.
@@ -27,6 +29,12 @@ def norm_layer(kind: str, *, train: bool, dtype: Dtype, groups: int = 32, name: 
   if kind == "none":
     return lambda x: x
   raise ValueError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
+
+
+def conv(features: int, kernel_size, **kwargs) -> nn.Conv:
+  """``nn.Conv`` (same parameters, names and initialisation) whose convolution is
+  :func:`rsrnn_jax.models.fastops.conv_general_dilated`: gradients that XLA:CPU runs fast, also in loops."""
+  return nn.Conv(features, kernel_size, conv_general_dilated=fastops.conv_general_dilated, **kwargs)
 
 
 class _GroupNormAuto(nn.Module):
@@ -56,12 +64,15 @@ class ConvStages(nn.Module):
   def __call__(self, x, *, train: bool):
     for i, (features, num_convs, pool) in enumerate(self.stages):
       for j in range(num_convs):
-        x = nn.Conv(features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype,
-                    name=f"stage{i}_conv{j}")(x)
+        x = conv(features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype,
+                 name=f"stage{i}_conv{j}")(x)
         x = norm_layer(self.norm, train=train, dtype=self.dtype, name=f"stage{i}_norm{j}")(x)
-        x = nn.relu(x)
+        if not (pool and j == num_convs - 1):
+          x = nn.relu(x)
       if pool:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        # relu(pool(x)) = pool(relu(x)), values and gradients bit for bit (max and ReLU are monotone, ReLU'(0)
+        # = 0), on 4× fewer values; and the pool's backward pass then needs no re-evaluation of the conv output.
+        x = nn.relu(fastops.max_pool_2x2(x))
     return x
 
 
@@ -78,11 +89,11 @@ class ConvGRUCell(nn.Module):
   @nn.compact
   def __call__(self, h, x):
     k = (self.kernel_size, self.kernel_size)
-    gates = nn.Conv(2 * self.features, k, use_bias=False, dtype=self.dtype, name="gates")(
+    gates = conv(2 * self.features, k, use_bias=False, dtype=self.dtype, name="gates")(
         jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
     gates = _GroupNormAuto(groups=2 * self.groups, dtype=self.dtype, name="gates_norm")(gates)
     z, r = jnp.split(nn.sigmoid(gates), 2, axis=-1)
-    cand = nn.Conv(self.features, k, use_bias=False, dtype=self.dtype, name="candidate")(
+    cand = conv(self.features, k, use_bias=False, dtype=self.dtype, name="candidate")(
         jnp.concatenate([x, r * h.astype(x.dtype)], axis=-1))
     cand = jnp.tanh(_GroupNormAuto(groups=self.groups, dtype=self.dtype, name="candidate_norm")(cand))
     new_h = (1.0 - z) * h + z * cand
@@ -111,13 +122,16 @@ def normalize_pixels(images, mean: Sequence[float], std: Sequence[float]):
   return (images - mean) / std
 
 
-def scan_unroll(unroll: int, num_steps: int) -> int:
+def scan_unroll(unroll: int, num_steps: int, *, train: bool = True) -> int:
   """The ``nn.scan`` unroll for config value ``unroll`` (-1: auto, 0: full, n: n steps per loop trip).
 
-  Auto is full unrolling on CPU (a rolled scan makes conv weight gradients ~60× slower on XLA:CPU) and a
-  rolled scan elsewhere. lax.scan's "unroll entirely" is 0: unroll=True (= length) still lowers a 1-step scan
-  to a rolled while loop, which pays the rolled-scan gradient cost on XLA:CPU.
+  Auto is full unrolling for training on CPU (conv weight gradients in a rolled scan are ~60× slower on XLA:CPU)
+  and a rolled scan otherwise: on GPU/TPU, and for evaluation and attacks on CPU, which need no weight gradients
+  and whose input gradients run as fast in a rolled scan as unrolled (:mod:`rsrnn_jax.models.fastops`), at a
+  compile time that does not grow with the number of steps (docs/performance.md). lax.scan's "unroll
+  entirely" is 0: unroll=True (= length) still lowers a 1-step scan to a rolled while loop, which pays the
+  rolled-scan gradient cost on XLA:CPU.
   """
   if unroll < 0:
-    unroll = 0 if jax.default_backend() == "cpu" else 1
+    unroll = 0 if train and jax.default_backend() == "cpu" else 1
   return 0 if unroll == 0 or unroll >= num_steps else unroll

@@ -38,10 +38,14 @@ import shutil
 import sys
 import time
 
+from rsrnn_jax import configlib
+from rsrnn_jax.models import registry
+
 log = logging.getLogger("rsrnn_jax.reproduction.run")
 
-# The paper's six models (docs/zoo.md) and the adversarially trained FF-CNN of v1 Fig. 4a.
-MODELS = ("rsrnn", "base_retina", "dram", "gfnet_m", "s3ta", "ff_cnn", "ff_cnn_at")
+# Every registered variant: the paper's six models (docs/zoo.md) and the adversarially trained FF-CNN of v1 Fig. 4a.
+MODELS = registry.variant_names()
+DEMO_CONFIG = "configs/demo.py"  # the config file every model's run starts from (relative to the working dir)
 STAGES = ("train", "eval", "attack")
 ATTACK_PROFILE = "paper"
 STAGES_FILE = "reproduce_stages.json"
@@ -118,11 +122,11 @@ def parse_overrides(items) -> dict:
   return out
 
 
-def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None):
-  """``configs/demo.py:model=NAME,attack=paper`` cut to ``budget``, then ``overrides`` (dotted keys)."""
-  from configs import demo
-  from rsrnn_jax import configlib
-  c = demo.get_config(f"model={name},attack={ATTACK_PROFILE}")
+def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
+                 config_file: str = DEMO_CONFIG):
+  """``configs/demo.py:model=NAME,attack=paper`` (``config_file``) cut to ``budget``, then ``overrides`` (dotted
+  keys)."""
+  c = configlib.load_file(config_file, f"model={name},attack={ATTACK_PROFILE}")
   t = c.train
   t.batch_size = budget.batch_size
   t.num_train_steps = budget.train_steps
@@ -241,32 +245,20 @@ STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
 
 
 def save_figure_arrays(config, run_dir: str, loaded) -> str:
-  """The first ``eval.num_figure_images`` test images run for T_eval steps (argmax fixations from the centre):
-  images, labels, per-step probabilities, and fixations + glimpses (overt attention) or attention maps
-  (S3TA) → ``figures.npz``."""
-  import functools
-
+  """The figure data of :func:`rsrnn_jax.evaluation.clean.figure_arrays` at T_eval steps → ``figures.npz``:
+  images, labels, per-step probabilities, class names, and fixations + glimpses (overt attention) or
+  attention maps with the heads summed (S3TA)."""
   import jax
   import numpy as np
 
-  from rsrnn_jax import data
   from rsrnn_jax.evaluation import clean as evaluate
   from rsrnn_jax.train import state as train_state
   model, state, info, _ = loaded
-  variables = jax.device_get(train_state.variables_of(state))
-  n, steps = int(config.eval.num_figure_images), int(config.eval.num_glimpses)
-  batch = next(data.eval_batches(config.data, global_batch_size=n, max_examples=n))
-  images = np.asarray(batch["image"])
-  out = jax.jit(functools.partial(evaluate.predict, model, num_steps=steps))(variables, images)
-  arrays = {"images": images, "labels": np.asarray(batch["label"]),
-            "probs": np.asarray(jax.nn.softmax(out["logits"], -1)),
-            "class_names": np.asarray(info.class_names)}
-  if "fixations" in out:
-    fix = np.asarray(out["fixations"])  # [T,n,2]
-    arrays["fixations"] = fix
-    arrays["glimpses"] = np.stack([np.asarray(model.sampler.glimpses(images, fix[t])[0]) for t in range(steps)])
-  if "attention" in out:
-    arrays["attention"] = np.asarray(out["attention"]).sum(2)  # [T,n,h,w], heads summed
+  arrays = evaluate.figure_arrays(model, train_state.variables_of(state), config, int(config.eval.num_glimpses))
+  arrays["probs"] = np.asarray(jax.nn.softmax(arrays.pop("logits"), -1))
+  arrays["class_names"] = np.asarray(info.class_names)
+  if "attention" in arrays:
+    arrays["attention"] = arrays["attention"].sum(2)  # [T,n,h,w], heads summed
   path = os.path.join(run_dir, "figures.npz")
   np.savez_compressed(path, **arrays)
   return path
@@ -309,11 +301,11 @@ def run_model(name: str, config, run_dir: str) -> dict:
 
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = DEFAULT_BUDGET, models=MODELS,
-              overrides: dict | None = None, report_only: bool = False) -> str:
+              overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG) -> str:
   """Every stage of every model that is not up to date, then ``out_dir/report.md``. Returns its path."""
   from rsrnn_jax.reproduction import report as reproduce_report
   os.makedirs(out_dir, exist_ok=True)
-  configs = {name: model_config(name, budget, overrides) for name in models}
+  configs = {name: model_config(name, budget, overrides, config_file) for name in models}
   if not report_only:
     for name in models:
       run_model(name, configs[name], os.path.join(out_dir, "runs", name))
@@ -336,14 +328,16 @@ def main(argv=None) -> int:
   p.add_argument("--out", default="reproduction", help="report + figures here, runs in OUT/runs/<model>/")
   p.add_argument("--quick", action="store_true", help="smoke-test budget (minutes; numbers meaningless)")
   p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+  p.add_argument("--config", default=DEMO_CONFIG, help="the config file every model's run starts from")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override for every model, e.g. --set data.data_dir=/tmp/tfds (repeatable)")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   args = p.parse_args(argv)
   models = tuple(m for m in args.models.split(",") if m)
-  unknown = [m for m in models if m not in MODELS]
+  unknown = [m for m in models if m not in registry.variant_names()]
   if unknown:
-    print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}", file=sys.stderr)
+    print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.variant_names())}",
+          file=sys.stderr)
     return 2
   # Two host devices keep both CPU cores busy (what `make demo` uses); must be set before jax starts.
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -353,7 +347,7 @@ def main(argv=None) -> int:
   handler = _log_to_file(args.out)
   try:
     reproduce(args.out, QUICK_BUDGET if args.quick else DEFAULT_BUDGET, models, parse_overrides(args.set),
-              report_only=args.report_only)
+              report_only=args.report_only, config_file=args.config)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,16 +1,24 @@
-"""The training loop: resumable (the latest Orbax checkpoint in ``WORKDIR/checkpoints`` is restored and the input
-pipeline restarts at the same batch, so ``kill -9`` followed by the same command finishes the same run), then
-evaluation of the state it holds.
+"""The training loop: resumable (the newest good Orbax checkpoint in ``WORKDIR/checkpoints`` is restored and the
+input pipeline restarts at the same batch, so ``kill -9`` followed by the same command finishes the same run),
+then evaluation of the state it holds in memory.
+
+Nothing good is lost: a damaged newest checkpoint is set aside and the previous one used
+(:func:`rsrnn_jax.train.checkpoints.restore_newest_good`); a non-finite loss or gradient stops the run before the
+next save (``train.nonfinite='stop'``, the default: the last good checkpoint stays, and the error names the step
+and what to change) or skips the step (``'skip'``); ``config.json`` is written only once every check passed.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rsrnn_jax import configlib, data
+from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.train import checkpoints, parallel, writers
 from rsrnn_jax.train.losses import per_step_metric_name
 from rsrnn_jax.train.state import learning_rate_schedule, model_from_config, replicated_state
@@ -19,60 +27,135 @@ from rsrnn_jax.train.step import make_train_step
 log = logging.getLogger(__name__)
 
 
+def check_batch_size(config, field: str, mesh) -> None:
+  """One line naming the config field if ``config.<field>`` does not split over the processes and devices."""
+  section, key = field.split(".")
+  value = int(config[section][key])
+  try:
+    parallel.local_batch_size(value, mesh)
+  except ValueError as e:
+    raise workdir_lib.UserError(f"config.{field}={value}: {e}") from None
+
+
 def train_and_evaluate(config, workdir: str):
-  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), then evaluates."""
+  """Trains ``config`` in ``workdir`` (resuming from its newest good checkpoint), then evaluates the result."""
   configlib.validate(config)
   info = data.dataset_info(config.data)
   model, _ = model_from_config(config, info)
   mesh = parallel.make_mesh(config.num_devices)
-  parallel.local_batch_size(config.train.batch_size, mesh)
+  check_batch_size(config, "train.batch_size", mesh)
+  if config.train.eval_at_end:
+    check_batch_size(config, "eval.batch_size", mesh)
   manager = checkpoints.manager(workdir, config, create=True)
   meta = checkpoints.metadata(config, info)
   checkpoints.check_compatible(manager, meta)
 
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   with jax.set_mesh(mesh):
     state = replicated_state(model, config, info.image_shape, init_rng, mesh)
-    state = checkpoints.restore_latest(manager, state) or state
-    start = int(jax.device_get(state.step))
+    found = checkpoints.restore_newest_good(manager, state, meta, set_aside=True)
+    start = 0 if found is None else found[1]
     total = int(config.train.num_train_steps)
-    if start:
+    if start > total:
+      raise workdir_lib.UserError(
+          f"config.train.num_train_steps={total} is below the newest checkpoint (step {start}) in "
+          f"{manager.directory}: pass --config.train.num_train_steps={start} or more to continue training, "
+          f"or --mode=eval to evaluate step {start}")
+    if found is not None:
+      state = found[0]
       log.info("resumed from step %d in %s", start, workdir)
-    step_fn = make_train_step(config, mesh)
-    batches = data.train_batches(config.data, global_batch_size=config.train.batch_size,
-                                 seed=config.seed, start_step=start,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
-    writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
-    progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
-    window_t, window_n = time.perf_counter(), 0
-    try:
-      for step in range(start, total):
-        batch = parallel.shard_batch(next(batches), mesh)
-        state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
-        window_n += config.train.batch_size
-        done = step + 1
-        if done % config.train.log_every == 0 or done == total:
-          metrics = jax.device_get(metrics)
-          elapsed = time.perf_counter() - window_t
-          scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-          scalars["images_per_sec"] = window_n / max(elapsed, 1e-9)
-          scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
-          key = per_step_metric_name(info.multi_label)
-          acc = [float(a) for a in metrics[key]]
-          writer.write(done, scalars, **{key: acc})
-          progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
-          window_t, window_n = time.perf_counter(), 0
-        else:
-          progress.update(done)
-        if done % config.train.checkpoint_every == 0 or done == total:
-          checkpoints.save(manager, done, state, meta)
-    finally:  # an interrupted run still commits the checkpoint being written
-      manager.wait_until_finished()
-      progress.close()
-      writer.close()
-  results = None
-  if config.train.eval_at_end:
-    from rsrnn_jax.evaluation import clean as evaluate  # local import: evaluate imports this module
-    results = evaluate.evaluate(config, workdir)
-  return results
+    if jax.process_index() == 0:  # every check passed: this is the run the workdir now holds
+      workdir_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    state = _train(config, workdir, state, manager, meta, info, mesh, step_rng, start)
+  if not config.train.eval_at_end:
+    return None
+  from rsrnn_jax.evaluation import clean as evaluate  # local import: evaluation imports the train package
+  return evaluate.evaluate(config, workdir, loaded=(model, state, info, mesh))  # in memory, not from disk
+
+
+@jax.jit
+def _track(bad, finite, step):
+  """bad = [first non-finite step or -1, number of non-finite steps], updated with this step's flag."""
+  first = jnp.where((bad[0] < 0) & ~finite, step, bad[0])
+  return jnp.stack([first, bad[1] + (~finite).astype(jnp.int32)])
+
+
+def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: int):
+  """Steps ``start+1 .. num_train_steps``: logs, checks the finite-loss flag, saves; returns the final state."""
+  total = int(config.train.num_train_steps)
+  step_fn = make_train_step(config, mesh)
+  batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, seed=config.seed,
+                               start_step=start, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
+  progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
+  guard = _Guard(config, manager)
+  window_t, window_n = time.perf_counter(), 0
+  try:
+    for step in range(start, total):
+      batch = parallel.shard_batch(next(batches), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
+      done = step + 1
+      guard.track(metrics.pop("finite"), done)
+      window_n += config.train.batch_size
+      log_now = done % config.train.log_every == 0 or done == total
+      save_now = done % config.train.checkpoint_every == 0 or done == total
+      if log_now:
+        scalars, acc = _scalars(config, info, metrics, step, window_n / max(time.perf_counter() - window_t, 1e-9))
+        scalars.update(guard.scalars())
+        writer.write(done, scalars, **{per_step_metric_name(info.multi_label): acc})
+        progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
+        window_t, window_n = time.perf_counter(), 0
+      else:
+        progress.update(done)
+      if log_now or save_now:
+        guard.check()  # raises before a save if a step went non-finite (policy 'stop')
+      if save_now:
+        checkpoints.save(manager, done, state, meta)
+  finally:  # an interrupted run keeps every checkpoint it completed
+    manager.wait_until_finished()
+    progress.close()
+    writer.close()
+  return state
+
+
+def _scalars(config, info, metrics, step: int, images_per_sec: float):
+  metrics = jax.device_get(metrics)
+  scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+  scalars["images_per_sec"] = images_per_sec
+  scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
+  return scalars, [float(a) for a in metrics[per_step_metric_name(info.multi_label)]]
+
+
+class _Guard:
+  """The finite-loss guard: accumulates the steps' ``finite`` flags on the device, read at log and save points."""
+
+  def __init__(self, config, manager):
+    self.config, self.manager = config, manager
+    self.policy = config.train.get("nonfinite", "stop")
+    self.bad = jnp.array([-1, 0], jnp.int32)
+    self.reported = 0
+
+  def track(self, finite, step: int) -> None:
+    self.bad = _track(self.bad, finite, step)
+
+  def scalars(self) -> dict:
+    return {"skipped_steps": float(jax.device_get(self.bad)[1])} if self.policy == "skip" else {}
+
+  def check(self) -> None:
+    first, count = (int(v) for v in jax.device_get(self.bad))
+    if first < 0:
+      return
+    t = self.config.train
+    if self.policy == "skip":
+      if count > self.reported:
+        log.warning("skipped %d step(s) with a non-finite loss or gradient so far (first: step %d)", count, first)
+        self.reported = count
+      return
+    last = self.manager.latest_step()
+    kept = f"checkpoint {last} is kept" if last is not None else "no checkpoint was saved"
+    clip = f" or --config.train.grad_clip (now {t.grad_clip})" if float(t.grad_clip) else ""
+    raise workdir_lib.UserError(
+        f"training diverged: the loss or a gradient became NaN/Inf at step {first}; stopped without saving "
+        f"({kept}). Lower --config.train.learning_rate (now {t.learning_rate}){clip} and run the same command "
+        f"again, or pass --config.train.nonfinite=skip to skip such steps")

@@ -5,10 +5,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-
-def is_multi_label(labels) -> bool:
-  """The task type, from the labels' rank: class ids [B] or multi-hot [B, K] (data.MULTI_LABEL_DATASETS)."""
-  return labels.ndim == 2
+from rsrnn_jax.data.registry import labels_multi_hot  # the task type, from the labels' rank
 
 
 def classification_loss(logits, labels, mask, loss_steps: str = "all"):
@@ -17,7 +14,7 @@ def classification_loss(logits, labels, mask, loss_steps: str = "all"):
   Single-label (labels [B]): softmax cross-entropy. Multi-label (labels multi-hot [B, K]): sigmoid binary
   cross-entropy averaged over the K classes (BCE-with-logits, paper.md §9).
   """
-  if is_multi_label(labels):
+  if labels_multi_hot(labels):
     ce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels[None].astype(logits.dtype)), -1)  # [T,B]
   else:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :])  # [T,B]
@@ -28,7 +25,7 @@ def classification_loss(logits, labels, mask, loss_steps: str = "all"):
 def step_rewards(logits, labels):
   """Per-step, per-example score in [0, 1], [T,B]: 1[argmax = y] (single-label) or, for multi-hot labels, the
   example's F1 of the predicted set {k: logit_k > 0} against the true set (1 when both are empty)."""
-  if not is_multi_label(labels):
+  if not labels_multi_hot(labels):
     return (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
   pred, true = logits > 0, labels[None] > 0
   both = jnp.sum(pred & true, -1).astype(jnp.float32)
@@ -39,7 +36,7 @@ def step_rewards(logits, labels):
 def true_class_probability(logits, labels):
   """Per-step probability of the right answer [T,B]: softmax p_s(y), or for multi-hot labels the mean over classes
   of the sigmoid probability of each class's true state. The dense alternative to ``step_rewards``."""
-  if is_multi_label(labels):
+  if labels_multi_hot(labels):
     p = jax.nn.sigmoid(logits)
     return jnp.mean(jnp.where(labels[None] > 0, p, 1.0 - p), -1)
   return jnp.take_along_axis(jax.nn.softmax(logits, -1), labels[None, :, None], -1)[..., 0]

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from rsrnn_jax.data.pipeline import local_batch_size as local_batch
+
 DATA_AXIS = "data"
 
 log = logging.getLogger(__name__)
@@ -89,17 +91,10 @@ def shard_batch(batch: dict, mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
-def replicate(tree, mesh):
-  return jax.device_put(tree, replicated(mesh))
-
-
 def local_batch_size(global_batch_size: int, mesh) -> int:
-  """Checks that the global batch splits evenly over processes and devices; returns the per-process size."""
-  n_dev = mesh.devices.size
-  if global_batch_size % n_dev:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {n_dev} devices; "
-                     f"use a multiple of {n_dev}")
-  return global_batch_size // jax.process_count()
+  """Checks that the global batch splits evenly over processes and ``mesh``'s devices; returns the per-process
+  size (:func:`rsrnn_jax.data.local_batch_size` for this process)."""
+  return local_batch(global_batch_size, jax.process_index(), jax.process_count(), mesh.devices.size)
 
 
 def to_host(tree):

@@ -11,7 +11,7 @@ import optax
 from rsrnn_jax import attacks
 from rsrnn_jax.attacks import objectives
 from rsrnn_jax.train import parallel
-from rsrnn_jax.train.losses import (classification_loss, is_multi_label, per_step_correct, per_step_metric_name,
+from rsrnn_jax.train.losses import (classification_loss, labels_multi_hot, per_step_correct, per_step_metric_name,
                                     reinforce_loss)
 from rsrnn_jax.train.state import TrainState, variables_of
 
@@ -50,6 +50,10 @@ def train_step(state: TrainState, batch, rng, *, config):
   With ``train.adversarial.enabled`` the step first replaces (part of) the batch by PGD examples against the
   current parameters (:func:`adversarial_images`, key ``fold_in(rng, 1)``), then trains on them as usual:
   train-mode forward, sampled fixations from ``rng``, BatchNorm statistics updated once, from that batch.
+
+  ``metrics["finite"]`` (bool) is False when the loss or a gradient is NaN/Inf. With ``train.nonfinite='skip'``
+  such a step leaves the parameters, optimiser and BatchNorm state as they were (only ``step`` advances);
+  with the default ``'stop'`` the loop stops before saving (:mod:`rsrnn_jax.train.loop`).
   """
   cfg = config.train
   mask = batch.get("mask", jnp.ones(batch["label"].shape[:1], jnp.float32))
@@ -83,13 +87,20 @@ def train_step(state: TrainState, batch, rng, *, config):
     return loss, (metrics, out["logits"], new_vars)
 
   (_, (metrics, logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  if state.batch_stats:
-    state = state.replace(batch_stats=new_vars["batch_stats"])
-  n = jnp.maximum(jnp.sum(mask), 1.0)
-  key = per_step_metric_name(is_multi_label(batch["label"]))
-  metrics[key] = per_step_correct(logits, batch["label"], mask) / n
+  new_state = state.apply_gradients(grads=grads)
+  if new_state.batch_stats:
+    new_state = new_state.replace(batch_stats=new_vars["batch_stats"])
   metrics["grad_norm"] = optax.global_norm(grads)
+  # The finite-loss guard: False if the loss or any gradient is NaN/Inf (the loop stops, or skips the step).
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  if cfg.get("nonfinite", "stop") == "skip":  # keep the previous parameters and optimiser state
+    kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    new_state = kept.replace(step=new_state.step)
+  state = new_state
+  n = jnp.maximum(jnp.sum(mask), 1.0)
+  key = per_step_metric_name(labels_multi_hot(batch["label"]))
+  metrics[key] = per_step_correct(logits, batch["label"], mask) / n
+  metrics["finite"] = finite
   metrics.update(extra)
   return state, metrics
 

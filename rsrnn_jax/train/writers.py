@@ -1,11 +1,17 @@
-"""Metric output: JSON lines + TensorBoard event files, and a terminal progress bar with img/s and ETA."""
+"""Metric output: JSON lines + TensorBoard event files, and a terminal progress bar with img/s and ETA.
+
+The JSON lines are strict JSON: a NaN or infinite value is written as ``null`` (a diverged step's loss).
+"""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
 from tqdm import tqdm
+
+from rsrnn_jax import workdir as workdir_lib
 
 
 class MetricWriter:
@@ -22,8 +28,7 @@ class MetricWriter:
     if resume_step is not None and os.path.exists(self._path):
       # Steps after the restored checkpoint are trained again: drop their stale records.
       kept = [r for r in read_metrics(workdir, filename) if r.get("step", 0) <= resume_step]
-      with open(self._path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
+      workdir_lib.write_text(self._path, "".join(workdir_lib.dumps(r) + "\n" for r in kept))
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -35,7 +40,7 @@ class MetricWriter:
       return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}, **lists}
     with open(self._path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      f.write(workdir_lib.dumps(record) + "\n")
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(v), step)
@@ -52,8 +57,14 @@ def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
   path = os.path.join(workdir, filename)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records = []
+  with open(path) as f:  # older files may hold bare NaN tokens: Python's reader accepts them
+    for line in filter(str.strip, f):
+      try:
+        records.append(json.loads(line))
+      except ValueError:  # a line cut short by a killed run: the step is logged again when trained again
+        logging.getLogger(__name__).warning("skipping an unreadable line in %s: %.80s", path, line)
+  return records
 
 
 class Progress:

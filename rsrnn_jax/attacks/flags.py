@@ -1,0 +1,127 @@
+"""Robust flags (AutoAttack's economy) and the per-example worst case with its adversarial images.
+
+With ``config.attack.flags`` the attacks of a profile run one after the other, each only on the examples that
+are still robust: correct at the flag step under the clean image and under every earlier attack. The flag step
+is the step the attack's objective aims at: k for the step-k (and mean-of-1..k) objectives, T_eval for the
+full-horizon one. An example broken at k is therefore never attacked again on step k, so a strong profile costs
+little more than its first attack, and the report can say what each attack took away (how many examples it
+broke first).
+
+What the numbers mean: at the flag steps the worst case is exact (every attack ran on every example still
+robust there). At another step t an example broken at k by an early attack was not attacked further, so the
+worst case at t is over the attacks that did run on it: an upper bound on the robust accuracy at t.
+
+:func:`run_cascade` is the bookkeeping (pure, any ``attack_rows`` callback); :class:`Repacker` packs the rows
+still robust into full batches of the suite's batch size (one compilation per attack); :class:`Keeper` keeps,
+per example, the strongest adversarial image found so far and which attack made it (the verified sets).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from rsrnn_jax.train import parallel
+
+CLEAN = "clean"  # the name of the unattacked image in a Keeper
+
+
+def flag_step(horizon: str, attack_step: int, eval_steps: int) -> int:
+  """The step whose robustness decides whether an attack on ``horizon`` runs on an example (1-based)."""
+  return eval_steps if horizon == "full" else attack_step
+
+
+def strength_key(correct, attack_step: int, eval_steps: int):
+  """Per example, lower = stronger adversarial image: wrong at step k first, then wrong at T_eval, then wrong
+  at more steps. ``correct`` [N, T] → int [N]."""
+  correct = np.asarray(correct, bool)
+  t = correct.shape[1]
+  return (correct[:, attack_step - 1] * 4 * (t + 1) + correct[:, eval_steps - 1] * 2 * (t + 1)
+          + correct.sum(1)).astype(np.int64)
+
+
+class Keeper:
+  """Per example the strongest adversarial image so far (:func:`strength_key`) and the attack that made it."""
+
+  def __init__(self, clean_images, clean_correct, attack_step: int, eval_steps: int):
+    self.images = np.array(clean_images, copy=True)
+    self.correct = np.array(clean_correct, bool, copy=True)
+    self.k, self.t = attack_step, eval_steps
+    self.names = [CLEAN]
+    self.source = np.zeros(len(self.images), np.int32)
+
+  def offer(self, name: str, rows, images, correct) -> None:
+    """The candidates ``images`` [n, ...] of the examples ``rows`` [n] with their per-step ``correct`` [n, T]."""
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+      return
+    if name not in self.names:
+      self.names.append(name)
+    better = (strength_key(correct, self.k, self.t) < strength_key(self.correct[rows], self.k, self.t))
+    take = rows[better]
+    self.images[take] = np.asarray(images)[better]
+    self.correct[take] = np.asarray(correct, bool)[better]
+    self.source[take] = self.names.index(name)
+
+  def winners(self) -> list[str]:
+    """Per example, the attack whose image is kept (``clean``: no attack beat the clean image)."""
+    return [self.names[i] for i in self.source]
+
+
+def run_cascade(specs: dict, flag_steps: dict, clean_correct, attack_rows, *, attack_step: int, eval_steps: int,
+                keeper: Keeper | None = None):
+  """The attacks of ``specs`` (name → spec, in order) with robust flags.
+
+  attack_rows(name, spec, rows) → dict with ``adv_correct`` [n, T] (bool), ``adv_images`` [n, ...] (or None)
+  and ``info`` (per-example [n] arrays) for the examples ``rows`` (indices into the N examples; may be empty:
+  then it returns empty arrays without attacking).
+  Returns (``correct`` [N, T]: the worst case after every attack, the clean image included; ``cumulative``:
+  name → the worst case [N, T] after that attack; ``rows``: per attack what it attacked and took away, with
+  the means of its boolean ``info`` arrays over the attacked examples).
+  """
+  k, t = attack_step, eval_steps
+  correct = np.array(clean_correct, bool, copy=True)
+  cumulative, table = {}, []
+  for name, spec in specs.items():
+    s = flag_steps[name]
+    rows = np.flatnonzero(correct[:, s - 1])
+    res = attack_rows(name, spec, rows)
+    adv = np.asarray(res["adv_correct"], bool).reshape(len(rows), t)
+    newly = correct[rows] & ~adv  # [n, T]: broken by this attack and by none before it
+    correct[rows] &= adv
+    if keeper is not None and len(rows) and res.get("adv_images") is not None:
+      keeper.offer(name, rows, res["adv_images"], adv)
+    cumulative[name] = correct.copy()
+    row = {"attack": name, "flag_step": int(s), "attacked": int(len(rows)), "broke": int(newly[:, s - 1].sum()),
+           "broke_at_k": int(newly[:, k - 1].sum()), "broke_at_T": int(newly[:, t - 1].sum()),
+           "robust_at_k": int(correct[:, k - 1].sum()), "robust_at_T": int(correct[:, t - 1].sum())}
+    for key, v in (res.get("info") or {}).items():
+      v = np.asarray(v)
+      if v.dtype == np.bool_:
+        row[f"{key}_count"] = int(v.sum())
+    table.append(row)
+  return correct, cumulative, table
+
+
+class Repacker:
+  """The attacked examples (global host copies) re-packed into full batches of the rows still robust."""
+
+  def __init__(self, host: dict, batch_size: int, mesh):
+    self.host, self.batch_size, self.mesh = host, int(batch_size), mesh
+
+  def batches(self, rows):
+    """[(sharded batch with image/label/mask/target/index, number of real rows)] for ``rows`` in order; the
+    last batch is padded with copies of its first row (mask 0)."""
+    rows = np.asarray(rows, np.int64)
+    bs = self.batch_size
+    p_index, p_count = jax.process_index(), jax.process_count()
+    local = bs // p_count
+    out = []
+    for start in range(0, len(rows), bs):
+      chunk = rows[start:start + bs]
+      n = len(chunk)
+      padded = np.concatenate([chunk, np.full(bs - n, chunk[0], np.int64)])
+      batch = {key: np.asarray(v)[padded] for key, v in self.host.items()}
+      batch["mask"] = (np.arange(bs) < n).astype(np.float32)
+      mine = {key: v[p_index * local:(p_index + 1) * local] for key, v in batch.items()}
+      out.append((parallel.shard_batch(mine, self.mesh), n))
+    return out

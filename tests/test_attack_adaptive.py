@@ -1,0 +1,184 @@
+"""The adaptive profile (issue 13): robust flags (rsrnn_jax/attacks/flags.py), the scanpath search
+(rsrnn_jax/attacks/policy.py), verified adversarial sets (rsrnn_jax/attacks/verify.py) and the profile end to end
+on a tiny model."""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsrnn_jax import data
+from rsrnn_jax.attacks import flags, policy, profiles, suite, verify
+from rsrnn_jax.models import dorsal
+from rsrnn_jax.report import results as report
+from rsrnn_jax.train import parallel
+from tests.attack_helpers import K, images, untrained
+from tests.helpers import tiny_config
+
+
+def test_robust_flags_skip_examples_already_broken():
+  n, t, k = 6, 3, 2
+  clean = np.ones((n, t), bool)
+  clean[5] = False  # misclassified clean: never attacked
+  # Which examples each attack breaks, at which steps (1-based); "b_full" aims at T = 3, the others at k = 2.
+  breaks = {"a_step": {0: (1, 2, 3), 1: (2,)}, "b_full": {1: (3,), 2: (3,)}, "c_step": {2: (2,), 3: (1, 2)}}
+  seen = {}
+
+  def attack_rows(name, spec, rows):
+    seen[name] = rows.tolist()
+    adv = np.ones((len(rows), t), bool)
+    for i, row in enumerate(rows):
+      for s in breaks[name].get(int(row), ()):
+        adv[i, s - 1] = False
+    return {"adv_correct": adv, "adv_images": np.full((len(rows), 2), 1.0 + len(seen)), "info": {"hit": ~adv[:, 0]}}
+
+  keeper = flags.Keeper(np.zeros((n, 2)), clean, k, t)
+  steps = {"a_step": k, "b_full": t, "c_step": k}
+  correct, cumulative, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k,
+                                                 eval_steps=t, keeper=keeper)
+  # b_full still attacks example 1 (broken at k, not at T); c_step skips 0 and 1 (broken at k) and 5 (clean)
+  assert seen == {"a_step": [0, 1, 2, 3, 4], "b_full": [1, 2, 3, 4], "c_step": [2, 3, 4]}
+  assert [(r["attacked"], r["broke"], r["broke_at_k"], r["broke_at_T"]) for r in table] == [
+      (5, 2, 2, 1), (4, 2, 0, 2), (3, 2, 2, 0)]
+  assert table[0]["hit_count"] == 1 and [r["robust_at_k"] for r in table] == [3, 3, 1]
+  np.testing.assert_array_equal(correct[:, k - 1], [False, False, False, False, True, False])
+  np.testing.assert_array_equal(correct[:, t - 1], [False, False, False, True, True, False])
+  np.testing.assert_array_equal(cumulative["a_step"][:, k - 1], [False, False, True, True, True, False])
+  # the kept image per example: the attack that broke step k (then T), else the clean image; at step k it
+  # realises the worst case, at T one image cannot always (example 1: a broke step k, b step T)
+  assert keeper.winners() == ["a_step", "a_step", "c_step", "c_step", "clean", "clean"]
+  np.testing.assert_array_equal(keeper.images[:, 0], [2.0, 2.0, 4.0, 4.0, 0.0, 0.0])
+  np.testing.assert_array_equal(keeper.correct[:, k - 1], correct[:, k - 1])
+  assert keeper.correct[1, t - 1] and not correct[1, t - 1]
+
+
+def test_scanpath_search_finds_a_planted_worst_scanpath():
+  _, model, _ = untrained()
+  b, n, p = 4, 3, 6
+  paths = jax.jit(functools.partial(policy.random_scanpaths, model=model, num_paths=p, num_steps=n, batch=b))(
+      jax.random.key(0))
+  assert paths.shape == (p, n, b, 2)
+  np.testing.assert_array_equal(paths[:, 0], 0.0)  # every path starts at the centre, like the evaluation
+  # each fixation is a cell the policy could choose from the previous one, away from the earlier ones (IOR)
+  locs = jax.vmap(lambda f: dorsal.cell_locations(model.sampler, f, model.dorsal["saliency_size"]))(
+      paths[:, :-1].reshape(-1, b, 2))  # [p·(n − 1), B, cells, 2]
+  nxt = paths[:, 1:].reshape(-1, b, 2)
+  assert float(jnp.max(jnp.min(jnp.abs(locs - nxt[:, :, None]).sum(-1), axis=-1))) < 1e-6
+  assert float(jnp.min(jnp.linalg.norm(paths[:, 1] - paths[:, 0], axis=-1))) > 0.22
+  assert len({tuple(np.asarray(paths[i, :, 0]).ravel()) for i in range(p)}) > 1  # the paths differ
+
+  planted = jnp.array([3, 0, 5, 1])  # per example, the one scanpath on which the frozen model is weak
+  x, y = jnp.full((b, 2), 0.5), jnp.zeros(b, jnp.int32)
+  free = lambda v: jnp.stack([jnp.zeros(b), v[:, 0] - 0.5, jnp.zeros(b)], -1)  # margin = v[:, 0] − 0.5
+
+  def frozen_attack(path, key):
+    weak = jnp.all(path == jnp.transpose(paths, (2, 0, 1, 3))[jnp.arange(b), planted].transpose(1, 0, 2),
+                   axis=(0, 2))
+    noise = 0.01 * jax.random.uniform(key, (b,))
+    return x + jnp.where(weak, 0.3, 0.1)[:, None] + noise[:, None], jnp.where(weak, 1.0, -1.0) + noise
+
+  found = jax.jit(functools.partial(policy.scanpath_search, frozen_attack, free))(x, y, paths, jax.random.key(1))
+  np.testing.assert_array_equal(found["worst_index"], planted)
+  np.testing.assert_array_equal(found["worst_path"], paths[planted, :, jnp.arange(b)].transpose(1, 0, 2))
+  np.testing.assert_allclose(found["x_free"][:, 0], 0.8 + found["free_margin"] - 0.3, atol=1e-6)
+  assert np.all(np.asarray(found["free_margin"]) > 0.3)  # the planted candidate also wins on the free model
+
+
+def _saved_set(tmp_path, model, variables, mesh, x, labels, eps):
+  kw = dict(num_steps=3, fixations="argmax", batch_size=8, mesh=mesh)
+  keeper = flags.Keeper(x, verify.rescore(model, variables, x, labels, **kw), 2, 3)
+  adv = np.clip(x + eps * np.sign(np.random.RandomState(0).randn(*x.shape)), 0, 1).astype(np.float32)
+  keeper.offer("noise", np.arange(len(x)), adv, verify.rescore(model, variables, adv, labels, **kw))
+  num_correct = verify.rescore(model, variables, keeper.images, labels, **kw).sum(0)
+  path = str(tmp_path / verify.set_name(eps))
+  meta = dict(norm="linf", fingerprint=verify.fingerprint(variables, 7), checkpoint_step=7, attack_step=2,
+              eval_steps=3, fixations="argmax", batch_size=8, seed=0, profile="adaptive", num_devices=4)
+  verify.save_set(path, keeper, eps=eps, labels=labels, targets=labels, indices=np.arange(len(x)),
+                  num_correct=num_correct, meta=meta)
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def test_verify_rescores_a_saved_set_exactly_and_rejects_one_outside_the_ball(tmp_path):
+  _, model, variables = untrained()
+  mesh = parallel.make_mesh()
+  x, labels = np.asarray(images(3, 12)), (np.arange(12) % K).astype(np.int32)
+  with jax.set_mesh(mesh):
+    saved = _saved_set(tmp_path, model, variables, mesh, x, labels, 0.05)
+    assert set(saved["attack"]) <= {"clean", "noise"} and saved["images"].dtype == np.float32
+    ok = verify.verify_set(model, variables, 7, saved, x, labels, mesh)
+    assert ok["problems"] == [] and ok["num_correct"] == saved["num_correct"].tolist()
+    assert ok["max_distance"] <= 0.05 + verify.TOL
+
+    outside = dict(saved, images=saved["images"].copy())
+    i = np.unravel_index(np.argmin(x[0]), x[0].shape)
+    outside["images"][0][i] = x[0][i] + 0.05 + 1e-4
+    bad = verify.verify_set(model, variables, 7, outside, x, labels, mesh)
+    assert any("1 outside the ε-ball" in p for p in bad["problems"]), bad["problems"]
+
+    miscounted = dict(saved, num_correct=saved["num_correct"] + np.array([0, 1, 0]))
+    assert any("differs from the reported one at steps [2]" in p
+               for p in verify.verify_set(model, variables, 7, miscounted, x, labels, mesh)["problems"])
+    assert any("another checkpoint" in p for p in verify.verify_set(model, variables, 8, saved, x, labels,
+                                                                    mesh)["problems"])
+
+
+def _adaptive_config(tiny_data):
+  c = tiny_config(**{"model.unroll": 1})
+  c.data.source_dir, c.data.data_dir = tiny_data["source_dir"], tiny_data["data_dir"]
+  c.attack = profiles.attack_profile("adaptive")
+  a = c.attack
+  a.attack_step, a.eval_steps, a.horizons = 2, 3, ("step",)
+  a.epsilons, a.targeted = (1e-3, 0.5), False  # at 1e-3 every attack runs; at 0.5 APGD-CE breaks every example
+  a.num_examples, a.batch_size, a.num_iterations = 32, 8, 2
+  a.policy.taus, a.policy.candidates = (1.0,), 2
+  a.prob_map.num_images = 0
+  c.attack.checks.update(large_eps=0.0, square_queries=4, grad_examples=0, convergence_examples=8,
+                         iteration_factor=1, extra_restarts=0, policy_examples=4, policy_eps=0.5)
+  return c
+
+
+@pytest.mark.slow
+def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
+  c = _adaptive_config(tiny_data)
+  profiles.validate_attack_config(c)
+  _, model, variables = untrained()
+  # The untrained model answers one class for every image; centre its classifier bias on the test images so that
+  # its answers depend on the image (about 10% correct, and breakable).
+  x = np.concatenate([b["image"] for b in data.eval_batches(c.data, global_batch_size=16, max_examples=16)])
+  variables = jax.tree_util.tree_map(lambda v: v, variables)
+  mean_logits = model.apply(variables, x, num_steps=3, train=False)["logits"].mean((0, 1))
+  variables["params"]["step"]["classifier"]["bias"] -= mean_logits
+  mesh = parallel.make_mesh()
+  with jax.set_mesh(mesh):
+    results, r = suite.run_sections(model, variables, c, data.dataset_info(c.data), mesh, progress=False)
+    verified = [verify.verify_set(model, variables, 0, {
+        "images": keeper.images, "labels": r.host["label"], "eps": v["eps"], "norm": "linf",
+        "fingerprint": verify.fingerprint(variables, 0), "checkpoint_step": 0, "eval_steps": 3,
+        "fixations": "argmax", "batch_size": 8, "seed": 0, "num_correct": np.asarray(v["num_correct"])},
+        np.asarray(r.host["image"]), r.host["label"], mesh) for keeper, v in zip(r.keepers, results["verified"])]
+  assert all(v["problems"] == [] for v in verified)
+  unt = results["untargeted"]["attacks"]
+  assert list(unt) == ["apgd_ce_step", "apgd_t_step", "bpda_step", "scanpath_step", "square_step", "worst"]
+  for i in range(2):  # the entries are the worst case after each attack: never rising along the cascade
+    accs = [unt[n][i]["adv_acc"][1] for n in unt]
+    assert accs == sorted(accs, reverse=True)
+    assert results["verified"][i]["differ_from_worst_at_k"] == 0
+    assert results["verified"][i]["accuracy_per_step"][1] == unt["worst"][i]["adv_acc"][1]
+  first = results["flags"]["per_eps"][0]["rows"]  # ε = 1e-3: every attack ran on what the earlier ones left
+  assert all(row["attacked"] > 0 for row in first), first
+  assert [row["attacked"] for row in first] == sorted(row["attacked"] for row in first)[::-1]
+  rows = {row["attack"]: row for row in results["flags"]["per_eps"][1]["rows"]}  # ε = 0.5: the flags skip
+  assert rows["apgd_ce_step"]["broke"] > 0 and rows["apgd_ce_step"]["robust_at_k"] == 0
+  assert all(rows[n]["attacked"] == 0 for n in ("apgd_t_step", "bpda_step", "scanpath_step", "square_step"))
+  assert results["policy_check"]["num_examples"] > 0  # check 9 ran the policy attacks on what APGD-CE broke
+  assert results["headline"] == "worst" and results["notes"][0].startswith("transfer: skipped")
+  assert [ch["id"] for ch in results["checks"]] == list(range(1, 12))
+  assert {ch["id"]: ch["status"] for ch in results["checks"]}[10] == "skipped"
+  out = str(tmp_path / "attack_adaptive")
+  report.write_all(results, out)
+  md = open(os.path.join(out, "report.md")).read()
+  assert md.index("## Headline") < md.index("## Robust flags") < md.index("## Untargeted attacks")
+  assert "## Verified adversarial sets" in md and "**not run**: transfer" in md

@@ -1,0 +1,139 @@
+"""The seven sanity checks on constructed results (rsrnn_jax/attacks/checks.py): pass on a healthy
+evaluation, fail on each constructed failure, skipped when not run."""
+import copy
+
+from rsrnn_jax.attacks import checks, profiles
+
+
+def _entry(eps, acc, asr=None):
+  return {"eps": eps, "adv_acc": list(acc), "asr": list(asr if asr is not None else [0.5] * len(acc))}
+
+
+def _fake_results():
+  """k = 2, T = 4, 10 classes; a model whose accuracy falls with ε and recovers with steps."""
+  return {
+      "attack_step": 2, "eval_steps": 4, "num_classes": 10, "losses": ["ce"],
+      "clean": {"accuracy_per_step": [0.8, 0.85, 0.88, 0.9]},
+      "untargeted": {"epsilons": [0.01, 0.02], "attacks": {
+          "pgd_step": [_entry(0.01, [0.4, 0.3, 0.45, 0.5]), _entry(0.02, [0.2, 0.1, 0.25, 0.3])],
+          "pgd_full": [_entry(0.01, [0.35, 0.3, 0.35, 0.42]), _entry(0.02, [0.15, 0.1, 0.18, 0.2])],
+          "fgsm_step": [_entry(0.01, [0.6, 0.55, 0.6, 0.6]), _entry(0.02, [0.4, 0.35, 0.4, 0.45])],
+      }},
+      "large_eps": {"pgd_step": _entry(0.3, [0.0, 0.02, 0.05, 0.06])},
+      "convergence": [{"eps": 0.01, "num_examples": 100, "iterations": 10, "restarts": 3, "base_acc": 0.3,
+                       "strong_acc": 0.295}],
+      "square": {"eps": 0.01, "queries": 100, "num_examples": 200, "square_broken": 50, "pgd_broken": 140,
+                 "square_only": 1},
+      "gradients": {"num_examples": 8, "per_loss": {
+          "ce": {"median_norm": [1.0, 0.8, 0.6, 0.5], "zero_frac": [0, 0, 0, 0], "num_nonfinite": [0] * 4},
+          "margin": {"median_norm": [2.0, 1.5, 1.2, 1.0], "zero_frac": [0, 0, 0, 0], "num_nonfinite": [0] * 4}}},
+  }
+
+
+def _statuses(results):
+  return {c["id"]: c["status"] for c in checks.sanity_checks(results, profiles.attack_profile("paper").checks)}
+
+
+def test_sanity_checks_pass_on_a_healthy_evaluation():
+  assert _statuses(_fake_results()) == {i: "pass" for i in range(1, 8)}
+
+
+def test_sanity_checks_fail_on_constructed_failures():
+  def mutate(f):
+    r = copy.deepcopy(_fake_results())
+    f(r)
+    return _statuses(r)
+
+  def rising(r):  # accuracy rises with ε at step k
+    r["untargeted"]["attacks"]["pgd_step"][1]["adv_acc"][1] = 0.5
+  assert mutate(rising)[1] == "fail"
+
+  def above_chance(r):
+    r["large_eps"]["pgd_step"]["adv_acc"][1] = 0.4
+  assert mutate(above_chance)[2] == "fail"
+
+  def unconverged(r):
+    r["convergence"][0]["strong_acc"] = 0.2
+  assert mutate(unconverged)[3] == "fail"
+
+  def fgsm_stronger(r):
+    r["untargeted"]["attacks"]["fgsm_step"][0]["adv_acc"][1] = 0.1
+  assert mutate(fgsm_stronger)[4] == "fail"
+
+  def square_finds_more(r):
+    r["square"]["square_only"] = 5  # allowed: floor(0.01 × 200) = 2
+  assert mutate(square_finds_more)[5] == "fail"
+
+  def zero_grads(r):
+    r["gradients"]["per_loss"]["ce"]["zero_frac"][3] = 0.9
+  assert mutate(zero_grads)[6] == "fail"
+
+  def nan_grads(r):
+    r["gradients"]["per_loss"]["margin"]["num_nonfinite"][0] = 1
+  assert mutate(nan_grads)[6] == "fail"
+
+  def exploding(r):
+    r["gradients"]["per_loss"]["margin"]["median_norm"][3] = 1e6
+  assert mutate(exploding)[6] == "fail"
+
+  def recovery_lost(r):  # the full-horizon attacker removes the recovery
+    for e in r["untargeted"]["attacks"]["pgd_full"]:
+      e["adv_acc"][3] = e["adv_acc"][1] - 0.1
+  assert mutate(recovery_lost)[7] == "fail"
+
+  def no_recovery(r):
+    for e in r["untargeted"]["attacks"]["pgd_step"]:
+      e["adv_acc"][3] = e["adv_acc"][1]
+  assert mutate(no_recovery)[7] == "skipped"
+
+  def nothing_run(r):
+    for key in ("large_eps", "convergence", "square", "gradients"):
+      r.pop(key)
+    del r["untargeted"]["attacks"]["pgd_full"]
+  assert mutate(nothing_run) == {1: "pass", 2: "skipped", 3: "skipped", 4: "pass", 5: "skipped",
+                                 6: "skipped", 7: "skipped"}
+  # Every check reports its numbers.
+  for c in checks.sanity_checks(_fake_results(), profiles.attack_profile("paper").checks):
+    assert c["detail"] and c["numbers"]
+
+
+def _flagged_results():
+  """The healthy results under robust flags (adaptive): the cascade's rows, check 9's run, the randomness flag."""
+  r = copy.deepcopy(_fake_results())
+  row = lambda attack, attacked, broke, **flags: {"attack": attack, "flag_step": 2, "attacked": attacked,
+                                                  "broke": broke, "broke_at_k": broke, "broke_at_T": 0,
+                                                  "robust_at_k": 0, "robust_at_T": 0, **flags}
+  r["num_examples"] = 200
+  r["flags"] = {"per_eps": [{"eps": 0.01, "rows": [
+      row("pgd_step", 150, 120, scanpath_changed_count=40),
+      row("apgd_t_step", 30, 4, scanpath_changed_count=10, zero_grad_count=0),
+      row("bpda_step", 26, 2, scanpath_changed_count=12),
+      row("scanpath_step", 24, 1, scanpath_changed_count=20, steered_count=3),
+      row("transfer_step", 23, 1)]}]}
+  r["policy_check"] = {"eps": 0.01, "reference": "pgd_step", "num_examples": 50,
+                       "attacks": {"bpda_step": {"broke": 48}, "scanpath_step": {"broke": 50}}}
+  r["randomness"] = {"same_key_max_diff": 0.0, "other_key_max_diff": None, "fixations": "argmax"}
+  return r
+
+
+def test_robust_flag_checks_pass_and_fail():
+  paper = profiles.attack_profile("paper").checks
+  status = lambda r: {c["id"]: c["status"] for c in checks.sanity_checks(r, paper) if c["id"] > 7}
+  assert status(_fake_results()) == {}  # without flags: the seven checks only
+  assert status(_flagged_results()) == {8: "pass", 9: "pass", 10: "pass", 11: "pass"}
+  r = _flagged_results()
+  for per in r["flags"]["per_eps"]:
+    for row in per["rows"]:
+      row["scanpath_changed_count"] = 0 if row["attack"] in ("bpda_step", "scanpath_step") else 5
+  r["policy_check"]["attacks"]["bpda_step"]["broke"] = 40  # allowed to miss floor(0.1 × 50) = 5
+  r["flags"]["per_eps"][0]["rows"][-1]["broke_at_k"] = 3   # allowed floor(0.01 × 200) = 2
+  r["flags"]["per_eps"][0]["rows"][1]["zero_grad_count"] = 2
+  assert status(r) == {8: "fail", 9: "fail", 10: "fail", 11: "fail"}
+  r = _flagged_results()
+  r["randomness"]["same_key_max_diff"] = 1e-3
+  assert status(r)[11] == "fail"
+  r["flags"]["per_eps"][0]["rows"] = r["flags"]["per_eps"][0]["rows"][:2]  # no policy or transfer attack
+  r["policy_check"], r["notes"] = None, ["transfer: skipped (no source model)"]
+  checks_ = {c["id"]: c for c in checks.sanity_checks(r, paper)}
+  assert [checks_[i]["status"] for i in (8, 9, 10)] == ["skipped"] * 3
+  assert checks_[10]["detail"] == "transfer: skipped (no source model)"

@@ -1,0 +1,142 @@
+"""Renders README.md's generated tables from committed result files; ``--check`` fails if they are stale.
+
+Every number in README.md comes from a file a command writes, and this script is what puts it there. A
+generated block sits between two markers,
+
+  <!-- table:NAME -->
+  ...rendered text, never edited by hand...
+  <!-- /table -->
+
+and NAME picks its renderer and its source file:
+
+  demo      docs/results/demo_eval.json (a `make demo` run's eval/results.json): the run's setup in one line,
+            then accuracy, saccade length and the fraction of fixations that move, per glimpse step
+  verdicts  reproduction/verdicts.json (`make reproduce`): each claim of the paper under the paper's attack and
+            under the strongest attack, beside the same rule applied to the paper's own numbers
+
+  python tools/readme_tables.py            # rewrite the blocks in README.md
+  python tools/readme_tables.py --check    # exit 1 (and print a diff) if README.md differs from the rendering
+
+Standard library only, so it runs without the project's dependencies.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+BLOCK = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _row(cells) -> str:
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> list[str]:
+  return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _load(path: str) -> dict:
+  with open(os.path.join(ROOT, path)) as f:
+    return json.load(f)
+
+
+def render_demo(results: dict) -> list[str]:
+  """The demo block: one line of setup read from the run's saved config, then the per-step table."""
+  acc = results["accuracy_per_step"]
+  t_train, cfg = int(results["train_glimpses"]), results["config"]
+  steps = range(1, len(acc) + 1)
+  setup = (f"Model `{results['model']}` after {results['step']:,} training steps of {cfg['train']['batch_size']} "
+           f"images (seed {cfg['seed']}, T = {t_train} glimpses in training), evaluated on "
+           f"{results['num_examples']:,} test images of `{cfg['data']['name']}` for {len(acc)} steps.")
+  header = ["glimpse step", *(f"**{t}**" if t == t_train else str(t) for t in steps)]
+  rows = [["test accuracy (%)", *(f"**{100 * a:.2f}**" if t == t_train else f"{100 * a:.2f}"
+                                  for t, a in zip(steps, acc))]]
+  sac = results.get("saccades") or {}
+  if sac:
+    rows.append(["saccade to the next fixation (px)", *(f"{v:.1f}" for v in sac["mean_saccade_px"]), "–"])
+    rows.append(["fixations that move > 1 px next", *(f"{100 * v:.0f}%" for v in sac["fraction_moving"]), "–"])
+  return [setup, "", *_table(header, rows)]
+
+
+TEST_NAMES = {"k": "at k", "T": "at T_eval", "T vs k": "k → T_eval"}  # the test names in verdicts.json
+
+
+def _verdict_cell(v: dict | None) -> str:
+  if v is None:
+    return "not run by the paper"
+  if v.get("holds") is None:
+    return "not evaluated (missing: " + ", ".join(v.get("missing", [])) + ")"
+  word = "**holds**" if v["holds"] else "**does not hold**"
+  tests = ", ".join(f"{TEST_NAMES.get(name, name)} {100 * t['mean_diff']:+.1f} (margin {100 * t['margin']:.1f})"
+                    for name, t in v["tests"].items())
+  return f"{word}: Δ {tests}"
+
+
+def render_verdicts(data: dict) -> list[str]:
+  """One row per claim: our verdict under each attack, and the paper's own numbers judged by the same rule."""
+  ours = {(v["claim"]["id"], v["attack"]): v for v in data["ours"]}
+  paper = {v["claim"]["id"]: v for v in data["paper"]}
+  claims = list(dict.fromkeys((v["claim"]["id"], v["claim"]["text"]) for v in data["ours"]))
+  rows = [[text, _verdict_cell(ours.get((cid, "paper"))), _verdict_cell(ours.get((cid, "strongest"))),
+           _verdict_cell(paper.get(cid))] for cid, text in claims]
+  head = ["claim", f"ours, the paper's attack (n = {data['n']})", "ours, the strongest attack",
+          "the paper's own numbers"]
+  return _table(head, rows)
+
+
+RENDERERS = {
+    "demo": ("docs/results/demo_eval.json", render_demo),
+    "verdicts": ("reproduction/verdicts.json", render_verdicts),
+}
+
+
+def render(text: str) -> str:
+  """``text`` with every generated block replaced by its rendering; unknown block names are an error."""
+  def replace(match):
+    name = match.group("name")
+    if name not in RENDERERS:
+      raise ValueError(f"README block 'table:{name}' has no renderer; use one of {', '.join(RENDERERS)}")
+    path, fn = RENDERERS[name]
+    return match.group(1) + "\n".join(fn(_load(path))) + "\n" + match.group(4)
+  return BLOCK.sub(replace, text)
+
+
+def check(path: str = README) -> list[str]:
+  """The unified diff between ``path`` and its rendering; empty when the README is current."""
+  with open(path) as f:
+    current = f.read()
+  fresh = render(current)
+  return list(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
+                                   fromfile=path, tofile=path + " (rendered)"))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--check", action="store_true", help="exit 1 if the README differs from the rendering")
+  parser.add_argument("--readme", default=README, help="the file to render (default: README.md)")
+  args = parser.parse_args(argv)
+  try:
+    if args.check:
+      diff = check(args.readme)
+      sys.stdout.writelines(diff)
+      if diff:
+        print(f"{args.readme} is stale: run `python tools/readme_tables.py`", file=sys.stderr)
+      return 1 if diff else 0
+    with open(args.readme) as f:
+      text = f.read()
+    with open(args.readme, "w") as f:
+      f.write(render(text))
+    return 0
+  except (OSError, ValueError, KeyError) as e:
+    print(f"readme_tables: {e!r}" if isinstance(e, KeyError) else f"readme_tables: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
