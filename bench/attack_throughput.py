@@ -7,10 +7,12 @@ For each number of steps T, the attacked model is unrolled T steps and PGD (the 
 fixations/EOT; ``--iterations`` iterations) runs on the logits of step T, data-parallel over ``--devices`` host
 devices (the batch is sharded over the mesh's ``data`` axis, as in ``--mode=attack``). The compile time is
 measured separately (``lower().compile()``), then one warm-up call, then ``--repeats`` timed calls, each ended
-by ``block_until_ready``; the median is reported. Parameters: random init of the config's model, or the latest
-checkpoint of ``--workdir`` (speed does not depend on the weights, except through the fixations chosen).
-JSON goes to stdout and to ``--out`` (default bench/results/attack_throughput.json); it records the load average
-before and after, since other processes on the machine slow every number down.
+by ``block_until_ready``; the median is reported. PGD runs its iterations in a rolled loop and the model its
+glimpse steps in a rolled scan (the defaults: as fast as unrolled with the layers of rsrnn_jax.models.fastops,
+and the compile time does not grow with T; docs/performance.md). Parameters: random init of the config's
+model, or the latest checkpoint of ``--workdir`` (speed does not depend on the weights, except through the
+fixations chosen). JSON goes to stdout and to ``--out`` (default bench/results/attack_throughput.json); it
+records the load average before and after, since other processes on the machine slow every number down.
 """
 import argparse
 import sys
@@ -28,7 +30,8 @@ def parse_args(argv=None):
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--devices", type=int, default=2, help="host devices (sets XLA_FLAGS before jax starts)")
   p.add_argument("--workdir", default="", help="use the latest checkpoint of this workdir instead of random init")
-  p.add_argument("--unroll", type=int, default=None, help="override config.model.unroll (-1 full, 1 rolled)")
+  p.add_argument("--unroll", type=int, default=None,
+                 help="override config.model.unroll (-1 auto = a rolled glimpse scan for attacks, 0 full, n per trip)")
   p.add_argument("--remat", action="store_true", help="config.model.remat = True")
   p.add_argument("--quick", action="store_true", help="smoke test: batch 8, 2 iterations, 2 repeats, T = 4, 16")
   p.add_argument("--out", default=None, help="default bench/results/attack_throughput[_quick].json")

@@ -50,7 +50,10 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
+      try:
+        self._tb.close()
+      except OSError as e:  # e.g. a full disk: metrics.jsonl is the record, and the loop's own error is the one
+        logging.getLogger(__name__).warning("could not flush the TensorBoard events: %s", e)  # to report
 
 
 def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
