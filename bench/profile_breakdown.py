@@ -64,6 +64,8 @@ def op_kind(name: str, definition: str) -> str:
   base = re.sub(r"[.\d]+$", "", name)
   if base.startswith("ynn_fusion") or "convolution(" in definition or base.startswith("conv"):
     return "conv/dot"
+  if "iota" in base:
+    return "iota"
   if "scatter" in base:
     return "scatter"
   if "gather" in base or "gather(" in definition:
