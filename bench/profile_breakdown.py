@@ -32,7 +32,7 @@ import time
 import benchlib
 
 # Model parts, matched in order against an op's op_name metadata (first match wins).
-PARTS = (("sampler", ("take_along_axis", "retina", "bilinear", "_pool_2x2")),
+PARTS = (("sampler", ("take_along_axis", "retina", "bilinear")),
          ("encoder1", ("encoder1",)), ("core (ConvGRU)", ("/core/",)), ("encoder2", ("encoder2",)),
          ("dorsal", ("dorsal",)), ("classifier", ("classifier",)), ("glimpse resize", ("step/jit(resize",)),
          ("loss / update", ("attack_loss", "optax", "adam", "logsumexp", "sign", "clip")))

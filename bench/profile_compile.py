@@ -44,7 +44,7 @@ def _programs(config, model):
   unique = {}
   for spec in [*specs.values(), targeted, conv, square]:
     if registry.get(spec.attack).prepare is None:
-      unique.setdefault(spec, spec.name)  # specs that differ only by name share one compilation
+      unique.setdefault(spec, spec.name + (" (targeted)" if spec.targeted else ""))  # names don't count
   return [("clean_logits", sweep.clean_logits_fn(model, setup))] + [
       (name, sweep.make_attack_fn(model, spec, setup)) for spec, name in unique.items()]
 
