@@ -71,13 +71,7 @@ def model_logits_fn(model, variables, *, horizon: str = "step", attack_step: int
   ``full`` (mean logits of steps 1..eval_steps). fixations: ``argmax`` (deterministic; ``rng`` unused) or
   ``sample``: the mean logits of ``eot_samples`` draws with keys ``eot_keys(rng, images, eot_samples)``.
   """
-  if horizon not in HORIZONS:
-    raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
-  if attack_step < 1:
-    raise ValueError(f"attack_step must be >= 1, got {attack_step}")
-  if horizon == "full" and eval_steps < 1:
-    raise ValueError("horizon='full' needs eval_steps >= 1")
-  num_steps = horizon_steps(horizon, attack_step, eval_steps)
+  num_steps = _check_horizon(horizon, attack_step, eval_steps)
 
   if fixations == "argmax":
     def logits_fn(images):
