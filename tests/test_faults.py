@@ -17,6 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import matplotlib.figure
 import numpy as np
 import pytest
 
@@ -335,6 +336,37 @@ def test_results_are_written_atomically_and_strictly(tmp_path, monkeypatch):
   with pytest.raises(OSError):
     workdir_lib.write_json(path, {"acc": [1.0]})
   assert json.load(open(path))["acc"] == [0.5, None] and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_figure_or_gif_that_fails_to_save_leaves_the_previous_file(tmp_path, monkeypatch):
+  from rsrnn_jax.report import figures
+  png, gif = str(tmp_path / "acc.png"), str(tmp_path / "g.gif")
+  figures.plot_accuracy_per_step({"clean": [0.5, 0.6]}, png)
+  figures.save_gif([np.zeros((8, 8, 3), np.uint8)] * 2, gif)
+  before = {p: open(p, "rb").read() for p in (png, gif)}
+
+  def broken(self, fname, *args, **kwargs):  # a disk that fills half-way through the file
+    open(fname, "wb").write(b"\x89PNG partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+  with pytest.raises(OSError):
+    figures.plot_accuracy_per_step({"clean": [0.1, 0.2]}, png)
+  monkeypatch.setattr(figures, "atomic_path", _failing_atomic_path(figures.atomic_path))
+  with pytest.raises(OSError):
+    figures.save_gif([np.full((8, 8, 3), 255, np.uint8)] * 3, gif)
+  assert {p: open(p, "rb").read() for p in (png, gif)} == before
+  assert sorted(os.listdir(tmp_path)) == ["acc.png", "g.gif"]
+
+
+def _failing_atomic_path(atomic_path):
+  """atomic_path whose block fails after the writer has written its temporary file."""
+  @contextlib.contextmanager
+  def wrapped(path):
+    with atomic_path(path) as tmp:
+      yield tmp
+      assert os.path.getsize(tmp) > 0
+      raise OSError(errno.ENOSPC, "No space left on device")
+  return wrapped
 
 
 # ------------------------------------------------------------------------------------------- corrupt data

@@ -32,7 +32,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax import configlib
+from rsrnn_jax import configlib, workdir
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import build_model, registry
 
@@ -106,8 +106,7 @@ def main(argv=None) -> int:
     return 2
   print(table(rows))
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(rows, f, indent=1)
+    workdir.write_json(args.out, rows)
   return 0
 
 

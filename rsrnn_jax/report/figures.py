@@ -7,6 +7,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rsrnn_jax.workdir import atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: str, *, dpi: int = 110) -> None:
+  """Writes ``fig`` to ``path`` atomically (a failed or interrupted save leaves the previous file) and closes it."""
+  try:
+    with atomic_path(path) as tmp:
+      fig.savefig(tmp, dpi=dpi)
+  finally:
+    plt.close(fig)
+
 
 def to_pixels(fix, size: int):
   """Normalised (x, y) in [-1, 1] → pixel (col, row), align_corners convention."""
@@ -27,8 +38,7 @@ def plot_accuracy_per_step(curves: dict, path: str, *, train_glimpses: int | Non
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 def _example_title(b: int, labels=None, predictions=None, class_names=None) -> str:
@@ -53,8 +63,7 @@ def _save_grid(fig, axes, path: str):
     ax.set_xticks([])
     ax.set_yticks([])
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path, dpi=110)
 
 
 def plot_fixations(images, fixations, glimpses, path: str, *, labels=None, predictions=None,
@@ -150,8 +159,7 @@ def plot_adv_accuracy_per_step(panels: dict, path: str, *, clean=None, attack_st
   if title:
     fig.suptitle(title)
   fig.tight_layout(rect=(0, 0, 1 - 1.6 / (3.6 * ncols + 1.4), 1))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path, dpi=110)
 
 
 def _draw_bars(ax, epsilons, series: dict, *, colors=None, ylabel: str = "accuracy (%)", legend: bool = True):
@@ -190,8 +198,7 @@ def plot_adv_accuracy_bars(epsilons, series: dict, path: str, *, title: str = ""
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 def plot_bar_panels(panels, path: str, *, ncols: int = 2, title: str = ""):
@@ -211,8 +218,7 @@ def plot_bar_panels(panels, path: str, *, ncols: int = 2, title: str = ""):
   if title:
     fig.suptitle(title)
   fig.tight_layout(rect=(0, 0, 1 - 1.4 / (5.2 * ncols), 1))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path, dpi=110)
 
 
 def plot_asr_per_step(panels: dict, path: str, *, attack_step: int | None = None, title: str = ""):
@@ -237,8 +243,7 @@ def plot_asr_per_step(panels: dict, path: str, *, attack_step: int | None = None
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 def plot_probability_maps(images, rows: dict, path: str, *, fixations=None, titles=None):
@@ -274,8 +279,7 @@ def plot_probability_maps(images, rows: dict, path: str, *, fixations=None, titl
     cax = fig.add_axes((0.92, 0.1, 0.02, 0.8))
     cb = fig.colorbar(im, cax=cax)
     cb.set_label("target-class probability (%)", fontsize=7)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -301,8 +305,7 @@ def plot_accuracy_vs_gmacs(panels: dict, path: str):
   handles = [plt.Line2D([], [], color=palette[m], lw=2, marker="o") for m in names]
   fig.legend(handles, names, loc="center right", fontsize=8)
   fig.tight_layout(rect=(0, 0, 1 - 1.6 / (5.0 * len(panels) + 1.6), 1))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path, dpi=110)
 
 
 STEP_COLORS = ("red", "blue", "lime", "black")  # the paper's Fig. 3a: first to fourth fixation
@@ -381,4 +384,5 @@ def glimpse_frames(images, fixations, glimpses, *, probs=None, labels=None, clas
 def save_gif(frames, path: str, *, seconds_per_frame: float = 0.8):
   """Frames (uint8 [H,W,3]) → a looping GIF (imageio)."""
   import imageio.v2 as imageio
-  imageio.mimsave(path, frames, duration=int(round(1000 * seconds_per_frame)), loop=0)  # ms per frame
+  with atomic_path(path) as tmp:
+    imageio.mimsave(tmp, frames, duration=int(round(1000 * seconds_per_frame)), loop=0)  # ms per frame
