@@ -3,8 +3,9 @@
   python bench/memory.py            # demo model, batch 64: train step (T=4), PGD through 16 and 24 steps
   python bench/memory.py --quick    # smoke run: batch 8, rolled scan only, train T=4 and PGD through 16 steps
 
-Per case, scan unroll (-1 = full, the CPU default; 1 = rolled, the GPU default) and remat setting, in a fresh
-subprocess (so the process's peak RSS belongs to that case alone): XLA's own accounting of the compiled program (``jit(f).lower(...).compile().memory_analysis()``: temp =
+Per case, scan unroll (-1 = auto: full for training on CPU, rolled otherwise; 1 = rolled) and remat setting,
+in a fresh subprocess (so the process's peak RSS belongs to that case alone): XLA's own accounting of the
+compiled program (``jit(f).lower(...).compile().memory_analysis()``: temp =
 activations and other scratch, plus arguments, outputs and code), and the process peak RSS (``ru_maxrss``) after
 one call, with the RSS before compiling for reference. One host device, the batch unsharded, so temp bytes are
 the whole batch's. JSON → bench/results/memory.json.
@@ -69,7 +70,7 @@ def main(argv=None):
   p.add_argument("--config", default="configs/demo.py")
   p.add_argument("--cases", default="train:4,pgd:16,pgd:24", help="train:T (train step with T "
                  "glimpses) and pgd:T (PGD through T steps)")
-  p.add_argument("--unrolls", default="-1,1", help="scan unroll settings: -1 full (CPU default), 1 rolled")
+  p.add_argument("--unrolls", default="-1,1", help="scan unroll settings: -1 auto (layers.scan_unroll), 1 rolled")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--iterations", type=int, default=5, help="PGD iterations")
   p.add_argument("--quick", action="store_true", help="smoke test: batch 8, 2 PGD iterations, rolled, train:4,pgd:16")

@@ -3,6 +3,8 @@
 Every field is documented here once (the model's in rsrnn_jax/models/registry.py ``preset``); ``configs/demo.py``
 and ``configs/imagenet.py`` override what differs.
 """
+import os
+
 import ml_collections
 
 from rsrnn_jax import data
@@ -66,9 +68,10 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
   c.seed = 0
   c.num_devices = 0            # 0 = every device of every process; n = the first n (single process)
   # JAX persistent compilation cache (run.py applies it before anything compiles): a directory reused across
-  # runs and restarts; "" = off (JAX's JAX_COMPILATION_CACHE_DIR environment variable still works). Only
-  # compilations over 1 s are stored (jax_persistent_cache_min_compile_time_secs). docs/scaling.md.
-  c.compilation_cache_dir = ""
+  # runs and restarts (an attack profile's ~7 programs, the train step); default: JAX_COMPILATION_CACHE_DIR if
+  # set, else ~/.cache/rsrnn_jax/jax_cache; "" = off (JAX's own settings apply). Only compilations over 1 s
+  # are stored (jax_persistent_cache_min_compile_time_secs). docs/scaling.md.
+  c.compilation_cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR") or "~/.cache/rsrnn_jax/jax_cache"
 
   # Data fields are documented in rsrnn_jax/data/pipeline.py; mean/std normalise inside the model.
   c.data = data.default_data_config(data_name)

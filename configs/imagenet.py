@@ -34,8 +34,8 @@ def get_config(arg: str = ""):
 
   common.set_model(c, model, width=64, out_size=64, density_ratio=10.0)
   c.model.dtype = "bfloat16"   # bf16 compute; params, optimiser state and losses stay float32
-  # Each host compiles the full model (minutes on GPU); a restart after preemption reuses the executables.
-  c.compilation_cache_dir = "~/.cache/rsrnn_jax/jax_cache"
+  # Each host compiles the full model (minutes on GPU); a restart after preemption reuses the executables from
+  # c.compilation_cache_dir (common.py: on by default, local to each host).
 
   c.train.batch_size = 256
   epochs = 120

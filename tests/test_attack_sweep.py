@@ -162,3 +162,15 @@ def test_attack_fn_compiles_once_for_several_eps_and_stays_in_the_ball():
     assert out["num_examples"].tolist() == [7, 7, 7]
     assert not out["adv_correct"][:, 7].any()  # padding never counts
   assert np.abs(outs[-1][1]["adv_images"] - x).max() > 0.05  # ε is really used
+
+
+def test_compiled_once_times_each_signature_once_and_reuses_it():
+  seen = []
+  f = sweep.CompiledOnce(jax.jit(lambda x, eps, *, scale: scale * x + eps), on_compile=seen.append)
+  a = f(jnp.ones(3), jnp.float32(0.5), scale=2.0)
+  b = f(jnp.zeros(3), jnp.float32(1.0), scale=2.0)  # same signature: the kept executable, no new compile
+  np.testing.assert_allclose(a, [2.5] * 3)
+  np.testing.assert_allclose(b, [1.0] * 3)
+  assert len(seen) == 1 and seen[0] > 0 and len(f.executables) == 1
+  f(jnp.ones(4), jnp.float32(0.5), scale=2.0)  # a new shape compiles again
+  assert len(seen) == 2 and len(f.executables) == 2

@@ -1,73 +1,153 @@
-"""`make reproduce` (rsrnn_jax/reproduction/: run, verdicts, report): verdict rules on hand-made numbers, stage
-skipping and resuming with fake stages, and the --quick run end to end on the tiny data set, twice."""
+"""`make reproduce` (rsrnn_jax/reproduction/): the bootstrap intervals and the three-valued verdicts on hand-made
+numbers (ours and the paper's with its read-off tolerance), the budgets and configs, stage skipping per seed with
+fake stages, and the --quick run end to end on the tiny data set, twice."""
+import importlib.util
 import json
 import logging
 import os
 
+import numpy as np
 import pytest
 
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import run as R
+from rsrnn_jax.reproduction import runs as RUNS
+from rsrnn_jax.reproduction import stats as S
 from rsrnn_jax.reproduction import verdicts as V
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 
-N = 400  # attacked examples in the hand-made numbers: se of a difference of two ~50% accuracies ≈ 3.5 points
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _groups(retina, crops, whole):
-  """{paper key: {"k": [...], "T": [...]}} from (k values, T values) per group of the claims."""
-  series = {"RS-RNN": retina, "Base-Retina": retina, "DRAM": crops, "GF-Net-m": crops, "S3TA": whole,
-            "FF-CNN": whole}
-  return {m: {"k": list(k), "T": list(t)} for m, (k, t) in series.items()}
+def _correct(rng, n, acc):
+  """n examples, a fraction ``acc`` of them correct, in random order."""
+  out = np.zeros(n, bool)
+  out[rng.permutation(n)[:int(round(acc * n))]] = True
+  return out
 
 
-def test_clearly_above_needs_the_mean_beyond_the_margin_and_no_clear_reversal():
-  assert V.clearly_above([0.6, 0.5, 0.3], [0.4, 0.3, 0.1], N)["holds"]
-  within_noise = V.clearly_above([0.52, 0.51, 0.50], [0.50, 0.50, 0.50], N)
-  assert not within_noise["holds"] and 0 < within_noise["mean_diff"] < within_noise["margin"]
-  reversed_once = V.clearly_above([0.9, 0.9, 0.2], [0.3, 0.3, 0.5], N)   # big mean gain, clearly worse at ε3
-  assert reversed_once["mean_diff"] > reversed_once["margin"] and not reversed_once["nowhere_below"]
-  assert not reversed_once["holds"]
-  assert not V.clearly_above([0.0, 0.0], [0.0, 0.0], N)["holds"]         # everything broken: no evidence
-  assert not V.clearly_above([0.3, 0.1], [0.6, 0.5], N)["holds"]
+def _model(rng, accs, n=200, eps=2):
+  """[S, E, n, 2] per-example data: per seed, accuracy accs[s] at both read-outs and every ε."""
+  return np.stack([np.stack([np.stack([_correct(rng, n, a)] * 2, -1) for _ in range(eps)]) for a in accs])
 
 
-def test_claims_hold_and_do_not_hold_on_hand_made_numbers():
-  by_id = lambda rows: {(r["claim"]["id"], r["attack"]): r["holds"] for r in rows}
-  paper_like = _groups(retina=([0.5, 0.35, 0.15], [0.6, 0.45, 0.25]), crops=([0.35, 0.2, 0.05], [0.36, 0.2, 0.05]),
-                       whole=([0.08, 0.02, 0.0], [0.08, 0.02, 0.0]))
-  # The strongest attack removes RS-RNN's recovery and the retina's lead at T_eval.
-  strongest = _groups(retina=([0.3, 0.15, 0.05], [0.3, 0.15, 0.05]), crops=([0.3, 0.15, 0.05], [0.3, 0.15, 0.05]),
-                      whole=([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]))
-  v = by_id(V.verdicts({"paper": paper_like, "strongest": strongest}, N))
-  assert v == {("retina", "paper"): True, ("retina", "strongest"): False, ("crops", "paper"): True,
-               ("crops", "strongest"): True, ("recovery", "paper"): True, ("recovery", "strongest"): False}
-  # The retina's lead only at step k, not at T_eval: the claim needs both read-outs.
-  only_k = _groups(retina=([0.5, 0.4, 0.2], [0.3, 0.2, 0.1]), crops=([0.3, 0.2, 0.1], [0.3, 0.2, 0.1]),
-                   whole=([0.0] * 3, [0.0] * 3))
-  row = next(r for r in V.verdicts({"paper": only_k}, N) if r["claim"]["id"] == "retina")
-  assert row["tests"]["k"]["holds"] and not row["tests"]["T"]["holds"] and row["holds"] is False
-  # A missing model: not evaluated (None), never a verdict.
+def test_bootstrap_decides_a_certain_difference_and_not_identical_models():
+  rng = np.random.default_rng(0)
+  diff = [("A", 0, 1.0), ("B", 0, -1.0)]
+  certain = S.bootstrap({"A": _model(rng, [0.8, 0.8, 0.8]), "B": _model(rng, [0.2, 0.2, 0.2])}, diff)
+  assert abs(certain["estimate"] - 0.6) < 1e-9 and certain["interval"][0] > 0.5
+  assert V.verdict(certain["interval"]) == V.HOLDS
+  a = _model(rng, [0.6, 0.5])
+  same = S.bootstrap({"A": a, "B": a.copy()}, diff)                   # identical models, two seeds each
+  assert same["estimate"] == 0 and same["interval"][0] < 0 < same["interval"][1]
+  assert V.verdict(same["interval"]) == V.UNDECIDED
+  # Deterministic (explicit Generator seed); another seed gives another, similar interval.
+  assert S.bootstrap({"A": a, "B": a.copy()}, diff) == same
+  other = S.bootstrap({"A": a, "B": a.copy()}, diff, seed=1)["interval"]
+  assert other != same["interval"] and abs(other[1] - same["interval"][1]) < 0.02
+
+
+def test_pairing_decides_a_constant_shift_on_the_same_examples():
+  rng = np.random.default_rng(1)
+  n = 200
+  low = _correct(rng, n, 0.5)
+  high = low.copy()
+  high[np.flatnonzero(~low)[:10]] = True                                # +5 points: 10 more examples right
+  data = {"A": np.stack([high, high], -1)[None, None], "B": np.stack([low, low], -1)[None, None]}
+  diff = [("A", 1, 1.0), ("B", 1, -1.0)]
+  paired, unpaired = S.bootstrap(data, diff), S.bootstrap(data, diff, paired=False)
+  assert paired["estimate"] == pytest.approx(0.05) and unpaired["estimate"] == pytest.approx(0.05)
+  assert paired["interval"][0] > 0.01 and V.verdict(paired["interval"]) == V.HOLDS
+  assert unpaired["interval"][0] < 0 < unpaired["interval"][1] and V.verdict(unpaired["interval"]) == V.UNDECIDED
+
+
+def test_seed_variation_widens_the_interval():
+  rng = np.random.default_rng(2)
+  base = _model(rng, [0.45], n=400)
+  steady = np.concatenate([_model(rng, [0.55], n=400)] * 3)            # three seeds, the same accuracy
+  varied = _model(rng, [0.85, 0.55, 0.25], n=400)                      # three seeds, mean 0.55, very different
+  diff = [("A", 0, 1.0), ("B", 0, -1.0)]
+  s = S.bootstrap({"A": steady, "B": base}, diff)
+  v = S.bootstrap({"A": varied, "B": base}, diff)
+  assert abs(s["estimate"] - v["estimate"]) < 1e-9
+  assert V.verdict(s["interval"]) == V.HOLDS and V.verdict(v["interval"]) == V.UNDECIDED
+  assert v["interval"][1] - v["interval"][0] > 3 * (s["interval"][1] - s["interval"][0])
+  with pytest.raises(ValueError, match="same eps, examples"):
+    S.bootstrap({"A": steady, "B": base[:, :, :100]}, diff)
+  assert S.mean_sd([0.5, 0.7]) == {"mean": pytest.approx(0.6), "sd": pytest.approx(0.1414, abs=1e-4), "n": 2}
+  assert S.mean_sd([0.5])["sd"] == 0.0
+
+
+def test_three_valued_rule_and_its_combination():
+  assert V.verdict([0.001, 0.05]) == V.HOLDS
+  assert V.verdict([-0.05, -0.001]) == V.FAILS
+  assert V.verdict([-0.01, 0.02]) == V.UNDECIDED
+  assert V.verdict([0.0, 0.1]) == V.UNDECIDED and V.verdict([-0.1, 0.0]) == V.UNDECIDED  # touching 0: not decided
+  assert V.combine([V.HOLDS, V.HOLDS]) == V.HOLDS
+  assert V.combine([V.HOLDS, V.UNDECIDED]) == V.UNDECIDED
+  assert V.combine([V.HOLDS, V.FAILS]) == V.FAILS and V.combine([V.UNDECIDED, V.FAILS]) == V.FAILS
+  assert V.combine([]) == V.UNDECIDED
+
+
+def _claims_data(rng, retina, crops, whole, n=300):
+  """{paper key: [S=2, E=3, n, 2]} with accuracies (at k, at T) per group of the claims."""
+  def group(k, t):
+    return np.stack([np.stack([np.stack([_correct(rng, n, k), _correct(rng, n, t)], -1) for _ in range(3)])
+                     for _ in range(2)])
+  return {"RS-RNN": group(*retina), "Base-Retina": group(*retina), "DRAM": group(*crops), "GF-Net-m": group(*crops),
+          "S3TA": group(*whole), "FF-CNN": group(*whole)}
+
+
+def test_claims_hold_fail_or_stay_undecided_on_hand_made_per_example_results():
+  rng = np.random.default_rng(3)
+  ours = lambda rows: {(r["claim"]["id"], r["attack"]): r["verdict"] for r in rows}
+  paper_like = _claims_data(rng, retina=(0.5, 0.6), crops=(0.3, 0.31), whole=(0.05, 0.05))
+  reversed_ = _claims_data(rng, retina=(0.2, 0.2), crops=(0.4, 0.4), whole=(0.6, 0.6))
+  close = _claims_data(rng, retina=(0.3, 0.3), crops=(0.3, 0.3), whole=(0.3, 0.3))  # equal: nothing to decide
+  got = ours(V.judge({"paper": paper_like, "strongest": reversed_, "adaptive": close}, resamples=500))
+  assert got == {("retina", "paper"): V.HOLDS, ("crops", "paper"): V.HOLDS, ("recovery", "paper"): V.HOLDS,
+                 ("retina", "strongest"): V.FAILS, ("crops", "strongest"): V.FAILS,
+                 ("recovery", "strongest"): V.UNDECIDED,
+                 ("retina", "adaptive"): V.UNDECIDED, ("crops", "adaptive"): V.UNDECIDED,
+                 ("recovery", "adaptive"): V.UNDECIDED}
+  # The retina's lead only at step k: the T test is undecided, so is the claim; reversed at T: it fails.
+  only_k = _claims_data(rng, retina=(0.5, 0.3), crops=(0.3, 0.3), whole=(0.0, 0.0))
+  row = V.judge_claim(V.CLAIMS[0], only_k, resamples=500)
+  assert (row["tests"]["k"]["verdict"], row["tests"]["T"]["verdict"], row["verdict"]) == (V.HOLDS, V.UNDECIDED,
+                                                                                          V.UNDECIDED)
+  worse_at_t = _claims_data(rng, retina=(0.5, 0.1), crops=(0.3, 0.3), whole=(0.0, 0.0))
+  assert V.judge_claim(V.CLAIMS[0], worse_at_t, resamples=500)["verdict"] == V.FAILS
+  assert row["models"]["RS-RNN"]["k"]["n"] == 2 and abs(row["models"]["RS-RNN"]["k"]["mean"] - 0.5) < 1e-9
+  # A missing model: not evaluated, never a verdict.
   partial = {m: a for m, a in paper_like.items() if m != "DRAM"}
-  rows = {r["claim"]["id"]: r for r in V.verdicts({"paper": partial}, N)}
-  assert rows["retina"]["holds"] is None and rows["retina"]["missing"] == ["DRAM"]
-  assert rows["recovery"]["holds"] is True
+  rows = {r["claim"]["id"]: r for r in V.judge({"paper": partial}, resamples=200)}
+  assert rows["retina"]["verdict"] == V.NOT_EVALUATED and rows["retina"]["missing"] == ["DRAM"]
+  assert rows["recovery"]["verdict"] == V.HOLDS
 
 
-def test_paper_numbers_are_one_labelled_structure_and_meet_their_own_claims():
+def test_paper_numbers_go_through_the_same_rule_with_their_read_off_tolerance():
   assert "paper.md §8" in PAPER["source"]
   for section in ("table1", "accuracy_vs_gmacs", "adv_accuracy", "adv_accuracy_per_step", "asr"):
     assert PAPER[section]["source"]
   p = PAPER["adv_accuracy"]
   assert all(len(v) == len(p["epsilons"]) for v in list(p["at_k"].values()) + list(p["at_T"].values()))
-  assert p["at_T"]["RS-RNN"] == [56.5, 44.5, 23.6]
-  rows = V.verdicts({"paper": V.paper_accuracies()}, V.PAPER_EXAMPLES)
-  assert all(r["holds"] for r in rows)
+  rows = {r["claim"]["id"]: r for r in V.judge_paper()}
+  assert all(r["verdict"] == V.HOLDS for r in rows.values())
+  rec = rows["recovery"]["tests"]["T vs k"]
+  assert rec["estimate"] == pytest.approx(np.mean([56.5, 44.5, 23.6]) / 100 - np.mean([49.0, 34.7, 14.5]) / 100)
+  assert rec["interval"] == pytest.approx([rec["estimate"] - 0.02, rec["estimate"] + 0.02])  # ±1 pt, two values
+  assert rows["retina"]["tests"]["k"]["tolerance"] == pytest.approx(0.02)  # four group means of ±1 pt, weights ½
+  # Hand-made published numbers: a 1.5-point recovery is within the read-off tolerance, a 3-point loss is not.
+  vals = lambda k, t: {"RS-RNN": {"k": [k] * 3, "T": [t] * 3}}
+  assert V.judge_paper(vals(0.30, 0.315))[2]["verdict"] == V.UNDECIDED
+  assert V.judge_paper(vals(0.30, 0.27))[2]["verdict"] == V.FAILS
+  assert V.judge_paper(vals(0.30, 0.33))[2]["verdict"] == V.HOLDS
+  assert V.judge_paper(vals(0.30, 0.33))[0]["verdict"] == V.NOT_EVALUATED
   # Every model the paper has numbers for is a registered model or variant, and every claim names them.
   keys = {registry.variant(v).paper_key for v in R.MODELS}
   assert set(PAPER["table1"]["top1"]) | set(PAPER["asr"]["targeted_read_off"]) <= keys
   for c in V.CLAIMS:
-    assert set(c.get("higher", ()) + c.get("lower", ()) + ((c["model"],) if "model" in c else ())) <= keys
+    assert set(V.needed_models(c)) <= keys
   assert V.by_paper_key({"rsrnn": 1, "ff_cnn_at": 2}) == {"RS-RNN": 1, "FF-CNN-AT": 2}
 
 
@@ -80,16 +160,44 @@ def test_describe_model_reads_table1_columns_from_the_configs():
   assert got["FF-CNN-AT"] == got["FF-CNN"]
 
 
+def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles():
+  b = R.BUDGETS["full"]
+  assert (b.train_steps, b.batch_size, b.checkpoint_steps, b.attack_examples) == (2600, 64, 260, 1000)
+  assert b.stages == ("train", "eval", "attack_paper", "attack_adaptive")
+  assert b.seeds_for("rsrnn") == (0, 1, 2) and b.seeds_for("ff_cnn_at") == (0,)
+  assert b.seeds_for("ff_cnn_at", (5, 6)) == (5,) and b.seeds_for("dram", (5, 6)) == (5, 6)
+  assert R.plateau_steps(2600, 260) == [2080, 2340, 2600] and R.plateau_steps(4, 2) == [2, 2, 4]
+  assert R.plateau_steps(700, 250) == [500, 500, 700]
+  configs = R.stage_configs("rsrnn", b, seed=2)
+  assert list(configs) == list(b.stages)
+  train, adaptive = configs["train"], configs["attack_adaptive"].attack
+  assert train.seed == 2 and train.train.num_train_steps == 2600 and train.train.keep_checkpoints >= 3
+  assert configs["attack_paper"] is train and tuple(train.attack.epsilons) == (0.01, 0.02, 0.03)
+  assert (train.attack.attack_step, train.attack.eval_steps, train.train.num_glimpses) == (4, 8, 4)
+  assert adaptive.profile == "adaptive" and adaptive.flags and tuple(adaptive.epsilons) == (0.02,)
+  assert (adaptive.attack_step, adaptive.eval_steps, adaptive.num_examples) == (4, 8, 1000)
+  steps = {m: R.model_config(m, b).train.num_train_steps for m in R.MODELS}
+  assert set(steps.values()) == {2600}
+  assert R.main(["--seeds", "0,x", "--report_only"]) == 2 and R.main(["--models", "nonesuch"]) == 2
+
+
 def test_fingerprints_follow_the_fields_each_stage_depends_on():
-  base = R.fingerprints(R.model_config("rsrnn"))
-  attack = R.fingerprints(R.model_config("rsrnn", overrides={"attack.seed": 1}))
-  assert attack["train"] == base["train"] and attack["eval"] == base["eval"] and attack["attack"] != base["attack"]
-  ev = R.fingerprints(R.model_config("rsrnn", overrides={"eval.num_figure_images": 3}))
-  assert ev["train"] == base["train"] and ev["eval"] != base["eval"] and ev["attack"] == base["attack"]
-  tr = R.fingerprints(R.model_config("rsrnn", overrides={"train.learning_rate": 1e-3}))
-  assert all(tr[s] != base[s] for s in R.STAGES)
-  assert R.fingerprints(R.model_config("rsrnn", overrides={"train.log_every": 7})) == base  # bookkeeping only
-  assert R.fingerprints(R.model_config("ff_cnn_at"))["train"] != R.fingerprints(R.model_config("ff_cnn"))["train"]
+  cfg = lambda **o: R.stage_configs("rsrnn", R.DEFAULT_BUDGET, o)
+  base = RUNS.fingerprints(cfg())
+  assert set(base) == set(R.DEFAULT_BUDGET.stages)
+  attack = RUNS.fingerprints(cfg(**{"attack.seed": 1}))  # both profiles' attack configs
+  assert attack["train"] == base["train"] and attack["eval"] == base["eval"]
+  assert attack["attack_paper"] != base["attack_paper"] and attack["attack_adaptive"] != base["attack_adaptive"]
+  ev = RUNS.fingerprints(cfg(**{"eval.num_figure_images": 3}))
+  assert ev["train"] == base["train"] and ev["eval"] != base["eval"] and ev["attack_paper"] == base["attack_paper"]
+  assert RUNS.fingerprints(cfg(), plateau_examples=7)["eval"] != base["eval"]
+  tr = RUNS.fingerprints(cfg(**{"train.learning_rate": 1e-3}))
+  assert all(tr[s] != base[s] for s in base)
+  assert RUNS.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
+  seed1 = RUNS.fingerprints(R.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
+  assert all(seed1[s] != base[s] for s in base)
+  ff, ff_at = (RUNS.fingerprints(R.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
+  assert ff != ff_at
 
 
 class _FakeStages:
@@ -99,6 +207,9 @@ class _FakeStages:
     self.calls = []
     self.fail_train_at = None
 
+  def fns(self):
+    return {"train": self.train, "eval": self.eval, "attack": self.attack}
+
   def train(self, config, run_dir):
     self.calls.append("train")
     os.makedirs(os.path.join(run_dir, "checkpoints", "2"), exist_ok=True)
@@ -106,49 +217,55 @@ class _FakeStages:
       raise KeyboardInterrupt
     os.makedirs(os.path.join(run_dir, "checkpoints", str(config.train.num_train_steps)), exist_ok=True)
 
-  def eval(self, config, run_dir):
+  def eval(self, config, run_dir, plateau_examples=0):
     self.calls.append("eval")
     os.makedirs(os.path.join(run_dir, "eval"), exist_ok=True)
-    for f in ("eval/results.json", "compute.json", "figures.npz"):
+    for f in ("eval/results.json", "compute.json", "figures.npz", "plateau.json"):
       open(os.path.join(run_dir, f), "w").close()
 
   def attack(self, config, run_dir):
-    self.calls.append("attack")
-    os.makedirs(os.path.join(run_dir, "attack_paper"), exist_ok=True)
-    open(os.path.join(run_dir, "attack_paper", "results.json"), "w").close()
+    name = f"attack_{config.attack.profile}"
+    self.calls.append(name)
+    os.makedirs(os.path.join(run_dir, name), exist_ok=True)
+    for f in ("results.json", "per_example.npz"):
+      open(os.path.join(run_dir, name, f), "w").close()
 
 
-def test_stages_skip_when_done_and_rerun_what_changed_or_is_missing(tmp_path, monkeypatch, caplog):
+def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, caplog):
   fake = _FakeStages()
-  monkeypatch.setattr(R, "STAGE_FNS", {"train": fake.train, "eval": fake.eval, "attack": fake.attack})
-  run_dir = str(tmp_path / "rsrnn")
-  cfg = lambda **o: R.model_config("rsrnn", R.QUICK_BUDGET, o)
+  cfg = lambda seed=0, **o: R.stage_configs("rsrnn", R.QUICK_BUDGET, o, seed=seed)
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
+  everything = ["train", "eval", "attack_paper", "attack_adaptive"]
 
-  def run(config):
+  def run(configs, seed=0):
     fake.calls.clear()
-    stages = R.run_model("rsrnn", config, run_dir)
-    assert all(stages[s]["done"] for s in R.STAGES)
+    stages = RUNS.run_model(f"rsrnn/seed{seed}", configs, RUNS.run_dir(str(tmp_path), "rsrnn", seed), fake.fns())
+    assert all(stages[s]["done"] for s in configs)
     return list(fake.calls)
 
-  assert run(cfg()) == ["train", "eval", "attack"]
+  assert run(cfg()) == everything
+  assert run(cfg(1), seed=1) == everything                                  # another seed: its own run
+  assert os.path.isdir(tmp_path / "runs" / "rsrnn" / "seed1" / "attack_adaptive")
   caplog.clear()
-  assert run(cfg()) == []                                                  # everything up to date
-  assert caplog.text.count("up to date, skipped") == 3
-  os.remove(os.path.join(run_dir, "attack_paper", "results.json"))
-  assert run(cfg()) == ["attack"]                                          # a missing output
-  assert run(cfg(**{"attack.seed": 3})) == ["attack"]                      # an attack field
-  assert run(cfg(**{"attack.seed": 3, "eval.num_figure_images": 1})) == ["eval", "attack"]  # later stages too
-  # Training interrupted after its first checkpoint: the next run resumes it, then the later stages.
+  assert run(cfg()) == [] and run(cfg(1), seed=1) == []                    # everything up to date
+  assert caplog.text.count("up to date, skipped") == 8
+  run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
+  os.remove(os.path.join(run_dir, "attack_paper", "per_example.npz"))
+  assert run(cfg()) == ["attack_paper"]                                    # a missing output
+  assert run(cfg(**{"attack.seed": 3})) == ["attack_paper", "attack_adaptive"]  # both profiles' field
+  assert run(cfg(**{"attack.seed": 3, "eval.num_figure_images": 1})) == ["eval"]  # attacks do not need eval
+  assert run(cfg(1), seed=1) == []                                         # seed 1 untouched
+  # Training interrupted after its first checkpoint: the next run resumes it, then every later stage.
   fake.fail_train_at = 2
   with pytest.raises(KeyboardInterrupt):
-    R.run_model("rsrnn", cfg(**{"train.learning_rate": 1e-4}), run_dir)  # a changed train config ...
-  assert not os.path.exists(os.path.join(run_dir, "attack_paper"))       # ... discarded the old run
-  assert R.read_stages(run_dir)["train"]["done"] is False
+    RUNS.run_model("rsrnn/seed0", cfg(**{"train.learning_rate": 1e-4}), run_dir, fake.fns())  # a new train config
+  assert not os.path.exists(os.path.join(run_dir, "attack_paper"))        # ... discarded the old run
+  assert RUNS.read_stages(run_dir)["train"]["done"] is False
   fake.fail_train_at = None
   caplog.clear()
-  assert run(cfg(**{"train.learning_rate": 1e-4})) == ["train", "eval", "attack"]
+  assert run(cfg(**{"train.learning_rate": 1e-4})) == everything
   assert "resuming at step 2" in caplog.text
+  assert run(cfg(1), seed=1) == []
 
 
 def _tiny_data_args(tiny_data):
@@ -157,9 +274,16 @@ def _tiny_data_args(tiny_data):
           "--set", "model.sampler.out_size=16"]
 
 
-# One model per code path (retina + ConvGRU, crop + GRU, covert attention, whole-image CNN): all seven would cost
-# ~12 compilations each, most of the test suite's budget; every model's own paths are tested in test_train.py.
-QUICK_MODELS = ("rsrnn", "gfnet_m", "s3ta", "ff_cnn")
+# The glimpse path (retina + ConvGRU, fixations, two seeds) and the whole-image path (one seed, by the quick
+# budget's seed limit); every model's own paths are tested in test_train.py and the attack tests.
+QUICK_MODELS = ("rsrnn", "ff_cnn")
+
+
+def _readme_tables():
+  spec = importlib.util.spec_from_file_location("readme_tables", os.path.join(ROOT, "tools", "readme_tables.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.mark.slow
@@ -174,32 +298,48 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   from PIL import Image
   with Image.open(os.path.join(out, "rsrnn_glimpses.gif")) as gif:
     assert gif.n_frames == R.QUICK_BUDGET.eval_steps
+  runs = [(m, s) for m in QUICK_MODELS for s in (0, 1)]
+  for m in QUICK_MODELS:
+    assert sorted(os.listdir(os.path.join(out, "runs", m))) == ["seed0", "seed1"]
+  for m, s in runs:
+    d = RUNS.run_dir(out, m, s)
+    with np.load(os.path.join(d, "attack_paper", "per_example.npz")) as z:
+      n = R.QUICK_BUDGET.attack_examples
+      assert z["pgd_step"].shape == z["worst"].shape == (1, n, R.QUICK_BUDGET.eval_steps) and z["pgd_step"].dtype == bool
+      assert list(z["index"]) == list(range(n)) and not (z["worst"] & ~z["pgd_step"]).any()
+    with np.load(os.path.join(d, "attack_adaptive", "per_example.npz")) as z:
+      assert z["worst"].shape == (1, n, R.QUICK_BUDGET.eval_steps)
+    plateau = json.load(open(os.path.join(d, "plateau.json")))
+    assert plateau["steps"] == [2, 2, 4] and None not in plateau["accuracy"] and plateau["reached"] in (True, False)
   md = open(os.path.join(out, "report.md")).read()
   sections = md.split("\n## ")
   for title in ("Table 1", "Accuracy under attack", "Attack success rate", "Sanity checks", "Budget"):
     body = next(s for s in sections if s.startswith(title))
     for m in QUICK_MODELS:  # a row per model
-      assert sum(line.startswith(f"| {registry.variant(m).display} ") for line in body.splitlines()) == 1, (title, m)
+      assert sum(line.startswith(f"| {registry.variant(m).display} ") for line in body.splitlines()) >= 1, (title, m)
+  plateau_rows = [line for line in md.split("### Plateau")[1].split("\n## ")[0].splitlines() if line.startswith("| ")]
+  assert len(plateau_rows) == 1 + len(runs)  # header, a row per run
   claims = next(s for s in sections if s.startswith("The paper's claims"))
-  assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 2  # header, 3 claims × 2 attacks
-  assert "Quick budget" in md and "paper.md §8" in md
+  assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 3  # header, 3 claims × 3 attacks
+  assert "Quick budget" in md and "paper.md §8" in md and "Nothing is missing" in md
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
-  ran = {registry.variant(m).paper_key for m in QUICK_MODELS}
-  for v in verdicts["ours"]:  # claims whose models all ran get a verdict; the others name what is missing
-    claim = v["claim"]
-    needed = [claim["model"]] if "model" in claim else claim["higher"] + claim["lower"]
-    if set(needed) <= ran:
-      assert v["holds"] in (True, False), v
+  assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0, 1]
+  assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
+  for v in verdicts["claims"]:  # RS-RNN's recovery gets a verdict and an interval; the others name what is missing
+    if v["id"] == "recovery":
+      t = v["tests"]["T vs k"]
+      assert v["verdict"] in ("holds", "fails", "undecided") and t["interval"][0] <= t["estimate"] <= t["interval"][1]
+      assert v["seeds"] == {"RS-RNN": [0, 1]}
     else:
-      assert v["holds"] is None and set(v["missing"]) == set(needed) - ran, v
+      assert v["verdict"] == "not evaluated" and "DRAM" in v["missing"]
+  assert len(_readme_tables().render_verdicts(verdicts)) == 2 + 2 + 3  # note, blank, header, separator, 3 claims
 
-  # Second run: every stage of every model is skipped (no training, nothing rewritten but the report).
-  ckpt = os.path.join(out, "runs", "rsrnn", "checkpoints")
-  watched = [os.path.join(out, "runs", m, f) for m in QUICK_MODELS
-             for f in ("metrics.jsonl", "eval/results.json", "attack_paper/results.json", "figures.npz")]
-  mtimes = {p: os.path.getmtime(p) for p in watched + [ckpt]}
+  # Second run: every stage of every run is skipped (no training, nothing rewritten but the report).
+  watched = [os.path.join(RUNS.run_dir(out, m, s), f) for m, s in runs
+             for f in ("metrics.jsonl", "eval/results.json", "plateau.json", "attack_paper/per_example.npz",
+                       "attack_adaptive/results.json", "figures.npz", "checkpoints")]
+  mtimes = {p: os.path.getmtime(p) for p in watched}
   caplog.clear()
   assert R.main(argv) == 0
-  assert caplog.text.count("up to date, skipped") == 3 * len(QUICK_MODELS)
+  assert caplog.text.count("up to date, skipped") == len(R.QUICK_BUDGET.stages) * len(runs)
   assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
-  assert os.path.getsize(os.path.join(out, "report.md")) > 0

@@ -94,3 +94,12 @@ def test_compilation_cache_dir_is_applied_before_compiling(tmp_path, monkeypatch
   finally:
     run.configure_compilation_cache(tiny_config(**{"compilation_cache_dir": before}))
   assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_the_persistent_compilation_cache_is_on_by_default(monkeypatch):
+  from configs import demo
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  assert demo.get_config().compilation_cache_dir == "~/.cache/rsrnn_jax/jax_cache"
+  assert imagenet.get_config().compilation_cache_dir == "~/.cache/rsrnn_jax/jax_cache"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/elsewhere")  # the user's JAX setting wins
+  assert demo.get_config().compilation_cache_dir == "/elsewhere"

@@ -11,8 +11,9 @@ and NAME picks its renderer and its source file:
 
   demo      docs/results/demo_eval.json (a `make demo` run's eval/results.json): the run's setup in one line,
             then accuracy, saccade length and the fraction of fixations that move, per glimpse step
-  verdicts  reproduction/verdicts.json (`make reproduce`): each claim of the paper under the paper's attack and
-            under the strongest attack, beside the same rule applied to the paper's own numbers
+  verdicts  reproduction/verdicts.json (`make reproduce`): each claim of the paper (holds / fails / undecided, with
+            its 95% interval) under each attack of the reproduction, beside the same rule applied to the paper's
+            own numbers
 
   python tools/readme_tables.py            # rewrite the blocks in README.md
   python tools/readme_tables.py --check    # exit 1 (and print a diff) if README.md differs from the rendering
@@ -65,6 +66,40 @@ def render_demo(results: dict) -> list[str]:
 
 
 TEST_NAMES = {"k": "at k", "T": "at T_eval", "T vs k": "k → T_eval"}  # the test names in verdicts.json
+ATTACK_COLUMNS = {"paper": "the paper's attack", "strongest": "the strongest attack of profile paper",
+                  "adaptive": "the adaptive attack"}
+
+
+def _test_text(name: str, t: dict) -> str:
+  lo, hi = t["interval"]
+  return f"{TEST_NAMES.get(name, name)} {100 * t['estimate']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _claim_cell(v: dict | None) -> str:
+  if v is None:
+    return "not run"
+  if v["verdict"] == "not evaluated":
+    return "not evaluated (missing: " + ", ".join(v.get("missing", [])) + ")"
+  return f"**{v['verdict']}**: " + ", ".join(_test_text(n, t) for n, t in v["tests"].items())
+
+
+def render_verdicts(data: dict) -> list[str]:
+  """One row per claim: our verdict (with its 95% interval, in points) under each attack, and the paper's own
+  numbers judged by the same rule (± their read-off tolerance)."""
+  if "claims" not in data:
+    return _render_verdicts_before_issue_16(data)
+  ours = {(v["id"], v["attack"]): v for v in data["claims"]}
+  paper = {v["id"]: v for v in data["paper"]}
+  attacks = list(dict.fromkeys(v["attack"] for v in data["claims"]))
+  claims = list(dict.fromkeys((v["id"], v["text"]) for v in data["claims"]))
+  rows = [[text, *(_claim_cell(ours.get((cid, a))) for a in attacks), _claim_cell(paper.get(cid))]
+          for cid, text in claims]
+  seeds = "/".join(str(s) for s in data["seeds"])
+  head = ["claim", *(f"ours, {ATTACK_COLUMNS.get(a, a)}" for a in attacks),
+          f"the paper's own numbers (±{100 * data['paper_tolerance']:g} pt read-off)"]
+  note = (f"Budget `{data['budget']['name']}`, seeds {seeds}, n = {data['num_attacked_examples']} attacked images; "
+          "Δ in points [95% interval].")
+  return [note, "", *_table(head, rows)]
 
 
 def _verdict_cell(v: dict | None) -> str:
@@ -78,8 +113,9 @@ def _verdict_cell(v: dict | None) -> str:
   return f"{word}: Δ {tests}"
 
 
-def render_verdicts(data: dict) -> list[str]:
-  """One row per claim: our verdict under each attack, and the paper's own numbers judged by the same rule."""
+def _render_verdicts_before_issue_16(data: dict) -> list[str]:
+  """The verdicts.json of the first reproduction (two-valued, one seed); remove once the committed file is a
+  run of the current code."""
   ours = {(v["claim"]["id"], v["attack"]): v for v in data["ours"]}
   paper = {v["claim"]["id"]: v for v in data["paper"]}
   claims = list(dict.fromkeys((v["claim"]["id"], v["claim"]["text"]) for v in data["ours"]))

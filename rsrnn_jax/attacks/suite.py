@@ -38,7 +38,8 @@ suite runs only the step horizon and skips the probability maps and check 7.
 
 Outputs in ``WORKDIR/attack_<profile>/`` (one directory per profile, so runs of several profiles coexist):
 ``results.json`` (every number, the config and the profile), ``report.md`` (tables and the check table),
-the plots and ``prob_maps.npz`` (:mod:`rsrnn_jax.report.results`), ``adversarial_eps<ε>.npz`` (verify.py).
+the plots and ``prob_maps.npz`` (:mod:`rsrnn_jax.report.results`), ``adversarial_eps<ε>.npz`` (verify.py),
+``per_example.npz`` (:func:`per_example_arrays`: each example's adv-correct flags per attack, ε and step).
 """
 from __future__ import annotations
 
@@ -55,10 +56,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.attacks import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
 from rsrnn_jax.attacks import flags as flags_lib
 from rsrnn_jax.attacks.plan import Plan, make_plan
-from rsrnn_jax.attacks.sweep import Setup, Sweep, clean_logits_fn, make_attack_fn, per_example_stats
+from rsrnn_jax.attacks.sweep import (CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn,
+                                     per_example_stats)
 from rsrnn_jax.train import parallel
 
 log = logging.getLogger(__name__)
@@ -123,7 +126,8 @@ class SuiteRun:
   def fn_for(self, spec):
     """The jitted attack of ``spec``, with the resources its registry entry prepares (once per run)."""
     if spec not in self._fns:
-      fn = make_attack_fn(self.model, spec, self.setup)
+      fn = CompiledOnce(make_attack_fn(self.model, spec, self.setup),
+                        on_compile=functools.partial(self._add_compile_time, spec.name))
       entry = registry.get(spec.attack)
       if entry.prepare is not None:
         if spec.attack not in self._resources:
@@ -146,6 +150,11 @@ class SuiteRun:
                     file=sys.stderr, disable=not self.progress or jax.process_index() != 0, mininterval=1.0,
                     bar_format="{l_bar}{bar}| {percentage:.0f}% [{elapsed}<{remaining}] {postfix}")
     self.sweep.progress = self.bar
+
+  def _add_compile_time(self, name: str, seconds: float) -> None:
+    """Compilation is timed apart (sweep.CompiledOnce): per attack and in total; the section timings include it."""
+    for key in (f"compile_{name}_s", "compile_s"):
+      self.timing[key] = self.timing.get(key, 0.0) + seconds
 
   @contextlib.contextmanager
   def timed(self, key: str):
@@ -408,7 +417,17 @@ def run_sections(model, variables, config, info, mesh, *, has_steps: bool = True
   with r.timed("verified_s"):
     s["verified"] = verify.rescore_kept(r, s["untargeted"]["worst"])
   s["prob_maps"] = prob_maps_section(r, plan)
+  r.per_example = per_example_arrays(r, plan, s["untargeted"])
   return _results(r, plan, s), r
+
+
+def per_example_arrays(r: SuiteRun, plan: Plan, untargeted: dict) -> dict:
+  """What ``per_example.npz`` holds: per untargeted result (``pgd_step``, ``worst``, ...) the adv-correct flags
+  [ε, N, T_eval] (bool; the attacked examples in test-set order), the clean ones [N, T_eval], the ε grid and
+  the examples' test-set indices (for paired statistics across models: rsrnn_jax/reproduction/stats.py)."""
+  out = {name: np.stack([e["adv_correct"] for e in entries]).astype(bool) for name, entries in untargeted.items()}
+  return {**out, "clean_correct": np.asarray(r.clean_correct, bool), "epsilons": np.asarray(plan.eps, np.float64),
+          "index": np.asarray(r.host["index"], np.int64)}
 
 
 def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, has_fixations: bool = True,
@@ -445,6 +464,8 @@ def run(config, workdir: str) -> dict:
     from rsrnn_jax.report import results as report
     os.makedirs(out_dir, exist_ok=True)
     verify.save_kept(r, results["verified"], out_dir, fingerprint=results["fingerprint"], step=step)
+    with workdir_lib.atomic_path(os.path.join(out_dir, "per_example.npz")) as tmp:
+      np.savez_compressed(tmp, **r.per_example)
     report.write_all(results, out_dir)
     log.info("attack results in %s", out_dir)
     for c in results["checks"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +137,30 @@ def make_attack_fn(model, spec: AttackSpec, setup: Setup):
   ε is a traced argument: one compilation per batch shape serves every ε.
   """
   return jax.jit(functools.partial(attack_and_evaluate, model=model, spec=spec, setup=setup))
+
+
+class CompiledOnce:
+  """A jitted function compiled ahead of time (``lower(...).compile()``) on its first call per argument
+  signature (tree structure, shapes, dtypes, shardings), so that compilation is timed apart from running:
+  ``on_compile(seconds)`` is called after each compilation. Later calls with the same signature run the kept
+  executable (every batch of a sweep has the same shape; padding is masked)."""
+
+  def __init__(self, jitted, on_compile=None):
+    self.jitted, self.on_compile, self.executables = jitted, on_compile, {}
+
+  @staticmethod
+  def signature(args, kwargs):
+    leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+    return tree, tuple((np.shape(x), getattr(x, "dtype", type(x)), getattr(x, "sharding", None)) for x in leaves)
+
+  def __call__(self, *args, **kwargs):
+    sig = self.signature(args, kwargs)
+    if sig not in self.executables:
+      tic = time.perf_counter()
+      self.executables[sig] = self.jitted.lower(*args, **kwargs).compile()
+      if self.on_compile is not None:
+        self.on_compile(time.perf_counter() - tic)
+    return self.executables[sig](*args, **kwargs)
 
 
 def clean_logits_fn(model, setup: Setup):

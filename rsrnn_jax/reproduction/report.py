@@ -1,40 +1,36 @@
-"""``OUT/report.md`` and its figures for :mod:`rsrnn_jax.reproduction.run`, from the saved runs only (no JAX).
+"""``OUT/report.md``, its figures and ``OUT/verdicts.json`` for :mod:`rsrnn_jax.reproduction.run`, from the saved
+runs only (no JAX); whatever is done is rendered, and what is missing is listed.
 
-The parts: :mod:`~rsrnn_jax.reproduction.runs` reads the runs, :mod:`~rsrnn_jax.reproduction.verdicts` judges the
-claims, :mod:`~rsrnn_jax.reproduction.figures` draws, :mod:`~rsrnn_jax.reproduction.sections` writes the Markdown.
+The parts: :mod:`~rsrnn_jax.reproduction.runs` reads the runs, :mod:`~rsrnn_jax.reproduction.stats` and
+:mod:`~rsrnn_jax.reproduction.verdicts` judge the claims, :mod:`~rsrnn_jax.reproduction.figures` draws,
+:mod:`~rsrnn_jax.reproduction.sections` writes the Markdown.
 
-Reads ``OUT/runs/<model>/{eval/results.json, compute.json, figures.npz, attack_paper/results.json,
-reproduce_stages.json}`` and writes, in ``OUT/``:
+Reads ``OUT/runs/<model>/seed<s>/{eval/results.json, compute.json, figures.npz, plateau.json,
+attack_<profile>/{results.json, per_example.npz}, reproduce_stages.json}`` and writes, in ``OUT/``:
 
-  report.md                  the tables below, the verdicts and the rules behind them, the budget and run time
-  accuracy_vs_gmacs.png      accuracy vs GMACs as the steps grow, ours and the paper's (AAAI Fig. 3, recog.png)
-  adv_accuracy_bars.png      accuracy under PGD at steps k and T_eval per ε, per model (AAAI Fig. 4, adv1.png)
-  adv_accuracy_per_step.png  accuracy vs step per ε, one panel per model (AAAI Fig. 5, adv2.png)
+  report.md                  the claims' verdicts with their intervals, Table 1 (mean ± sd over seeds), the
+                             plateau per run, accuracy and ASR under attack, the sanity checks, the rules, the
+                             compute per stage and what is still missing
+  verdicts.json              every verdict with its estimate, interval and the numbers behind it
+  accuracy_vs_gmacs.png      accuracy vs GMACs as the steps grow, ours (± sd) and the paper's (AAAI Fig. 3)
+  adv_accuracy_bars.png      accuracy under attack at steps k and T_eval per ε, per model (AAAI Fig. 4)
+  adv_accuracy_per_step.png  accuracy vs step per ε, one panel per model (AAAI Fig. 5)
   fixations.png              the first fixations of every attention model on the same images (v1 Fig. 3a)
   rsrnn_glimpses.gif         RS-RNN's fixations and retinal images step by step (the seed README's animation)
 
-Two attacks are read from each model's attack suite (``attack_paper/results.json``):
+Three attacks are read from each run's attack suites:
 
-* **paper attack** = ``pgd_step``: L∞ PGD, 5 iterations, step ε/3, random start, CE on the logits of step k
-  (paper.md §7), the attacked images then run for T_eval steps;
-* **strongest attack** = ``worst``: per example and per step, the worst case over every untargeted attack the
-  suite ran at that ε: the paper attack, the same PGD on the mean logits of all T_eval steps (full horizon:
-  the attacker also targets the later glimpses), FGSM, and PGD with 2× the iterations and 2 more random
-  restarts on step k (check 3; the reproduction budget runs it on every attacked example at every ε).
+* **paper** = ``pgd_step`` of ``attack_paper``: L∞ PGD, 5 iterations, step ε/3, random start, CE on the logits of
+  step k (paper.md §7), the attacked images then run for T_eval steps;
+* **strongest** = ``worst`` of ``attack_paper``: per example and per step, the worst case over every untargeted
+  attack of that profile at that ε: the paper attack, the same PGD on the mean logits of all T_eval steps (full
+  horizon: the attacker also targets the later glimpses), FGSM, and PGD with 2× the iterations (check 3);
+* **adaptive** = ``worst`` of ``attack_adaptive``: the worst case over APGD-CE (step k and full horizon),
+  APGD-T, BPDA through the fixation choice, the scanpath search and Square, with robust flags
+  (docs/attacks.md), at the budget's adaptive ε.
 
-Verdict rules (:mod:`rsrnn_jax.reproduction.verdicts`: ``clearly_above``, ``claim_verdict``; the same code judges
-the paper's own numbers):
-accuracies are compared per ε on the same n attacked examples, with the binomial standard error of a difference
-of two accuracies se = sqrt(a(1−a)/n + b(1−b)/n). Series A is *clearly above* series B when the mean difference
-over the ε grid exceeds Z = 2 mean standard errors AND A is nowhere clearly below B (A − B ≥ −Z·se at every ε).
-
-1. "retina more robust than crops": the mean accuracy of {RS-RNN, Base-Retina} is clearly above that of
-   {DRAM, GF-Net-m}, read at step k AND at step T_eval.
-2. "crops more robust than S3TA and FF-CNN": {DRAM, GF-Net-m} clearly above {S3TA, FF-CNN}, at k AND T_eval.
-3. "RS-RNN recovers with more glimpses": RS-RNN's accuracy at step T_eval is clearly above its accuracy at
-   step k, under the same attack (made at step k for the paper attack; the per-step worst case for the
-   strongest).
-A claim "holds" when the rule is met, otherwise it "does not hold" (which includes differences within noise).
+The verdict rules: :mod:`rsrnn_jax.reproduction.verdicts` (three-valued, on the intervals of
+:mod:`rsrnn_jax.reproduction.stats`); the report's "How the verdicts are computed" spells them out.
 """
 from __future__ import annotations
 
@@ -42,45 +38,111 @@ import json
 import os
 
 from rsrnn_jax.reproduction import figures as fig
-from rsrnn_jax.reproduction import sections
-from rsrnn_jax.reproduction.runs import ATTACKS, attack_accuracies, load_runs
-from rsrnn_jax.reproduction.verdicts import PAPER_EXAMPLES, Z, by_paper_key, paper_accuracies, verdicts
+from rsrnn_jax.reproduction import sections, stats
+from rsrnn_jax.reproduction import runs as saved
+from rsrnn_jax.reproduction.runs import ATTACK_TITLES, ATTACKS
+from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE, by_paper_key, judge, judge_paper, needed_models
+
+RULE = ("holds if the 95% interval of the claimed difference is above 0, fails if it is below 0, else undecided; a "
+        "claim tested at k and T_eval holds iff both hold and fails iff either fails")
 
 
-def markdown(runs, configs, budget, figures: dict, verdict_rows, paper_rows) -> str:
+def markdown(rep: sections.Report) -> str:
   """The report: every section of :mod:`rsrnn_jax.reproduction.sections` in order."""
-  s = sections.setup(runs, configs)
-  out = sections.header(runs, configs, budget, s)
-  out += sections.claims(verdict_rows, paper_rows, s)
-  out += sections.table1(runs, configs, budget, figures)
-  if attack_accuracies(runs, "paper"):
-    out += sections.under_attack(runs, figures, s)
-    out += sections.asr(runs, s)
-  out += sections.sanity_checks(runs)
-  out += sections.where_they_look(figures)
-  out += sections.rules()
-  out += sections.budget_and_time(runs, configs)
+  out = sections.header(rep) + sections.claims(rep) + sections.table1(rep)
+  if any(rep.acc.values()):
+    out += sections.under_attack(rep) + sections.asr(rep)
+  out += sections.sanity_checks(rep) + sections.where_they_look(rep) + sections.rules()
+  out += sections.budget_and_time(rep)
   return "\n".join(out)
 
 
-def write(out_dir: str, configs: dict, budget) -> str:
-  """Loads the runs of ``configs`` (model → config) from ``out_dir/runs``, draws the figures, writes
-  ``out_dir/report.md`` and ``out_dir/verdicts.json``; returns the report's path."""
-  runs = load_runs(out_dir, list(configs))
-  acc_by_attack = {a: attack_accuracies(runs, a) for a in ATTACKS}
-  first = next((r["attack"] for r in runs.values() if r["attack"]), None)
-  n = min((r["attack"]["num_examples"] for r in runs.values() if r["attack"]), default=0)
-  ours = verdicts({a: by_paper_key(acc) for a, acc in acc_by_attack.items()}, max(n, 1))
-  paper = verdicts({"paper": paper_accuracies()}, PAPER_EXAMPLES)
-  figures = {"gmacs": fig.accuracy_vs_gmacs(runs, out_dir), "fixations": fig.fixations(runs, out_dir),
-             "gif": fig.glimpses_gif(runs, out_dir)}
+def _setup(runs: dict, configs: dict, n: int) -> dict:
+  """k, T_eval, n and the ε grids: from the first paper-profile results, or from the config until one exists."""
+  first = next((r["attack"]["paper"] for seeds in runs.values() for r in seeds.values() if r["attack"].get("paper")),
+               None)
   if first:
-    k, t, eps = first["attack_step"], first["eval_steps"], first["untargeted"]["epsilons"]
-    figures["bars"] = fig.adv_bars(acc_by_attack, eps, k, t, out_dir)
-    figures["per_step"] = fig.adv_per_step(runs, acc_by_attack, k, out_dir)
+    return {"k": first["attack_step"], "t": first["eval_steps"], "n": n or first["num_examples"],
+            "eps": first["untargeted"]["epsilons"], "teps": first["targeted"]["epsilons"]}
+  a = next(iter(next(iter(configs.values())).values()))["attack_paper"].attack
+  return {"k": int(a.attack_step), "t": int(a.eval_steps), "n": n or int(a.num_examples), "eps": list(a.epsilons),
+          "teps": list(a.targeted_epsilons)}
+
+
+def _judge_ours(runs: dict, attacks) -> tuple[list, dict]:
+  entries, infos = [], {}
+  data = {}
+  for a in attacks:
+    per_model, infos[a] = saved.per_example_data(runs, a)
+    data[a] = by_paper_key(per_model)
+  for v in judge(data):
+    info = infos[v["attack"]]
+    v.update(attack_title=ATTACK_TITLES[v["attack"]], epsilons=info["epsilons"], num_examples=info["num_examples"],
+             seeds={saved.paper_key(m): s for m, s in info["seeds"].items()
+                    if saved.paper_key(m) in needed_models(v["claim"])})
+    entries.append(v)
+  return entries, infos
+
+
+def _claim_json(v: dict) -> dict:
+  keep = ("estimate", "interval", "verdict", "sd", "tolerance")
+  out = {"id": v["claim"]["id"], "text": v["claim"]["text"], "attack": v["attack"], "verdict": v["verdict"],
+         "tests": {n: {k: t[k] for k in keep if k in t} for n, t in v["tests"].items()}, "missing": v["missing"]}
+  for key in ("attack_title", "epsilons", "num_examples", "seeds", "models"):
+    if key in v:
+      out[key] = v[key]
+  return out
+
+
+def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
+  """The content of ``verdicts.json``."""
+  models = {}
+  for m, c in rep.clean.items():
+    plateaus = [{"seed": s, "reached": r["plateau"]["reached"], "rise_points": r["plateau"]["rise_points"]}
+                for s, r in rep.runs[m].items() if r["plateau"]]
+    models[m] = {"display": saved.display(m), "seeds": c["seeds"], "train_steps": c["steps"],
+                 "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus}
+  return {
+      "num_attacked_examples": infos.get("paper", {}).get("num_examples", 0),
+      "seeds": sorted({s for per in seeds.values() for s in per}),
+      "seeds_per_model": seeds,
+      "profiles": list(rep.budget.profiles),
+      "budget": rep.budget.to_dict(),
+      "attacks": {a: {"profile": ATTACKS[a][0], "entry": ATTACKS[a][1], "title": ATTACK_TITLES[a]} for a in infos},
+      "bootstrap": {"resamples": stats.RESAMPLES, "seed": stats.SEED, "level": stats.LEVEL, "paired": True,
+                    "over": "each model's seeds (independently) and the attacked examples (the same for every model)"},
+      "rule": RULE,
+      "paper_tolerance": PAPER_TOLERANCE,
+      "claims": [_claim_json(v) for v in rep.ours],
+      "paper": [_claim_json(v) for v in rep.paper],
+      "models": models,
+      "compute_seconds": {st: sum(c[st] for c in rep.compute.values()) for st in rep.budget.stages},
+      "still_missing": [list(x) for x in rep.missing],
+  }
+
+
+def write(out_dir: str, configs: dict, budget) -> str:
+  """Loads the runs of ``configs`` ({model: {seed: {stage: config}}}) from ``out_dir/runs``, judges the claims,
+  draws the figures, writes ``out_dir/report.md`` and ``out_dir/verdicts.json``; returns the report's path."""
+  seeds = {m: list(per) for m, per in configs.items()}
+  runs = saved.load_runs(out_dir, seeds, budget.profiles)
+  attacks = [a for a, (profile, _) in ATTACKS.items() if profile in budget.profiles]
+  acc = {a: saved.attack_accuracies(runs, a) for a in attacks}
+  ours, infos = _judge_ours(runs, attacks)
+  expected = {m: {s: saved.fingerprints(c, budget.plateau_examples) for s, c in per.items()}
+              for m, per in configs.items()}
+  s = _setup(runs, configs, infos.get("paper", {}).get("num_examples", 0))
+  clean = saved.clean_summary(runs)
+  rep = sections.Report(runs=runs, configs=configs, budget=budget, acc=acc, clean=clean, ours=ours,
+                        paper=judge_paper(), missing=saved.still_missing(runs, expected),
+                        compute=saved.compute_seconds(runs, budget.stages), figures={}, **s)
+  computes = {m: next((r["compute"] for r in per.values() if r["compute"]), None) for m, per in runs.items()}
+  rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, out_dir), "fixations": fig.fixations(runs, out_dir),
+                 "gif": fig.glimpses_gif(runs, out_dir), "bars": fig.adv_bars(acc, s["k"], s["t"], out_dir),
+                 "per_step": fig.adv_per_step(acc, s["k"], out_dir)}
   path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:
-    f.write(markdown(runs, configs, budget, figures, ours, paper))
+    f.write(markdown(rep))
   with open(os.path.join(out_dir, "verdicts.json"), "w") as f:
-    json.dump({"ours": ours, "paper": paper, "n": n, "z": Z}, f, indent=1, default=str)
+    json.dump(verdicts_json(rep, infos, seeds), f, indent=1)
   return path

@@ -1,107 +1,152 @@
 """``make reproduce``: the paper's comparison on the demo data set, end to end, in one resumable command.
 
-  python -m rsrnn_jax.reproduction.run [--quick] [--out reproduction] [--models rsrnn,ff_cnn] [--set data.x=v ...]
+  python -m rsrnn_jax.reproduction.run [--budget full|default|quick] [--seeds 0,1,2] [--models rsrnn,ff_cnn]
+                                       [--out reproduction] [--set data.x=v ...]
   python -m rsrnn_jax.reproduction.run --report_only [--out reproduction]     # re-draw the report from saved runs
 
 Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``, docs/zoo.md) on cluttered
-Fashion-MNIST with one shared budget (:data:`DEFAULT_BUDGET`), evaluates each on the test split (accuracy at every
-step, GMACs per step from XLA's cost analysis, fixations / attention on the same test images), runs the attack
-suite of :mod:`rsrnn_jax.attacks.suite` on each (profile ``paper``, cut to the budget), and writes
-``OUT/report.md`` with its figures (:mod:`rsrnn_jax.reproduction.report`): the paper's Table 1, Fig. 3, Fig. 4,
-Fig. 5, v1 Table 2 and Fig. 3a analogues, the paper's own numbers beside ours (:mod:`rsrnn_jax.reproduction.paper_numbers`)
-and a verdict for each of the paper's claims.
+Fashion-MNIST with one shared budget (:data:`BUDGETS`; ``full`` by default), once per seed, evaluates each run on
+the test split (accuracy at every step, GMACs per step, fixations / attention on the same test images, and the
+plateau check on the checkpoints at 80% and 90% of training), runs the attack suite of
+:mod:`rsrnn_jax.attacks.suite` on each run (profile ``paper`` on the ε grid, profile ``adaptive`` at the
+budget's adaptive ε) and writes ``OUT/report.md``, its figures and ``OUT/verdicts.json``
+(:mod:`rsrnn_jax.reproduction.report`): the paper's tables and figures with ours beside them, and a verdict
+(holds / fails / undecided, with its bootstrap interval) for each of the paper's claims.
 
-Runs go to ``OUT/runs/<model>/`` (a normal workdir: ``checkpoints/``, ``metrics.jsonl``, ``eval/``,
-``attack_paper/``, plus ``compute.json`` and ``figures.npz``). Each model has three stages — train, eval,
-attack — recorded in ``OUT/runs/<model>/reproduce_stages.json`` with a fingerprint of the config fields that
-stage depends on. A stage is skipped when its record says done, its fingerprint matches the current config and
-its outputs exist; when a stage runs, the later stages of that model run again. An interrupted training resumes
-from its last checkpoint (``train.checkpoint_every``); a changed training config discards the model's run
-directory and trains again (logged). So ``make reproduce`` after an interruption redoes only what is missing.
-
-Budget (docs/reproduction.md has the measurements behind it): every model takes the same number of optimiser
-steps of the same batch (the same training images, in the same order), the demo's optimiser and schedule; the
-attack suite runs on the first ``attack_examples`` test images. FF-CNN-AT trains on the same images, with
-``at_iterations`` PGD iterations per step. ``--quick`` is a smoke-test budget (a few steps, a few examples) whose
-numbers mean nothing; the tests run it on a tiny synthetic data set (``--set data.source_dir=...``).
+A run is one (model, seed) in ``OUT/runs/<model>/seed<s>/`` (a normal workdir, config ``seed`` = s;
+:mod:`rsrnn_jax.reproduction.runs`). Its stages — train, eval, attack_paper, attack_adaptive — are recorded in
+its ``reproduce_stages.json`` with a fingerprint of the config fields each depends on. A stage is skipped when
+its record says done, its fingerprint matches the current config and its outputs exist; a stage runs again
+when it is not, or when a stage it depends on ran (eval and each attack depend on train only). An interrupted
+training resumes from its last checkpoint; a changed training config discards that run and trains it again
+(logged). So ``make reproduce`` after an interruption redoes only what is missing, run by run, seed 0 of every
+model first.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import time
 
 from rsrnn_jax import configlib
 from rsrnn_jax.models import registry
+from rsrnn_jax.reproduction import runs as saved
 
 log = logging.getLogger("rsrnn_jax.reproduction.run")
 
 # Every registered variant: the paper's six models (docs/zoo.md) and the adversarially trained FF-CNN of v1 Fig. 4a.
 MODELS = registry.variant_names()
 DEMO_CONFIG = "configs/demo.py"  # the config file every model's run starts from (relative to the working dir)
-STAGES = ("train", "eval", "attack")
-ATTACK_PROFILE = "paper"
-STAGES_FILE = "reproduce_stages.json"
+PLATEAU_FRACTIONS = (0.8, 0.9, 1.0)  # the checkpoints of the plateau check, as fractions of training
+PLATEAU_POINTS = 1.0  # plateau reached iff clean acc(100%) − acc(80%) ≤ this many points (at T_train)
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """What every model gets. ``None`` fields keep the value of ``configs/demo.py``."""
+  """What every run gets. Every model takes the same number of optimiser steps (docs/reproduction.md: why)."""
   name: str
   train_steps: int                 # optimiser steps, the same for every model
   batch_size: int = 64             # global batch (the demo's)
+  seeds: tuple = (0,)              # one run per seed (config ``seed``: initialisation and data order)
+  adversarial_seeds: int = 0       # adversarially trained variants (registry: ``adversarial``, the costly
+                                   # FF-CNN-AT) take only the first this many seeds (0 = every seed)
   at_iterations: int = 5           # PGD iterations per FF-CNN-AT step (step ε·at_step_size, reaches the boundary)
   at_step_size: float = 0.25       # fraction of ε per AT iteration
-  checkpoint_every: int = 250      # an interrupted training loses at most this many steps
+  checkpoint_every: int = 0        # 0 = train_steps // 10 (the plateau check reads the checkpoints at 80%, 90%)
   glimpses: int = 0                # T in training (and the attack step k); 0 = the demo's 4
   eval_steps: int = 8              # T_eval (the demo's): accuracy at every step 1..T_eval
   eval_examples: int = 0           # clean evaluation on the first N test images (0 = the whole split)
   eval_batch: int = 500
+  plateau_examples: int = 2000     # the plateau check's clean accuracy on the first N test images (0 = all)
   figure_images: int = 6           # test images in the fixation figure and the GIF
+  # Profile paper: PGD-5 on step k and the suite's other untargeted attacks, at every ε.
   attack_examples: int = 200       # first N test images attacked
   attack_batch: int = 100
-  epsilons: tuple = (0.01, 0.02, 0.03, 0.05)       # untargeted (the demo grid; Fashion-MNIST scale)
+  epsilons: tuple = (0.01, 0.02, 0.03)             # untargeted (Fashion-MNIST scale)
   targeted_epsilons: tuple = (0.02, 0.05)
-  large_eps: float = 0.3           # check 2
+  large_eps: float = 0.3           # check 2 (0 = skip)
   convergence_examples: int = 0    # check 3 on the first N attacked examples (0 = all) ...
   convergence_all_eps: bool = True # ... at every ε (so the worst case covers every example and ε)
   iteration_factor: int = 2        # check 3: iterations × this ...
-  extra_restarts: int = 2          # ... and this many more restarts
-  square_queries: int = 300        # check 5 (0 = skip)
+  extra_restarts: int = 0          # ... and this many more restarts (both profiles)
+  square_queries: int = 100        # check 5 (0 = skip)
   square_examples: int = 100
   grad_examples: int = 40          # check 6 (0 = skip)
   prob_map_images: int = 4         # per-model probability maps (0 = skip)
-  prob_map_grid: int = 32
+  prob_map_grid: int = 16
+  # Profile adaptive (configs/demo.py:attack=adaptive): robust flags over APGD-CE/-T, BPDA, scanpath, Square.
+  adaptive_epsilons: tuple = (0.02,)  # () = no attack_adaptive stage
+  adaptive_examples: int = 0       # 0 = attack_examples (the same images)
+  adaptive_batch: int = 50
+  adaptive_iterations: int = 20    # APGD iterations (AutoAttack: 100)
+  adaptive_attacks: tuple = ()     # () = the profile's
+  adaptive_square_queries: int = 1000
+  adaptive_large_eps_examples: int = 100
+
+  @property
+  def checkpoint_steps(self) -> int:
+    return self.checkpoint_every or max(1, self.train_steps // 10)
+
+  @property
+  def profiles(self) -> tuple:
+    return ("paper",) + (("adaptive",) if self.adaptive_epsilons else ())
+
+  @property
+  def stages(self) -> tuple:
+    return ("train", "eval") + tuple(f"attack_{p}" for p in self.profiles)
+
+  def seeds_for(self, model: str, seeds=None) -> tuple:
+    """``model``'s seeds: ``seeds`` (or the budget's), cut to ``adversarial_seeds`` for adversarial training."""
+    seeds = tuple(seeds or self.seeds)
+    limit = self.adversarial_seeds if registry.variant(model).adversarial else 0
+    return seeds[:limit] if limit else seeds
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
 
   def describe(self) -> str:
+    limits = f", adversarially trained only the first {self.adversarial_seeds}" if self.adversarial_seeds else ""
+    adaptive = (f", adaptive at ε = {'/'.join(f'{e:g}' for e in self.adaptive_epsilons)}"
+                if self.adaptive_epsilons else "")
     return (f"{self.train_steps} steps × batch {self.batch_size} for every model (FF-CNN-AT: PGD-{self.at_iterations} "
-            f"per step), T_eval = {self.eval_steps}, clean eval on "
+            f"per step), seeds {'/'.join(map(str, self.seeds))}{limits}, T_eval = {self.eval_steps}, clean eval on "
             f"{'the whole test split' if not self.eval_examples else f'{self.eval_examples} test images'}, "
-            f"attacks on {self.attack_examples} test images")
+            f"attacks on {self.attack_examples} test images (paper at ε = "
+            f"{'/'.join(f'{e:g}' for e in self.epsilons)}{adaptive})")
 
 
-# The default budget: ≤ 90 minutes for the 7 models on 2 idle cores (estimate and measurements:
-# docs/reproduction.md). FF-CNN-AT: 3 PGD iterations of ε·0.4 per step (reaches the boundary; ~4× a clean step).
-# Strongest attack: check 3 (PGD with 2× the iterations, a new random start) on every example and ε joins the
-# worst case next to PGD on step k, full-horizon PGD and FGSM.
+# `make reproduce`: every model the demo RS-RNN's 2,600 steps (three seeds; FF-CNN-AT one), 1,000 attacked images,
+# paper at three ε and adaptive at the middle one. The lead sizes it by measurement (docs/reproduction.md).
+FULL_BUDGET = Budget(
+    name="full", train_steps=2600, seeds=(0, 1, 2), adversarial_seeds=1, at_iterations=3,
+    at_step_size=0.4, attack_examples=1000, adaptive_epsilons=(0.02,))
+# The cheaper budget of the first reproduction (700 steps, one seed, 200 images), with the adaptive stage.
 DEFAULT_BUDGET = Budget(
-    name="default", train_steps=700, at_iterations=3, at_step_size=0.4, epsilons=(0.01, 0.02, 0.03),
-    targeted_epsilons=(0.02, 0.05), attack_examples=200, attack_batch=100, iteration_factor=2, extra_restarts=0,
-    square_queries=100, square_examples=100, grad_examples=40, prob_map_images=4, prob_map_grid=16)
-
-# Smoke test: every stage and every figure, numbers meaningless.
+    name="default", train_steps=700, checkpoint_every=250, at_iterations=3, at_step_size=0.4, attack_examples=200)
+# Smoke test: every stage and every figure, two seeds (one for FF-CNN-AT), numbers meaningless.
 QUICK_BUDGET = Budget(
-    name="quick", train_steps=4, batch_size=8, at_iterations=1, at_step_size=1.0, checkpoint_every=2,
-    glimpses=2, eval_steps=3, eval_examples=16, eval_batch=16, figure_images=2, attack_examples=8,
-    attack_batch=8, epsilons=(0.1,), targeted_epsilons=(0.1,), large_eps=0.0, iteration_factor=1, extra_restarts=0,
-    square_queries=0, square_examples=8, grad_examples=0, prob_map_images=0, prob_map_grid=4)
+    name="quick", train_steps=4, batch_size=8, seeds=(0, 1), adversarial_seeds=1,
+    at_iterations=1, at_step_size=1.0, checkpoint_every=2, glimpses=2, eval_steps=3, eval_examples=16,
+    eval_batch=16, plateau_examples=16, figure_images=2, attack_examples=8, attack_batch=8, epsilons=(0.1,),
+    targeted_epsilons=(0.1,), large_eps=0.0, iteration_factor=1, extra_restarts=0, square_queries=0,
+    square_examples=8, grad_examples=0, prob_map_images=0, prob_map_grid=4, adaptive_epsilons=(0.1,),
+    adaptive_batch=8, adaptive_iterations=1, adaptive_attacks=("apgd_ce",), adaptive_square_queries=0,
+    adaptive_large_eps_examples=8)
+BUDGETS = {b.name: b for b in (FULL_BUDGET, DEFAULT_BUDGET, QUICK_BUDGET)}
+
+
+def plateau_steps(train_steps: int, every: int) -> list[int]:
+  """The checkpoints the plateau check evaluates, one per :data:`PLATEAU_FRACTIONS`: the last checkpoint (every
+  ``every`` steps, and the final step) at or before that fraction of ``train_steps`` (at least the first)."""
+  out = []
+  for f in PLATEAU_FRACTIONS:
+    step = train_steps if f >= 1 else int(f * train_steps) // every * every
+    out.append(step if step > 0 else min(every, train_steps))
+  return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -122,16 +167,13 @@ def parse_overrides(items) -> dict:
   return out
 
 
-def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
-                 config_file: str = DEMO_CONFIG):
-  """``configs/demo.py:model=NAME,attack=paper`` (``config_file``) cut to ``budget``, then ``overrides`` (dotted
-  keys)."""
-  c = configlib.load_file(config_file, f"model={name},attack={ATTACK_PROFILE}")
+def _cut_training(c, budget: Budget) -> None:
   t = c.train
   t.batch_size = budget.batch_size
   t.num_train_steps = budget.train_steps
   t.warmup_steps = min(int(t.warmup_steps), max(1, budget.train_steps // 10))
-  t.checkpoint_every = budget.checkpoint_every
+  t.checkpoint_every = budget.checkpoint_steps
+  t.keep_checkpoints = -(-budget.train_steps // budget.checkpoint_steps) + 1  # all: the plateau check reads them
   t.log_every = min(int(t.log_every), budget.train_steps)
   t.eval_at_end = False                        # the eval stage evaluates
   if budget.glimpses:
@@ -143,9 +185,9 @@ def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | N
   c.eval.max_examples = budget.eval_examples
   c.eval.batch_size = budget.eval_batch
   c.eval.num_figure_images = budget.figure_images
-  a = c.attack
-  a.attack_step = min(int(a.attack_step), int(t.num_glimpses), budget.eval_steps)
-  a.eval_steps = budget.eval_steps
+
+
+def _cut_paper_attack(a, budget: Budget) -> None:
   a.num_examples = budget.attack_examples
   a.batch_size = budget.attack_batch
   a.epsilons = tuple(budget.epsilons)
@@ -154,94 +196,117 @@ def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | N
   a.prob_map.grid = budget.prob_map_grid
   a.prob_map.eps = 0.0                          # the largest targeted ε
   ch = a.checks
-  ch.large_eps = budget.large_eps
   ch.convergence_examples = budget.convergence_examples
   ch.convergence_eps = tuple(budget.epsilons) if budget.convergence_all_eps else ()
-  ch.iteration_factor = budget.iteration_factor
-  ch.extra_restarts = budget.extra_restarts
   ch.square_queries = budget.square_queries
   ch.square_examples = budget.square_examples
   ch.grad_examples = budget.grad_examples
+
+
+def _cut_adaptive_attack(a, budget: Budget) -> None:
+  """configs/demo.py's adaptive profile at the budget's ε, examples and iterations (its attacks, unless the
+  budget names a subset)."""
+  a.num_examples = budget.adaptive_examples or budget.attack_examples
+  a.batch_size = budget.adaptive_batch
+  a.epsilons = tuple(budget.adaptive_epsilons)
+  a.num_iterations = budget.adaptive_iterations
+  if budget.adaptive_attacks:
+    a.attacks = tuple(budget.adaptive_attacks)
+  a.targeted = False                            # the paper stage runs the targeted attack
+  a.prob_map.num_images = 0
+  ch = a.checks
+  ch.large_eps_examples = budget.adaptive_large_eps_examples
+  ch.convergence_examples = 0                   # every example the cascade left robust
+  ch.convergence_eps = ()                       # the middle ε of the grid
+  ch.square_queries = budget.adaptive_square_queries
+  ch.grad_examples = 0                          # the paper stage measures the gradient norms
+
+
+def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
+                 config_file: str = DEMO_CONFIG, *, seed: int = 0, profile: str = "paper"):
+  """``configs/demo.py:model=NAME,attack=PROFILE`` (``config_file``) with ``seed``, cut to ``budget``, then
+  ``overrides`` (dotted keys)."""
+  c = configlib.load_file(config_file, f"model={name},attack={profile}")
+  c.seed = int(seed)
+  _cut_training(c, budget)
+  a = c.attack
+  a.attack_step = min(int(a.attack_step), int(c.train.num_glimpses), budget.eval_steps)  # k = T_train
+  a.eval_steps = budget.eval_steps
+  a.checks.large_eps = budget.large_eps
+  a.checks.iteration_factor = budget.iteration_factor
+  a.checks.extra_restarts = budget.extra_restarts
+  (_cut_paper_attack if profile == "paper" else _cut_adaptive_attack)(a, budget)
   return configlib.set_dotted(c, overrides or {})
 
 
-def _digest(obj) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# Train-config fields that do not change the trained model.
-_TRAIN_BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_at_end")
-
-
-def fingerprints(config) -> dict:
-  """Per stage, a digest of the config fields the stage's outputs depend on (a later stage includes the
-  earlier ones)."""
-  d = config.to_dict()
-  train = {k: v for k, v in d["train"].items() if k not in _TRAIN_BOOKKEEPING}
-  fp_train = _digest({"seed": d["seed"], "data": d["data"], "model": d["model"], "train": train})
-  fp_eval = _digest({"train": fp_train, "eval": d["eval"]})
-  fp_attack = _digest({"train": fp_train, "attack": d["attack"], "eval_steps": d["eval"]["num_glimpses"]})
-  return {"train": fp_train, "eval": fp_eval, "attack": fp_attack}
+def stage_configs(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
+                  config_file: str = DEMO_CONFIG, *, seed: int = 0) -> dict:
+  """{stage: config} of one run, in stage order: train and eval (and attack_paper) share the paper-profile
+  config; attack_<profile> takes that profile's."""
+  paper = model_config(name, budget, overrides, config_file, seed=seed)
+  out = {"train": paper, "eval": paper}
+  for p in budget.profiles:
+    out[f"attack_{p}"] = paper if p == "paper" else model_config(name, budget, overrides, config_file, seed=seed,
+                                                                 profile=p)
+  return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------------------------
 
-def latest_checkpoint_step(run_dir: str) -> int:
-  ckpt = os.path.join(run_dir, "checkpoints")
-  steps = [int(p) for p in os.listdir(ckpt) if p.isdigit()] if os.path.isdir(ckpt) else []
-  return max(steps, default=0)
-
-
-def stage_outputs(stage: str, config, run_dir: str) -> bool:
-  """Do the outputs of ``stage`` exist?"""
-  if stage == "train":
-    return latest_checkpoint_step(run_dir) >= int(config.train.num_train_steps)
-  if stage == "eval":
-    return all(os.path.exists(os.path.join(run_dir, f)) for f in ("eval/results.json", "compute.json",
-                                                                  "figures.npz"))
-  return os.path.exists(os.path.join(run_dir, f"attack_{config.attack.profile}", "results.json"))
-
-
-def read_stages(run_dir: str) -> dict:
-  path = os.path.join(run_dir, STAGES_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_stages(run_dir: str, stages: dict) -> None:
-  os.makedirs(run_dir, exist_ok=True)
-  tmp = os.path.join(run_dir, STAGES_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(stages, f, indent=1)
-  os.replace(tmp, os.path.join(run_dir, STAGES_FILE))
-
-
 def run_train(config, run_dir: str) -> None:
   from rsrnn_jax import run
   run.main(config, run_dir, "train")
 
-
-def run_eval(config, run_dir: str) -> None:
-  """Clean accuracy per step (eval/), GMACs (compute.json) and the figure arrays (figures.npz)."""
-  from rsrnn_jax.models import compute
+def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
+  """Clean accuracy per step (eval/), GMACs (compute.json), the figure arrays (figures.npz) and the plateau
+  check (plateau.json)."""
   from rsrnn_jax.evaluation import clean as evaluate
+  from rsrnn_jax.models import compute
   loaded = evaluate.load_model(config, run_dir)
   evaluate.evaluate(config, run_dir, loaded=loaded)
-  with open(os.path.join(run_dir, "compute.json"), "w") as f:
-    json.dump(compute.model_compute(config), f, indent=1)
+  _write_json(os.path.join(run_dir, "compute.json"), compute.model_compute(config))
   save_figure_arrays(config, run_dir, loaded)
+  _write_json(os.path.join(run_dir, saved.PLATEAU_FILE), plateau_check(config, run_dir, loaded, plateau_examples))
 
 
-def run_attack(config, run_dir: str) -> None:
-  from rsrnn_jax.attacks import suite as robustness
-  robustness.run(config, run_dir)
+def plateau_check(config, run_dir: str, loaded, num_examples: int = 0) -> dict:
+  """Clean accuracy at T_train of the checkpoints at 80%, 90% and 100% of training (:func:`plateau_steps`) on
+  the first ``num_examples`` test images (0 = all); plateau reached iff acc(100%) − acc(80%) ≤
+  :data:`PLATEAU_POINTS` points. One jitted evaluation for the three checkpoints."""
+  import jax
+  import numpy as np
 
-
-STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
+  from rsrnn_jax import data
+  from rsrnn_jax.models import predict
+  from rsrnn_jax.train import checkpoints, parallel
+  from rsrnn_jax.train import state as train_state
+  model, state, info, mesh = loaded
+  t_train = int(config.train.num_glimpses)
+  steps = plateau_steps(int(config.train.num_train_steps), int(config.train.checkpoint_every))
+  mgr = checkpoints.manager(run_dir, config, create=False)
+  meta, latest = checkpoints.metadata(config, info), int(jax.device_get(state.step))
+  predict_fn = jax.jit(lambda v, x: predict(model, v, x, num_steps=t_train)["logits"][-1].argmax(-1))
+  batches = list(data.eval_batches(config.data, global_batch_size=int(config.eval.batch_size),
+                                   max_examples=int(num_examples) or None))
+  accuracy = []
+  with jax.set_mesh(mesh):
+    for step in steps:
+      if step != latest and step not in mgr.all_steps():
+        accuracy.append(None)  # not kept (a run trained with fewer kept checkpoints)
+        continue
+      variables = train_state.variables_of(state if step == latest else checkpoints.restore(mgr, step, state, meta))
+      correct = total = 0
+      for b in batches:
+        pred = np.asarray(parallel.to_host(predict_fn(variables, parallel.shard_batch(b, mesh)["image"])))
+        keep = np.asarray(b["mask"]) > 0
+        correct, total = correct + int((pred == np.asarray(b["label"]))[keep].sum()), total + int(keep.sum())
+      accuracy.append(correct / max(total, 1))
+  rise = None if None in (accuracy[0], accuracy[-1]) else 100 * (accuracy[-1] - accuracy[0])
+  return {"fractions": list(PLATEAU_FRACTIONS), "steps": steps, "accuracy": accuracy, "train_glimpses": t_train,
+          "num_examples": total if batches else 0, "rise_points": rise, "max_rise_points": PLATEAU_POINTS,
+          "reached": None if rise is None else bool(rise <= PLATEAU_POINTS)}
 
 
 def save_figure_arrays(config, run_dir: str, loaded) -> str:
@@ -264,51 +329,43 @@ def save_figure_arrays(config, run_dir: str, loaded) -> str:
   return path
 
 
-def run_model(name: str, config, run_dir: str) -> dict:
-  """Runs the stages of one model that are not up to date; returns its stage records."""
-  stages = read_stages(run_dir)
-  fps = fingerprints(config)
-  recorded = stages.get("train", {}).get("fingerprint")
-  if (recorded and recorded != fps["train"]) or (not recorded and latest_checkpoint_step(run_dir)):
-    why = "its training config changed" if recorded else "it has checkpoints with no stage record"
-    log.warning("%s: discarding %s: %s; training again", name, run_dir, why)
-    shutil.rmtree(run_dir)
-    stages = {}
-  rerun = False
-  for stage in STAGES:
-    rec = stages.get(stage, {})
-    if (not rerun and rec.get("done") and rec.get("fingerprint") == fps[stage]
-        and stage_outputs(stage, config, run_dir)):
-      log.info("%s: %s up to date, skipped", name, stage)
-      continue
-    resumed = stage == "train" and latest_checkpoint_step(run_dir) > 0
-    log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(run_dir)})" if resumed else "")
-    for later in STAGES[STAGES.index(stage):]:
-      stages.pop(later, None)
-    stages[stage] = {"fingerprint": fps[stage], "done": False,
-                     "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
-    _write_stages(run_dir, stages)
-    tic = time.perf_counter()
-    try:
-      STAGE_FNS[stage](config, run_dir)
-      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-    finally:  # an interrupted stage keeps its time: a resumed training adds to it
-      stages[stage]["seconds"] += time.perf_counter() - tic
-      _write_stages(run_dir, stages)
-    log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
-    rerun = True
-  return stages
+def run_attack(config, run_dir: str) -> None:
+  """The attack suite of ``config.attack.profile`` → ``attack_<profile>/`` (results.json, per_example.npz)."""
+  from rsrnn_jax.attacks import suite
+  suite.run(config, run_dir)
 
 
-def reproduce(out_dir: str = "reproduction", budget: Budget = DEFAULT_BUDGET, models=MODELS,
+STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = None,
+         config_file: str = DEMO_CONFIG) -> dict:
+  """{model: {seed: {stage: config}}}: every run of ``budget`` (``seeds`` replaces the budget's list; a model's
+  seed limit still applies)."""
+  return {m: {s: stage_configs(m, budget, overrides, config_file, seed=s) for s in budget.seeds_for(m, seeds)}
+          for m in models}
+
+
+def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG) -> str:
-  """Every stage of every model that is not up to date, then ``out_dir/report.md``. Returns its path."""
+  """Every stage of every run that is not up to date (seed by seed: every model's first seed first), then
+  ``out_dir/report.md`` and ``out_dir/verdicts.json``. Returns the report's path."""
   from rsrnn_jax.reproduction import report as reproduce_report
   os.makedirs(out_dir, exist_ok=True)
-  configs = {name: model_config(name, budget, overrides, config_file) for name in models}
+  configs = plan(budget, models, seeds, overrides, config_file)
   if not report_only:
-    for name in models:
-      run_model(name, configs[name], os.path.join(out_dir, "runs", name))
+    for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
+      for m in models:
+        if s in configs[m]:
+          saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
+                          budget.plateau_examples)
   path = reproduce_report.write(out_dir, configs, budget)
   log.info("report: %s", path)
   return path
@@ -322,11 +379,25 @@ def _log_to_file(out_dir: str) -> logging.Handler:
   return handler
 
 
+def _parse_seeds(text: str | None):
+  if not text:
+    return None
+  try:
+    seeds = tuple(int(s) for s in text.split(",") if s.strip())
+  except ValueError:
+    raise ValueError(f"--seeds expects comma-separated non-negative integers, e.g. 0,1,2; got {text!r}") from None
+  if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seeds expects distinct non-negative integers, e.g. 0,1,2; got {text!r}")
+  return seeds
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  p.add_argument("--out", default="reproduction", help="report + figures here, runs in OUT/runs/<model>/")
-  p.add_argument("--quick", action="store_true", help="smoke-test budget (minutes; numbers meaningless)")
+  p.add_argument("--out", default="reproduction", help="report + figures here, runs in OUT/runs/<model>/seed<s>/")
+  p.add_argument("--budget", default="full", choices=list(BUDGETS), help="the shared budget (docs/reproduction.md)")
+  p.add_argument("--quick", action="store_true", help="= --budget quick (smoke test; numbers meaningless)")
+  p.add_argument("--seeds", default="", help="comma-separated seeds (default: the budget's), e.g. 0,1,2")
   p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
   p.add_argument("--config", default=DEMO_CONFIG, help="the config file every model's run starts from")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -335,10 +406,14 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   models = tuple(m for m in args.models.split(",") if m)
   unknown = [m for m in models if m not in registry.variant_names()]
-  if unknown:
-    print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.variant_names())}",
-          file=sys.stderr)
+  try:
+    if unknown:
+      raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.variant_names())}")
+    seeds = _parse_seeds(args.seeds)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     return 2
+  budget = QUICK_BUDGET if args.quick else BUDGETS[args.budget]
   # Two host devices keep both CPU cores busy (what `make demo` uses); must be set before jax starts.
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   from rsrnn_jax import run
@@ -346,8 +421,8 @@ def main(argv=None) -> int:
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
   handler = _log_to_file(args.out)
   try:
-    reproduce(args.out, QUICK_BUDGET if args.quick else DEFAULT_BUDGET, models, parse_overrides(args.set),
-              report_only=args.report_only, config_file=args.config)
+    reproduce(args.out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
+              config_file=args.config)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,18 +1,36 @@
-"""The saved runs of :mod:`rsrnn_jax.reproduction.run`, read back for the report (no JAX): one dict per model of
-``OUT/runs/<model>/{eval/results.json, compute.json, figures.npz, attack_paper/results.json,
-reproduce_stages.json}``, and the accuracies under our two attacks."""
+"""The saved runs of :mod:`rsrnn_jax.reproduction.run` (no JAX): where a run lives, its stage records and their
+fingerprints, and its outputs read back for the report.
+
+:func:`run_model` runs the stages of one run that are not up to date (the stage functions come from
+:mod:`rsrnn_jax.reproduction.run`; this module never imports JAX).
+
+A run is one (model, seed): ``OUT/runs/<model>/seed<s>/``, a normal workdir with ``checkpoints/``,
+``metrics.jsonl``, ``eval/results.json``, ``compute.json``, ``figures.npz``, ``plateau.json``,
+``attack_<profile>/{results.json, per_example.npz}`` and ``reproduce_stages.json`` (the stage records).
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
+import time
 
 import numpy as np
 
 from rsrnn_jax.models import registry
+from rsrnn_jax.reproduction import stats
 
-# Our two attacks: their entry in the attack suite's results (rsrnn_jax/attacks/suite.py).
-ATTACKS = {"paper": "pgd_step", "strongest": "worst"}
-ATTACK_TITLES = {"paper": "paper attack (PGD-5 on step k)", "strongest": "strongest attack (worst case)"}
+log = logging.getLogger("rsrnn_jax.reproduction.run")
+
+STAGES_FILE = "reproduce_stages.json"
+PLATEAU_FILE = "plateau.json"
+# Our attacks: (the attack profile's stage, its entry in the suite's results; rsrnn_jax/attacks/suite.py).
+ATTACKS = {"paper": ("paper", "pgd_step"), "strongest": ("paper", "worst"), "adaptive": ("adaptive", "worst")}
+ATTACK_TITLES = {"paper": "paper attack (PGD-5 on step k)",
+                 "strongest": "strongest of profile paper (worst case, incl. full-horizon PGD)",
+                 "adaptive": "adaptive (worst case: APGD, BPDA, scanpath, Square)"}
 
 
 def display(name: str) -> str:
@@ -25,6 +43,124 @@ def paper_key(name: str) -> str | None:
   return registry.variant(name).paper_key
 
 
+def run_dir(out_dir: str, model: str, seed: int) -> str:
+  return os.path.join(out_dir, "runs", model, f"seed{seed}")
+
+
+def stage_profile(stage: str) -> str | None:
+  """``attack_paper`` → ``paper``; None for a stage that is not an attack."""
+  return stage[len("attack_"):] if stage.startswith("attack_") else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage records and fingerprints
+# ----------------------------------------------------------------------------------------------------------
+
+def _digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Train-config fields that do not change the trained model.
+_TRAIN_BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_at_end")
+
+
+def fingerprints(configs: dict, plateau_examples: int = 0) -> dict:
+  """Per stage of ``configs`` ({stage: config}), a digest of what the stage's outputs depend on: train the
+  seed, data, model and train fields; eval + ``config.eval``, the plateau subset and checkpoints; attack_<profile> + that
+  config's ``attack`` and T_eval (every later stage includes train's digest)."""
+  d = configs["train"].to_dict()
+  train = {k: v for k, v in d["train"].items() if k not in _TRAIN_BOOKKEEPING}
+  fp = {"train": _digest({"seed": d["seed"], "data": d["data"], "model": d["model"], "train": train})}
+  for stage, config in configs.items():
+    c = config.to_dict()
+    if stage == "eval":
+      fp[stage] = _digest({"train": fp["train"], "eval": c["eval"], "plateau_examples": int(plateau_examples),
+                           "checkpoint_every": c["train"]["checkpoint_every"]})  # the plateau's checkpoints
+    elif stage_profile(stage):
+      fp[stage] = _digest({"train": fp["train"], "attack": c["attack"], "eval_steps": c["eval"]["num_glimpses"]})
+  return fp
+
+
+def latest_checkpoint_step(path: str) -> int:
+  ckpt = os.path.join(path, "checkpoints")
+  steps = [int(p) for p in os.listdir(ckpt) if p.isdigit()] if os.path.isdir(ckpt) else []
+  return max(steps, default=0)
+
+
+def stage_outputs(stage: str, config, path: str) -> bool:
+  """Do the outputs of ``stage`` exist in run directory ``path``?"""
+  if stage == "train":
+    return latest_checkpoint_step(path) >= int(config.train.num_train_steps)
+  if stage == "eval":
+    files = ("eval/results.json", "compute.json", "figures.npz", PLATEAU_FILE)
+  else:
+    files = (f"{stage}/results.json", f"{stage}/per_example.npz")
+  return all(os.path.exists(os.path.join(path, f)) for f in files)
+
+
+def read_stages(path: str) -> dict:
+  return _json(os.path.join(path, STAGES_FILE)) or {}
+
+
+def write_stages(path: str, stages: dict) -> None:
+  os.makedirs(path, exist_ok=True)
+  tmp = os.path.join(path, STAGES_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(stages, f, indent=1)
+  os.replace(tmp, os.path.join(path, STAGES_FILE))
+
+
+def depends_on(stage: str) -> tuple:
+  """The stages whose re-run makes ``stage`` run again: eval and every attack depend on train only."""
+  return () if stage == "train" else ("train",)
+
+
+def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> dict:
+  recorded = stages.get("train", {}).get("fingerprint")
+  if (recorded and recorded != fp_train) or (not recorded and latest_checkpoint_step(path)):
+    why = "its training config changed" if recorded else "it has checkpoints with no stage record"
+    log.warning("%s: discarding %s: %s; training again", name, path, why)
+    shutil.rmtree(path)
+    return {}
+  return stages
+
+
+def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0) -> dict:
+  """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
+  ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
+  returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``)."""
+  fps = fingerprints(configs, plateau_examples)
+  stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
+  ran = set()
+  for stage, config in configs.items():
+    rec = stages.get(stage, {})
+    if (not ran & set(depends_on(stage)) and rec.get("done") and rec.get("fingerprint") == fps[stage]
+        and stage_outputs(stage, config, path)):
+      log.info("%s: %s up to date, skipped", name, stage)
+      continue
+    resumed = stage == "train" and latest_checkpoint_step(path) > 0
+    log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(path)})" if resumed else "")
+    stages[stage] = {"fingerprint": fps[stage], "done": False, "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
+    write_stages(path, stages)
+    tic = time.perf_counter()
+    try:
+      if stage == "eval":
+        stage_fns["eval"](config, path, plateau_examples=plateau_examples)
+      else:
+        stage_fns["attack" if stage_profile(stage) else stage](config, path)
+      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    finally:  # an interrupted stage keeps its time: a resumed training adds to it
+      stages[stage]["seconds"] += time.perf_counter() - tic
+      write_stages(path, stages)
+    log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
+    ran.add(stage)
+  return stages
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading the runs back
+# ----------------------------------------------------------------------------------------------------------
+
 def _json(path):
   if not os.path.exists(path):
     return None
@@ -32,31 +168,114 @@ def _json(path):
     return json.load(f)
 
 
-def load_runs(out_dir: str, models, profile: str = "paper") -> dict:
-  """{model: {"eval", "compute", "attack", "figures", "stages"}} (None for what is missing)."""
+def load_runs(out_dir: str, seeds: dict, profiles) -> dict:
+  """{model: {seed: run}} for ``seeds`` ({model: [seeds]}); a run: {"eval", "compute", "plateau", "attack":
+  {profile: results}, "per_example": {profile: path}, "figures": path, "stages"} (None for what is missing)."""
   runs = {}
-  for m in models:
-    d = os.path.join(out_dir, "runs", m)
-    fig = os.path.join(d, "figures.npz")
-    runs[m] = {"eval": _json(os.path.join(d, "eval", "results.json")),
-               "compute": _json(os.path.join(d, "compute.json")),
-               "attack": _json(os.path.join(d, f"attack_{profile}", "results.json")),
-               "figures": dict(np.load(fig)) if os.path.exists(fig) else None,
-               "stages": _json(os.path.join(d, "reproduce_stages.json")) or {}}
+  for m, model_seeds in seeds.items():
+    runs[m] = {}
+    for s in model_seeds:
+      d = run_dir(out_dir, m, s)
+      exists = lambda f, d=d: os.path.join(d, f) if os.path.exists(os.path.join(d, f)) else None
+      runs[m][s] = {"eval": _json(os.path.join(d, "eval", "results.json")),
+                    "compute": _json(os.path.join(d, "compute.json")),
+                    "plateau": _json(os.path.join(d, PLATEAU_FILE)),
+                    "attack": {p: _json(os.path.join(d, f"attack_{p}", "results.json")) for p in profiles},
+                    "per_example": {p: exists(f"attack_{p}/per_example.npz") for p in profiles},
+                    "figures": exists("figures.npz"), "stages": read_stages(d)}
   return runs
 
 
+def first_figures(runs: dict, model: str) -> dict | None:
+  """The figure arrays of ``model``'s first seed that has them."""
+  for r in runs.get(model, {}).values():
+    if r["figures"]:
+      with np.load(r["figures"]) as z:
+        return dict(z)
+  return None
+
+
+def _entries(result, entry):
+  return ((result or {}).get("untargeted", {}).get("attacks", {}).get(entry)) or None
+
+
 def attack_accuracies(runs: dict, attack: str) -> dict:
-  """{model: {"k": [per ε], "T": [per ε], "per_step": {ε: [T]}, "asr_k": [per ε]}} under ``attack`` (an
-  ATTACKS key)."""
+  """{model: {"eps", "seeds", "k", "k_sd", "T", "T_sd" (per ε, mean and sd over seeds), "per_step",
+  "per_step_sd" ({ε: [T_eval]}), "asr_k", "clean" (mean per step)}} under ``attack`` (an ATTACKS key), over the
+  seeds whose results have it (on the ε grid of the first)."""
+  profile, entry = ATTACKS[attack]
   out = {}
-  for m, r in runs.items():
-    res = r["attack"]
-    entries = (res or {}).get("untargeted", {}).get("attacks", {}).get(ATTACKS[attack])
-    if not entries:
+  for m, seeds in runs.items():
+    done = [(r["attack"][profile], _entries(r["attack"].get(profile), entry)) for r in seeds.values()]
+    done = [(res, e) for res, e in done if e]
+    if not done:
       continue
-    k, t = res["attack_step"], res["eval_steps"]
-    out[m] = {"k": [e["adv_acc"][k - 1] for e in entries], "T": [e["adv_acc"][t - 1] for e in entries],
-              "per_step": {e["eps"]: e["adv_acc"] for e in entries},
-              "asr_k": [e["asr"][k - 1] for e in entries]}
+    eps = [e["eps"] for e in done[0][1]]
+    done = [(res, e) for res, e in done if [x["eps"] for x in e] == eps]
+    per_step = np.asarray([[x["adv_acc"] for x in e] for _, e in done], np.float64)  # [S, E, T]
+    k, t = done[0][0]["attack_step"], done[0][0]["eval_steps"]
+    sd = per_step.std(0, ddof=1) if len(done) > 1 else np.zeros_like(per_step[0])
+    out[m] = {"eps": eps, "seeds": len(done), "k": list(per_step.mean(0)[:, k - 1]), "k_sd": list(sd[:, k - 1]),
+              "T": list(per_step.mean(0)[:, t - 1]), "T_sd": list(sd[:, t - 1]),
+              "per_step": dict(zip(eps, per_step.mean(0).tolist())), "per_step_sd": dict(zip(eps, sd.tolist())),
+              "asr_k": [stats.mean_sd([e[i]["asr"][k - 1] for _, e in done])["mean"] for i in range(len(eps))],
+              "clean": list(np.mean([res["clean"]["accuracy_per_step"] for res, _ in done], 0))}
   return out
+
+
+def per_example_data(runs: dict, attack: str) -> tuple[dict, dict]:
+  """The per-example correctness under ``attack`` for the bootstrap: ({model: [S, E, n, 2]} bool, read-outs
+  step k and T_eval, the first n examples common to every run), {"num_examples", "epsilons", "seeds": {model:
+  [seeds]}}. Runs without per-example results, or on another ε grid than the first, are left out."""
+  profile, entry = ATTACKS[attack]
+  arrays, seeds_used, eps = {}, {}, None
+  for m, seeds in runs.items():
+    for s, r in seeds.items():
+      path, res = r["per_example"].get(profile), r["attack"].get(profile)
+      if not path or not res:
+        continue
+      with np.load(path) as z:
+        if entry not in z:
+          continue
+        e = [float(v) for v in z["epsilons"]]
+        x = z[entry][:, :, [res["attack_step"] - 1, res["eval_steps"] - 1]]  # [E, N, 2]
+      if eps is None:
+        eps = e
+      if len(e) != len(eps) or not np.allclose(e, eps):
+        continue
+      arrays.setdefault(m, []).append(x)
+      seeds_used.setdefault(m, []).append(s)
+  n = min((x.shape[1] for xs in arrays.values() for x in xs), default=0)
+  data = {m: np.stack([x[:, :n] for x in xs]) for m, xs in arrays.items()}
+  return data, {"num_examples": int(n), "epsilons": eps or [], "seeds": seeds_used}
+
+
+def clean_summary(runs: dict) -> dict:
+  """{model: {"seeds", "steps" (training steps per seed), "per_step" / "per_step_sd" (mean, sd over seeds),
+  "at_train" / "at_eval" (mean ± sd dicts), "train_glimpses", "num_examples"}} from the clean evaluations."""
+  out = {}
+  for m, seeds in runs.items():
+    evs = [r["eval"] for r in seeds.values() if r["eval"]]
+    if not evs:
+      continue
+    t = int(evs[0]["train_glimpses"])
+    acc = np.asarray([e["accuracy_per_step"] for e in evs], np.float64)
+    out[m] = {"seeds": [s for s, r in seeds.items() if r["eval"]], "steps": [int(e["step"]) for e in evs],
+              "per_step": list(acc.mean(0)), "per_step_sd": list(acc.std(0, ddof=1) if len(evs) > 1 else 0 * acc[0]),
+              "at_train": stats.mean_sd(acc[:, min(t, acc.shape[1]) - 1]), "at_eval": stats.mean_sd(acc[:, -1]),
+              "train_glimpses": t, "num_examples": int(evs[0]["num_examples"])}
+  return out
+
+
+def compute_seconds(runs: dict, stages) -> dict:
+  """{model: {stage: seconds summed over its seeds}} as recorded in the stage records."""
+  return {m: {st: sum(r["stages"].get(st, {}).get("seconds", 0.0) for r in seeds.values()) for st in stages}
+          for m, seeds in runs.items()}
+
+
+def still_missing(runs: dict, expected: dict) -> list[tuple]:
+  """[(model, seed, stage)] of every stage not finished with the fingerprint ``expected`` ({model: {seed:
+  {stage: fingerprint}}}) of the current config."""
+  return [(m, s, st) for m, seeds in runs.items() for s, r in seeds.items()
+          for st, fp in expected.get(m, {}).get(s, {}).items()
+          if not (r["stages"].get(st, {}).get("done") and r["stages"][st].get("fingerprint") == fp)]

@@ -1,6 +1,5 @@
 """The sections of ``report.md`` (:mod:`rsrnn_jax.reproduction.report`), one function each returning Markdown
-lines. ``Setup`` holds what every section shares: the attack step k, T_eval, the attacked examples n and the
-ε grids (from the first attack results, or from the config until a run has them)."""
+lines from a :class:`Report` (everything the report reads, gathered once)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,94 +8,106 @@ import time
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
 from rsrnn_jax.report.results import _pct as pct, _table as table
+from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import ATTACK_TITLES, attack_accuracies, display, paper_key
-from rsrnn_jax.reproduction.verdicts import PAPER_EXAMPLES, Z
+from rsrnn_jax.reproduction.runs import ATTACK_TITLES, display, paper_key
+from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  k: int           # attack step
-  t: int           # T_eval
-  n: int           # attacked examples
-  eps: list        # untargeted ε
-  teps: list       # targeted ε
+@dataclasses.dataclass
+class Report:
+  runs: dict             # {model: {seed: run}} (runs.load_runs)
+  configs: dict          # {model: {seed: {stage: config}}}
+  budget: object         # run.Budget
+  acc: dict              # {attack: runs.attack_accuracies}
+  clean: dict            # runs.clean_summary
+  ours: list             # verdicts.judge entries (+ attack metadata)
+  paper: list            # verdicts.judge_paper entries
+  missing: list          # [(model, seed, stage)] not done
+  compute: dict          # {model: {stage: seconds}}
+  figures: dict          # name → file
+  k: int                 # attack step
+  t: int                 # T_eval
+  n: int                 # attacked examples of the verdicts
+  eps: list              # untargeted ε (profile paper)
+  teps: list             # targeted ε
 
 
-def setup(runs, configs) -> Setup:
-  a = next(iter(configs.values())).attack  # what the runs will use, until one exists
-  first = next((r["attack"] for r in runs.values() if r["attack"]), None)
-  n = min((r["attack"]["num_examples"] for r in runs.values() if r["attack"]), default=int(a.num_examples))
-  if first:
-    return Setup(first["attack_step"], first["eval_steps"], n, first["untargeted"]["epsilons"],
-                 first["targeted"]["epsilons"])
-  return Setup(int(a.attack_step), int(a.eval_steps), n, list(a.epsilons), list(a.targeted_epsilons))
+def _config(rep: Report, m: str):
+  return next(iter(rep.configs[m].values()))["train"]
 
 
-def _signed(v) -> str:
-  return "–" if v is None else f"{100 * v:+.1f}"
+def _ms(d: dict | None, scale: float = 100.0) -> str:
+  """mean ± sd (a stats.mean_sd dict) in points."""
+  if not d or d.get("mean") is None:
+    return "–"
+  return f"{scale * d['mean']:.1f}" + (f" ± {scale * d['sd']:.1f}" if d["n"] > 1 else "")
+
+
+def _interval(test: dict | None) -> str:
+  if not test:
+    return "–"
+  lo, hi = test["interval"]
+  return f"{100 * test['estimate']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _word(v: str) -> str:
+  return f"**{v}**" if v in ("holds", "fails", "undecided") else v
 
 
 def _eps(values) -> str:
   return "/".join(f"{e:g}" for e in values)
 
 
-def _verdict_word(holds) -> str:
-  return "not evaluated" if holds is None else ("**holds**" if holds else "**does not hold**")
-
-
-def _test_cell(test) -> str:
-  if not test:
-    return "–"
-  return f"{_signed(test['mean_diff'])} (margin {100 * test['margin']:.1f})"
-
-
-def header(runs, configs, budget, s: Setup) -> list[str]:
-  any_cfg = next(iter(configs.values()))
-  total_s = sum(st.get("seconds", 0.0) for r in runs.values() for st in r["stages"].values())
-  data_cfg = next((r["eval"]["config"]["data"] for r in runs.values() if r["eval"]), any_cfg.data.to_dict())
+def header(rep: Report) -> list[str]:
+  any_cfg = _config(rep, next(iter(rep.configs)))
+  total = sum(sum(st.values()) for st in rep.compute.values())
+  data_cfg = next((r["eval"]["config"]["data"] for seeds in rep.runs.values() for r in seeds.values() if r["eval"]),
+                  any_cfg.data.to_dict())
   classes = datasets.num_classes(data_cfg)
+  b = rep.budget
   out = [f"# Reproduction: {display(registry.DEFAULT_MODEL)} and its baselines on cluttered Fashion-MNIST", ""]
-  out.append(f"Written by `python -m rsrnn_jax.reproduction.run` (`make reproduce`) on "
-             f"{time.strftime('%Y-%m-%d %H:%M')}. Budget `{budget.name}`: {budget.describe()}. Stage time summed "
-             f"over the models: {total_s / 60:.1f} min (table at the end).")
-  out.append("")
-  out.append(f"Data: `{data_cfg['name']}` ({data_cfg.get('canvas_size')}² canvas, {classes} classes, chance "
-             f"{100 / classes:g}%). Attacks: untargeted ε = {_eps(s.eps)}, targeted ε = {_eps(s.teps)} (pixels in "
-             f"[0, 1]), made at step k = {s.k}, images run for T_eval = {s.t} steps, on the first {s.n} test images.")
-  out.append("")
-  out.append(f"**Columns marked \"paper\" are the authors' published numbers** ({PAPER['source']}), transcribed "
-             "in `rsrnn_jax/reproduction/paper_numbers.py`: ImageNet100 at 336²/224², ε in 1e-3..1e-2, attack at "
-             "step 4 (AAAI) or 12 (v1). They are not our results and not on our data: compare orderings and "
-             "trends, not values.")
-  out.append("")
-  if budget.name == "quick":
+  out += [f"Written by `python -m rsrnn_jax.reproduction.run` (`make reproduce`) on {time.strftime('%Y-%m-%d %H:%M')}. "
+          f"Budget `{b.name}`: {b.describe()}. Compute recorded by the stages, summed over every run: "
+          f"{total / 3600:.2f} h (per stage at the end; {len(rep.missing)} stage(s) still missing).", ""]
+  out += [f"Data: `{data_cfg['name']}` ({data_cfg.get('canvas_size')}² canvas, {classes} classes, chance "
+          f"{100 / classes:g}%). Attacks: untargeted ε = {_eps(rep.eps)}, targeted ε = {_eps(rep.teps)} (pixels in "
+          f"[0, 1]), made at step k = {rep.k}, images run for T_eval = {rep.t} steps, on the first {rep.n} test "
+          "images; adaptive at ε = " + (_eps(b.adaptive_epsilons) or "– (not in this budget)") + ".", ""]
+  out += [f"**Columns marked \"paper\" are the authors' published numbers** ({PAPER['source']}), transcribed in "
+          "`rsrnn_jax/reproduction/paper_numbers.py`: ImageNet100 at 336²/224², ε in 1e-3..1e-2, attack at step 4 "
+          "(AAAI) or 12 (v1). They are not our results and not on our data: compare orderings and trends, not "
+          "values.", ""]
+  if b.name == "quick":
     out += ["> **Quick budget: a smoke test. These numbers mean nothing.**", ""]
   return out
 
 
-def claims(ours: list, paper: list, s: Setup) -> list[str]:
-  paper_by_claim = {v["claim"]["id"]: v for v in paper}
+def claims(rep: Report) -> list[str]:
+  paper = {v["claim"]["id"]: v for v in rep.paper}
   rows = []
-  for v in ours:
-    tests = v["tests"]
-    pv = paper_by_claim[v["claim"]["id"]] if v["attack"] == "paper" else None
-    if "model" in v["claim"]:
-      cells = [_test_cell(tests.get("T vs k")), "(one column)"]
-      pcell = _test_cell(pv["tests"].get("T vs k")) if pv else "–"
-    else:
-      cells = [_test_cell(tests.get("k")), _test_cell(tests.get("T"))]
-      pcell = (f"{_test_cell(pv['tests'].get('k'))} / {_test_cell(pv['tests'].get('T'))}" if pv else "–")
-    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], *cells, _verdict_word(v["holds"]),
-                 pcell, _verdict_word(pv["holds"]) if pv else "not run by the paper"])
+  for v in rep.ours:
+    cid, tests = v["claim"]["id"], v["tests"]
+    pv = paper[cid] if v["attack"] == "paper" else None
+    one = "model" in v["claim"]
+    cells = [_interval(tests.get("T vs k")), "(one test)"] if one else [_interval(tests.get("k")),
+                                                                          _interval(tests.get("T"))]
+    if pv:
+      pt = pv["tests"]
+      pcell = (_interval(pt.get("T vs k")) if one else f"{_interval(pt.get('k'))} / {_interval(pt.get('T'))}")
+    verdict = _word(v["verdict"]) + (f" (missing: {', '.join(v['missing'])})" if v["missing"] else "")
+    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], _eps(v.get("epsilons", [])), *cells, verdict,
+                 pcell if pv else "–", _word(pv["verdict"]) if pv else "not run by the paper"])
   out = ["## The paper's claims", ""]
-  out += [table(["claim", "attack", f"ours: Δ at step k={s.k} (pt)", f"ours: Δ at T_eval={s.t} (pt)",
-                 "verdict (ours)", "paper: Δ at 4 / 16 (pt, AAAI Fig. 4)", "paper (same rule)"], rows), ""]
-  out.append(f"Δ: the mean over the ε grid of (first group − second group) accuracy, in points; for the "
-             f"recovery claim RS-RNN's accuracy at T_eval minus at k (one column). Margin: {Z:g} mean standard "
-             f"errors (n = {s.n} attacked examples here, {PAPER_EXAMPLES} for the paper). Rules: see "
-             "\"How the verdicts are computed\" below.")
-  out.append("")
+  out += [table(["claim", "attack", "ε", f"ours: Δ at k={rep.k} [95% CI] (pt)", f"ours: Δ at T_eval={rep.t} [95% CI]",
+                 "verdict (ours)", "paper: Δ at 4 / 16 [± read-off] (AAAI Fig. 4)", "paper (same rule)"], rows), ""]
+  out += [f"Δ: the mean over the attack's ε grid of (first group − second group) accuracy, in points; for the "
+          "recovery claim RS-RNN's accuracy at T_eval minus at k (one test). Ours: the mean over seeds, with the 95% "
+          f"interval of a paired bootstrap over seeds and the n = {rep.n} attacked images "
+          f"({stats.RESAMPLES} resamples); paper: ± its read-off tolerance (±{100 * PAPER_TOLERANCE:g} point per "
+          "value, worst case). **holds**: the interval is above 0; **fails**: below 0; **undecided**: it contains 0. "
+          "A claim read at k and T_eval holds iff both hold and fails iff either fails. Rules: \"How the verdicts "
+          "are computed\" below.", ""]
   return out
 
 
@@ -106,75 +117,96 @@ def _paper_gmacs(key) -> str:
           f"{pg['gmacs_total'][key]:g} total" if key in pg["gmacs_total"] else "–")
 
 
-def table1(runs, configs, budget, figures: dict) -> list[str]:
+def _first_compute(rep: Report, m: str):
+  return next((r["compute"] for r in rep.runs[m].values() if r["compute"]), None)
+
+
+def table1(rep: Report) -> list[str]:
   rows = []
-  for m, r in runs.items():
-    cfg, key = configs[m], paper_key(m)
-    d = registry.describe(cfg.model.to_dict())
-    ev, co = r["eval"], r["compute"]
-    acc = ev["accuracy_per_step"] if ev else None
-    t_train = int(cfg.train.num_glimpses)
+  for m in rep.runs:
+    cfg, key, c = _config(rep, m), paper_key(m), rep.clean.get(m)
+    d, co = registry.describe(cfg.model.to_dict()), _first_compute(rep, m)
     p1, pv1 = PAPER["table1"]["top1"].get(key), PAPER["table1_v1"]["top1"].get(key)
-    paper_top1 = " / ".join(f"{v:.2f}" if v is not None else "–" for v in (p1, pv1))
-    name = display(m) + (" (PGD-AT)" if cfg.train.adversarial.enabled else "")
-    rows.append([name, pct(acc[min(t_train, len(acc)) - 1]) if acc else "–", pct(acc[-1]) if acc else "–",
-                 paper_top1, d["input"], d["gru"], d["attention"],
-                 f"{1e3 * co['gmacs_per_step']:.2f}" if co else "–",
-                 f"{max(1e3 * co['gmacs_once'], 0.0):.2f}" if co else "–",  # −0.0x: rounding (docs/zoo.md)
-                 _paper_gmacs(key)])
+    steps = sorted(set(c["steps"])) if c else []
+    rows.append([display(m) + (" (PGD-AT)" if cfg.train.adversarial.enabled else ""),
+                 f"{len(c['seeds'])}/{len(rep.configs[m])}" if c else f"0/{len(rep.configs[m])}",
+                 "/".join(map(str, steps)) or "–", _ms(c["at_train"]) if c else "–", _ms(c["at_eval"]) if c else "–",
+                 " / ".join(f"{v:.2f}" if v is not None else "–" for v in (p1, pv1)), d["input"], d["gru"],
+                 d["attention"], f"{1e3 * co['gmacs_per_step']:.2f}" if co else "–",
+                 f"{max(1e3 * co['gmacs_once'], 0.0):.2f}" if co else "–", _paper_gmacs(key)])
   out = ["## Table 1 — the models (paper: AAAI Table 1, table.png)", ""]
-  out.append(table(["model", "top-1 % @T_train", "top-1 % @T_eval", "paper top-1 % (AAAI / v1)", "input", "GRU",
-                    "attention", "MMACs/step", "MMACs once", "paper GMACs"], rows))
-  out.append("")
-  where = "the whole test split" if not budget.eval_examples else f"{budget.eval_examples} test images"
-  out.append(f"Ours: clean accuracy on {where} at the training step count and at T_eval; compute from XLA's cost "
-             "analysis of one image's forward pass (`rsrnn_jax/models/compute.py`, docs/zoo.md), in millions of "
-             "MACs (our demo models are ~10⁴× smaller than the paper's). Input/GRU/attention are read from each "
-             "model's config.")
-  out.append("")
-  if figures.get("gmacs"):
+  out += [table(["model", "seeds", "train steps", "top-1 % @T_train", "top-1 % @T_eval", "paper top-1 % (AAAI / v1)",
+                 "input", "GRU", "attention", "MMACs/step", "MMACs once", "paper GMACs"], rows), ""]
+  where = "the whole test split" if not rep.budget.eval_examples else f"{rep.budget.eval_examples} test images"
+  out += [f"Ours: clean accuracy on {where}, mean ± sd over the seeds evaluated (seeds: evaluated/planned), at the "
+          "training step count and at T_eval; compute from XLA's cost analysis of one image's forward pass "
+          "(`rsrnn_jax/models/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
+          "than the paper's). Input/GRU/attention are read from each model's config.", ""]
+  out += plateau(rep)
+  if rep.figures.get("gmacs"):
     out += ["## Accuracy vs compute as the steps grow (paper: AAAI Fig. 3, recog.png)", "",
-            f"![accuracy vs GMACs]({figures['gmacs']})", "",
-            "Each point of a glimpse model is one more step (GMACs = once + steps × per step); S3TA is drawn at its "
-            "training step count and FF-CNN(-AT) once, as in the paper.", ""]
+            f"![accuracy vs GMACs]({rep.figures['gmacs']})", "",
+            "Each point of a glimpse model is one more step (GMACs = once + steps × per step), mean ± sd over seeds; "
+            "S3TA is drawn at its training step count and FF-CNN(-AT) once, as in the paper.", ""]
   return out
 
 
-def under_attack(runs, figures: dict, s: Setup) -> list[str]:
-  acc_paper, acc_strong = attack_accuracies(runs, "paper"), attack_accuracies(runs, "strongest")
-  k, t = s.k, s.t
-  out = [f"## Accuracy under attack at steps k = {k} and T_eval = {t} (paper: AAAI Fig. 4, adv1.png)", ""]
-  header = ["model", f"clean @{k} / @{t}"]
-  header += [f"paper attack ε={e:g}" for e in s.eps] + [f"strongest ε={e:g}" for e in s.eps]
-  header.append(f"paper: ε={_eps(PAPER['adv_accuracy']['epsilons'])} @4 → @16")
+def plateau(rep: Report) -> list[str]:
   rows = []
-  pa = PAPER["adv_accuracy"]
-  for m, r in runs.items():
-    if m not in acc_paper:
+  for m, seeds in rep.runs.items():
+    for s, r in seeds.items():
+      p = r["plateau"]
+      if not p:
+        continue
+      reached = {True: "yes", False: "**no**", None: "–"}[p["reached"]]
+      rows.append([display(m), s, "/".join(map(str, p["steps"])), " / ".join(pct(a) for a in p["accuracy"]),
+                   "–" if p["rise_points"] is None else f"{p['rise_points']:+.1f}", reached])
+  if not rows:
+    return []
+  n = next(r["plateau"]["num_examples"] for seeds in rep.runs.values() for r in seeds.values() if r["plateau"])
+  out = ["### Plateau: has each run finished learning?", ""]
+  out += [table(["model", "seed", "checkpoints (80/90/100%)", "clean top-1 % @T_train", "rise over the last 20% (pt)",
+                 "plateau reached"], rows), ""]
+  out += [f"Clean accuracy at T_train of the checkpoints at 80%, 90% and 100% of training, on the first {n} test "
+          "images. Rule: the plateau is reached iff acc(100%) − acc(80%) ≤ 1 point (a run still rising more than "
+          "that was stopped while it was learning; its comparisons are with a model short of its accuracy).", ""]
+  return out
+
+
+def _cell(v: dict, i: int) -> str:
+  sd = lambda r: f" ± {100 * v[f'{r}_sd'][i]:.1f}" if v["seeds"] > 1 else ""
+  return f"{pct(v['k'][i])}{sd('k')} / {pct(v['T'][i])}{sd('T')}"
+
+
+def under_attack(rep: Report) -> list[str]:
+  out = [f"## Accuracy under attack at steps k = {rep.k} and T_eval = {rep.t} (paper: AAAI Fig. 4, adv1.png)", ""]
+  header = ["model", "seeds", f"clean @{rep.k} / @{rep.t}"]
+  cols = [(a, i, e) for a, acc in rep.acc.items() if acc for i, e in enumerate(next(iter(acc.values()))["eps"])]
+  header += [f"{a} ε={e:g}" for a, _, e in cols] + [f"paper: ε={_eps(PAPER['adv_accuracy']['epsilons'])} @4 → @16"]
+  pa, rows = PAPER["adv_accuracy"], []
+  for m in rep.runs:
+    first = next((acc[m] for acc in rep.acc.values() if m in acc), None)
+    if first is None:
       continue
-    clean, key = r["attack"]["clean"]["accuracy_per_step"], paper_key(m)
-    row = [display(m), f"{pct(clean[k - 1])} / {pct(clean[t - 1])}"]
-    row += [f"{pct(a)} / {pct(b)}" for a, b in zip(acc_paper[m]["k"], acc_paper[m]["T"])]
-    st = acc_strong.get(m)
-    row += ([f"{pct(a)} / {pct(b)}" for a, b in zip(st["k"], st["T"])] if st else ["–"] * len(s.eps))
-    row.append(", ".join(f"{a:g}→{b:g}" for a, b in zip(pa["at_k"][key], pa["at_T"][key]))
-               if key in pa["at_k"] else "–")
+    key = paper_key(m)
+    row = [display(m), "/".join(str(acc[m]["seeds"]) if m in acc else "0" for acc in rep.acc.values()),
+           f"{pct(first['clean'][rep.k - 1])} / {pct(first['clean'][rep.t - 1])}"]
+    row += [_cell(rep.acc[a][m], i) if m in rep.acc[a] else "–" for a, i, _ in cols]
+    row.append(", ".join(f"{a:g}→{b:g}" for a, b in zip(pa["at_k"][key], pa["at_T"][key])) if key in pa["at_k"] else "–")
     rows.append(row)
-  out.append(table(header, rows))
-  out.append("")
-  out.append(f"Cells: accuracy (%) at step k / at step T_eval. Paper attack: {ATTACK_TITLES['paper']}; "
-             "strongest: the per-example, per-step worst case over every untargeted attack of the suite "
-             "(module docstring of `rsrnn_jax/reproduction/report.py`).")
-  out.append("")
-  if figures.get("bars"):
-    out += [f"![accuracy under attack]({figures['bars']})", ""]
-  if figures.get("per_step"):
-    ps = PAPER["adv_accuracy_per_step"]
-    main = registry.variant(registry.DEFAULT_MODEL)
+  out += [table(header, rows), ""]
+  out += ["Cells: accuracy (%) at step k / at step T_eval, mean ± sd over seeds (seeds: per attack). Attacks: "
+          + "; ".join(f"{a} = {ATTACK_TITLES[a]}" for a in rep.acc) + " (module docstring of "
+          "`rsrnn_jax/reproduction/report.py`).", ""]
+  if rep.figures.get("bars"):
+    out += [f"![accuracy under attack]({rep.figures['bars']})", ""]
+  if rep.figures.get("per_step"):
+    ps, main = PAPER["adv_accuracy_per_step"], registry.variant(registry.DEFAULT_MODEL)
     out += ["## Accuracy per step under attack (paper: AAAI Fig. 5, adv2.png)", "",
-            f"![accuracy per step]({figures['per_step']})", "",
-            "Solid: the paper attack (made at step k, the dotted line); dashed: the strongest attack; black "
-            f"dashed: clean. Paper, {main.display} at steps 1/4/16: " + ", ".join(
+            f"![accuracy per step]({rep.figures['per_step']})", "",
+            "Solid: the paper attack (made at step k, the dotted line); dashed: the strongest attack of profile "
+            "paper; dotted: adaptive; black dashed: clean; bands: ± sd over seeds. Paper, "
+            f"{main.display} at steps 1/4/16: " + ", ".join(
                 f"ε={e:g}: {'/'.join(f'{v:g}' for v in vals)}"
                 for e, vals in zip(ps["epsilons"], ps["values"][main.paper_key])) + " (read-off ±1.5).", ""]
   return out
@@ -193,95 +225,121 @@ def _paper_asr(key) -> list[str]:
   return row
 
 
-def asr(runs, s: Setup) -> list[str]:
-  acc_paper, acc_strong = attack_accuracies(runs, "paper"), attack_accuracies(runs, "strongest")
-  out = [f"## Attack success rate at step k = {s.k} (paper: v1 Table 2, tablen2.png)", ""]
+def _targeted_asr(rep: Report, m: str) -> list:
+  """Targeted ASR at step k per targeted ε, mean over the seeds that ran it."""
+  per = [[e["asr"][rep.k - 1] for e in r["attack"]["paper"]["targeted"]["attacks"].get("pgd_step", [])]
+         for r in rep.runs[m].values() if r["attack"].get("paper")]
+  per = [p for p in per if len(p) == len(rep.teps)]
+  return [stats.mean_sd(col)["mean"] for col in zip(*per)] if per else [None] * len(rep.teps)
+
+
+def asr(rep: Report) -> list[str]:
+  untargeted = {a: rep.acc[a] for a in ("paper", "strongest") if rep.acc.get(a)}
+  if not untargeted:
+    return []
   pasr = PAPER["asr"]
-  header = ["model"] + [f"U paper ε={e:g}" for e in s.eps] + [f"U strongest ε={e:g}" for e in s.eps]
-  header += [f"T paper ε={e:g}" for e in s.teps]
+  out = [f"## Attack success rate at step k = {rep.k} (paper: v1 Table 2, tablen2.png)", ""]
+  header = ["model"] + [f"U {a} ε={e:g}" for a in untargeted for e in rep.eps] + [f"T paper ε={e:g}" for e in rep.teps]
   header += [f"paper U ε={_eps(pasr['untargeted_epsilons'])}", f"paper T ε={_eps(pasr['targeted_epsilons'])}"]
   rows = []
-  for m, r in runs.items():
-    if m not in acc_paper:
+  for m in rep.runs:
+    if m not in untargeted.get("paper", {}):
       continue
-    tgt = r["attack"]["targeted"]["attacks"].get("pgd_step", [])
-    row = [display(m)] + [pct(v) for v in acc_paper[m]["asr_k"]]
-    row += [pct(v) for v in acc_strong[m]["asr_k"]] if m in acc_strong else ["–"] * len(s.eps)
-    row += [pct(e["asr"][s.k - 1]) for e in tgt] + ["–"] * (len(s.teps) - len(tgt))
-    rows.append(row + _paper_asr(paper_key(m)))
-  out.append(table(header, rows))
-  out.append("")
-  out.append("ASR (%) over the examples clean-correct at step k: untargeted (U) = wrong after the attack, "
-             "targeted (T) = predicts the target (uniform over the other classes, the same per image for every "
-             f"model). Paper: {pasr['source']}; v1's \"Retina\" row is shown for Base-Retina (v1 has no RS-RNN "
-             f"row). Note: {pasr['note']}.")
-  out.append("")
+    row = [display(m)]
+    for acc in untargeted.values():
+      row += [pct(v) for v in acc[m]["asr_k"]] if m in acc else ["–"] * len(rep.eps)
+    rows.append(row + [pct(v) for v in _targeted_asr(rep, m)] + _paper_asr(paper_key(m)))
+  out += [table(header, rows), ""]
+  out += ["ASR (%) over the examples clean-correct at step k, mean over seeds: untargeted (U) = wrong after the "
+          "attack, targeted (T) = predicts the target (uniform over the other classes, the same per image for "
+          f"every model). Paper: {pasr['source']}; v1's \"Retina\" row is shown for Base-Retina (v1 has no RS-RNN "
+          f"row). Note: {pasr['note']}.", ""]
   return out
 
 
-def sanity_checks(runs) -> list[str]:
-  checked = {m: r["attack"]["checks"] for m, r in runs.items() if r["attack"]}
-  if not checked:
+def sanity_checks(rep: Report) -> list[str]:
+  found = [(m, p, [r["attack"][p]["checks"] for r in seeds.values() if r["attack"].get(p)])
+           for m, seeds in rep.runs.items() for p in rep.budget.profiles]
+  found = [f for f in found if f[2]]
+  if not found:
     return []
-  names = [c["name"] for c in next(iter(checked.values()))]
+  names = max((cs for _, _, done in found for cs in done), key=len)
+  names = [c["name"] for c in names]
+  rows = []
+  for m, profile, done in found:
+    cells = []
+    for i in range(len(names)):
+      st = [cs[i]["status"] for cs in done if i < len(cs)]
+      bad = sum(x == "fail" for x in st)
+      cells.append(f"FAIL {bad}/{len(st)}" if bad else "–" if not st else
+                   st[0].upper() if len(set(st)) == 1 else "/".join(x.upper() for x in st))
+    rows.append([display(m), profile, len(done)] + cells)
   out = ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/attacks/suite.py)", ""]
-  out.append(table(["model"] + [f"{i + 1}. {nm}" for i, nm in enumerate(names)],
-                   [[display(m)] + [c["status"].upper() for c in cs] for m, cs in checked.items()]))
-  out.append("")
-  out.append("Details and numbers: `runs/<model>/attack_paper/report.md`. A FAIL means that model's numbers under "
-             "attack are not to be trusted as they stand (e.g. check 3: the 5-iteration attack had not converged; "
-             "the strongest attack includes the converged one).")
-  out.append("")
+  out += [table(["model", "profile", "seeds"] + [f"{i + 1}. {nm}" for i, nm in enumerate(names)], rows), ""]
+  out += ["A check's status over the seeds (FAIL i/n: it failed on i of the n runs). Details and numbers: "
+          "`runs/<model>/seed<s>/attack_<profile>/report.md`. A FAIL means that run's numbers under that attack "
+          "are not to be trusted as they stand (e.g. check 3: the attack had not converged; the worst case "
+          "includes the converged one).", ""]
   return out
 
 
-def where_they_look(figures: dict) -> list[str]:
-  if not (figures.get("fixations") or figures.get("gif")):
+def where_they_look(rep: Report) -> list[str]:
+  f = rep.figures
+  if not (f.get("fixations") or f.get("gif")):
     return []
   out = ["## Where the models look (paper: v1 Fig. 3a, fign3.png)", ""]
-  if figures.get("fixations"):
-    out += [f"![fixations]({figures['fixations']})", "",
-            "The same test images for every attention model: fixations 1–4 in red, blue, green, black (the "
-            "paper's colours), argmax policy from the centre. S3TA (covert): its attention over steps 1–4, "
-            "each step's peak as a square.", ""]
-  if figures.get("gif"):
-    out += [f"![RS-RNN glimpses]({figures['gif']})", "",
+  if f.get("fixations"):
+    out += [f"![fixations]({f['fixations']})", "",
+            "The same test images for every attention model (each model's first seed): fixations 1–4 in red, "
+            "blue, green, black (the paper's colours), argmax policy from the centre. S3TA (covert): its "
+            "attention over steps 1–4, each step's peak as a square.", ""]
+  if f.get("gif"):
+    out += [f"![RS-RNN glimpses]({f['gif']})", "",
             "RS-RNN step by step: the scanpath (red = current fixation) and the retinal image it sees, with its "
             "prediction and probability at that step.", ""]
   return out
 
 
 def rules() -> list[str]:
-  out = ["## How the verdicts are computed", ""]
-  out.append("The rules are code (`rsrnn_jax/reproduction/verdicts.py`: `clearly_above`, `claim_verdict`), "
-             "applied to the numbers above; the same code judges the paper's Fig. 4 numbers. Per ε, accuracies on "
-             "the same n attacked examples; the binomial standard error of a difference is "
-             f"se = sqrt(a(1−a)/n + b(1−b)/n). Series A is clearly above series B when mean_ε(A − B) > "
-             f"{Z:g}·mean_ε(se) and A − B ≥ −{Z:g}·se at every ε.")
-  out.append("")
-  out += ["1. Retina more robust than crops: the mean accuracy of {RS-RNN, Base-Retina} clearly above that of "
-          "{DRAM, GF-Net-m}, read at step k and at step T_eval (both needed).",
-          "2. Crops more robust than S3TA and FF-CNN: {DRAM, GF-Net-m} clearly above {S3TA, FF-CNN}, at k and T_eval.",
-          "3. RS-RNN recovers with more glimpses: RS-RNN's accuracy at T_eval clearly above its accuracy at k under "
-          "the same attack (for the strongest attack: the per-step worst case, which includes an attack on all "
-          "T_eval steps).",
-          "", "\"Does not hold\" means the measured numbers do not meet the rule, which includes differences within "
-          "the noise margin. FF-CNN-AT is not part of any claim (shown for reference, as in v1 Fig. 4a).", ""]
-  return out
+  return ["## How the verdicts are computed", "",
+          "The rules are code (`rsrnn_jax/reproduction/verdicts.py`, `stats.py`), applied to each run's "
+          "per-example results (`attack_<profile>/per_example.npz`: for every attacked image, ε and step, whether "
+          "the attacked image is still classified correctly); the same rule judges the paper's Fig. 4 numbers.", "",
+          "1. Retina more robust than crops: the mean accuracy of {RS-RNN, Base-Retina} minus that of {DRAM, "
+          "GF-Net-m}, averaged over the ε grid; one test at step k and one at step T_eval.",
+          "2. Crops more robust than S3TA and FF-CNN: {DRAM, GF-Net-m} minus {S3TA, FF-CNN}, at k and at T_eval.",
+          "3. RS-RNN recovers with more glimpses: RS-RNN's accuracy at T_eval minus at k under the same attack. "
+          "Judged three ways: the paper attack (PGD-5 on step k), the strongest attack of profile paper (the "
+          "per-step worst case, which includes PGD on all T_eval steps) and profile adaptive's worst case "
+          "(APGD, BPDA through the fixations, the scanpath search, Square).", "",
+          f"Interval: a paired bootstrap ({stats.RESAMPLES} resamples, numpy Generator seed {stats.SEED}): each "
+          "resample draws every model's seeds with replacement and the attacked images with replacement, the "
+          "same images for every model (they saw the same images); the 95% percentile interval of the statistic. "
+          "A test **holds** if the interval is above 0, **fails** if it is below 0 (it excludes the claimed "
+          "direction), else it is **undecided**. A claim with tests at k and T_eval holds iff both hold, fails iff "
+          f"either fails. The paper's numbers: estimate ± {100 * PAPER_TOLERANCE:g} point per value read off AAAI "
+          "Fig. 4, propagated in the worst case (Σ|weight| points). FF-CNN-AT is in the tables, not in a claim "
+          "(shown for reference, as in v1 Fig. 4a).", ""]
 
 
-def budget_and_time(runs, configs) -> list[str]:
-  rows = []
-  for m, r in runs.items():
-    st = r["stages"]
-    secs = [st.get(stage, {}).get("seconds") for stage in ("train", "eval", "attack")]
-    rows.append([display(m), configs[m].train.num_train_steps] + [f"{v / 60:.1f}" if v else "–" for v in secs]
-                + [f"{sum(v or 0 for v in secs) / 60:.1f}"])
-  out = ["## Budget and run time", ""]
-  out.append(table(["model", "train steps", "train min", "eval min", "attack min", "total min"], rows))
-  out.append("")
-  out.append("Stage wall-clock as recorded in `runs/<model>/reproduce_stages.json` (a resumed stage adds its "
-             "parts; a skipped stage keeps the time of the run that made it). The budget and the measurements "
-             "behind it: docs/reproduction.md.")
-  out.append("")
+def budget_and_time(rep: Report) -> list[str]:
+  stages = rep.budget.stages
+  rows, totals = [], dict.fromkeys(stages, 0.0)
+  for m, secs in rep.compute.items():
+    done = sum(1 for r in rep.runs[m].values() if all(r["stages"].get(s, {}).get("done") for s in stages))
+    rows.append([display(m), f"{done}/{len(rep.runs[m])}", _config(rep, m).train.num_train_steps]
+                + [f"{secs[s] / 60:.1f}" if secs[s] else "–" for s in stages] + [f"{sum(secs.values()) / 60:.1f}"])
+    for s in stages:
+      totals[s] += secs[s]
+  rows.append(["**total**", "", ""] + [f"{v / 60:.1f}" for v in totals.values()] + [f"{sum(totals.values()) / 60:.1f}"])
+  out = ["## Budget, compute and what is missing", ""]
+  out += [table(["model", "runs complete", "train steps"] + [f"{s} min" for s in stages] + ["total min"], rows), ""]
+  out += ["Minutes per stage summed over the model's seeds, as recorded in "
+          "`runs/<model>/seed<s>/reproduce_stages.json` (a resumed stage adds its parts; a skipped stage keeps the "
+          "time of the run that made it). The budget and why: docs/reproduction.md.", ""]
+  if rep.missing:
+    out += [f"**Still missing** ({len(rep.missing)}): " + ", ".join(f"{m}/seed{s}/{st}" for m, s, st in rep.missing)
+            + ". The report shows what is done; `make reproduce` runs the rest.", ""]
+  else:
+    out += ["Nothing is missing: every stage of every run finished with the current config.", ""]
   return out

@@ -1,18 +1,30 @@
-"""The paper's claims and the rules that judge them: pure functions of accuracies (tested on hand-made numbers);
-the same code judges our runs and the paper's own numbers. The rules are spelled out in the docstring of
-:mod:`rsrnn_jax.reproduction.report`.
+"""The paper's claims and the three-valued rule that judges them: pure functions of per-example results and
+published numbers (tested on hand-made ones); the same rule judges our runs and the paper's own numbers.
 
 Claims name models by their key in ``paper_numbers.PAPER`` (the paper's names); :func:`by_paper_key` maps our
-runs' accuracies onto those keys through the model registry.
+runs onto those keys through the model registry. Each claim is a statistic, a linear combination of accuracies
+averaged over the ε grid (:func:`claim_tests`): for "A more robust than B" the group-mean accuracy of A minus
+that of B, read at step k and at step T_eval (two tests); for the recovery claim RS-RNN's accuracy at T_eval
+minus its accuracy at k under the same attack (one test). A test's interval decides it (:func:`verdict`):
+
+* **holds** if the interval's lower end is above 0,
+* **fails** if its upper end is below 0 (the interval excludes the claimed direction),
+* **undecided** otherwise (the data allow either sign at this budget).
+
+A claim read at k AND T_eval combines its two tests (:func:`combine`): it holds iff both hold, fails iff either
+fails, else it is undecided. Our intervals are the paired bootstrap of :mod:`rsrnn_jax.reproduction.stats`;
+the paper's are its estimate ± the read-off tolerance propagated in the worst case (:func:`paper_test`: every
+value of AAAI Fig. 4 is read off to ±1 point, paper.md; a statistic Σ w·value has the tolerance Σ|w| points).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from rsrnn_jax.models import registry
+from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 
-Z = 2.0  # standard errors
+HOLDS, FAILS, UNDECIDED, NOT_EVALUATED = "holds", "fails", "undecided", "not evaluated"
 CLAIMS = (
     {"id": "retina", "text": "retina more robust than crops", "higher": ("RS-RNN", "Base-Retina"),
      "lower": ("DRAM", "GF-Net-m")},
@@ -20,56 +32,100 @@ CLAIMS = (
      "lower": ("S3TA", "FF-CNN")},
     {"id": "recovery", "text": "RS-RNN recovers with more glimpses", "model": "RS-RNN"},
 )
-PAPER_EXAMPLES = 5000  # AAAI Figs. 4–5: the 5,000 ImageNet100 validation images (paper.md §7)
+READ_OUTS = ("k", "T")  # the read-out axis of the per-example data: accuracy at step k, at step T_eval
+PAPER_TOLERANCE = 0.01  # AAAI Fig. 4 read off to ±1 point per value (paper.md §8)
 
 
-def clearly_above(high, low, n: int, z: float = Z) -> dict:
-  """Is accuracy series ``high`` clearly above ``low`` (fractions, one per ε, on the same ``n`` examples)?
-
-  Holds iff mean(high − low) > z · mean(se) and high − low ≥ −z · se at every ε, with the binomial standard
-  error of a difference se = sqrt(h(1−h)/n + l(1−l)/n).
-  """
-  h, l = np.asarray(high, np.float64), np.asarray(low, np.float64)
-  diffs = h - l
-  se = np.sqrt(h * (1 - h) / n + l * (1 - l) / n)
-  mean_diff, margin = float(diffs.mean()), float(z * se.mean())
-  nowhere_below = bool(np.all(diffs >= -z * se))
-  return {"holds": bool(mean_diff > margin and nowhere_below), "mean_diff": mean_diff, "margin": margin,
-          "nowhere_below": nowhere_below, "diffs": [float(d) for d in diffs]}
+def verdict(interval) -> str:
+  """holds if the interval lies above 0, fails if it lies below 0, else undecided."""
+  lo, hi = interval
+  return HOLDS if lo > 0 else FAILS if hi < 0 else UNDECIDED
 
 
-def _group_mean(acc: dict, models, read_out: str):
-  return np.mean([acc[m][read_out] for m in models], axis=0)
+def combine(verdicts) -> str:
+  """Several tests of one claim: holds iff every test holds, fails iff any fails, else undecided."""
+  verdicts = list(verdicts)
+  if any(v == FAILS for v in verdicts):
+    return FAILS
+  return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else UNDECIDED
 
 
-def claim_verdict(claim: dict, acc: dict, n: int) -> dict:
-  """``acc``: {paper key: {"k": [per ε], "T": [per ε]}} for one attack. Returns {"holds", "tests"} (holds None
-  when a model the claim needs is missing)."""
-  needed = (claim["model"],) if "model" in claim else claim["higher"] + claim["lower"]
-  if any(m not in acc for m in needed):
-    return {"holds": None, "tests": {}, "missing": [m for m in needed if m not in acc]}
+def needed_models(claim: dict) -> tuple:
+  return (claim["model"],) if "model" in claim else tuple(claim["higher"]) + tuple(claim["lower"])
+
+
+def claim_tests(claim: dict) -> dict:
+  """{test name: [(model, read-out index, weight)]}: the statistic(s) of ``claim``."""
+  k, t = READ_OUTS.index("k"), READ_OUTS.index("T")
   if "model" in claim:
-    tests = {"T vs k": clearly_above(acc[claim["model"]]["T"], acc[claim["model"]]["k"], n)}
-  else:
-    tests = {r: clearly_above(_group_mean(acc, claim["higher"], r), _group_mean(acc, claim["lower"], r), n)
-             for r in ("k", "T")}
-  return {"holds": all(t["holds"] for t in tests.values()), "tests": tests}
+    return {"T vs k": [(claim["model"], t, 1.0), (claim["model"], k, -1.0)]}
+  return {name: [(m, r, 1.0 / len(claim["higher"])) for m in claim["higher"]]
+          + [(m, r, -1.0 / len(claim["lower"])) for m in claim["lower"]] for name, r in (("k", k), ("T", t))}
 
 
-def verdicts(acc_by_attack: dict, n: int) -> list[dict]:
-  """Every claim under every attack: [{claim, attack, holds, tests}]; ``acc_by_attack``: {attack: {paper key:
-  accuracies}}."""
-  return [{"claim": c, "attack": a, **claim_verdict(c, acc, n)}
-          for c in CLAIMS for a, acc in acc_by_attack.items()]
+def _model_summaries(data: dict, models) -> dict:
+  """Per model: its accuracy averaged over ε and examples, mean ± sd over seeds, per read-out."""
+  out = {}
+  for m in models:
+    per_seed = np.asarray(data[m], np.float64).mean(axis=(1, 2))  # [S, R]
+    out[m] = {r: stats.mean_sd(per_seed[:, i]) for i, r in enumerate(READ_OUTS)}
+  return out
 
 
-def by_paper_key(acc: dict) -> dict:
-  """Our runs' accuracies {run name: ...} keyed by the paper's names (runs the paper has no name for dropped)."""
-  keys = {m: registry.variant(m).paper_key for m in acc}
-  return {keys[m]: v for m, v in acc.items() if keys[m]}
+def judge_claim(claim: dict, data: dict, **bootstrap_kw) -> dict:
+  """``claim`` on ``data`` ({paper key: [S, E, n, 2]} 0/1, read-outs k and T): {"verdict", "tests": {name:
+  {"estimate", "interval", "verdict", ...}}, "models": per-model mean ± sd, "missing"}."""
+  needed = needed_models(claim)
+  missing = [m for m in needed if m not in data]
+  if missing:
+    return {"verdict": NOT_EVALUATED, "tests": {}, "models": {}, "missing": missing}
+  tests = {}
+  for name, terms in claim_tests(claim).items():
+    b = stats.bootstrap(data, terms, **bootstrap_kw)
+    tests[name] = {**b, "verdict": verdict(b["interval"])}
+  return {"verdict": combine(t["verdict"] for t in tests.values()), "tests": tests,
+          "models": _model_summaries(data, dict.fromkeys(needed)), "missing": []}
+
+
+def judge(data_by_attack: dict, **bootstrap_kw) -> list[dict]:
+  """Every claim under every attack: [{"claim", "attack", "verdict", "tests", "models", "missing"}];
+  ``data_by_attack``: {attack: {paper key: [S, E, n, 2]}}."""
+  return [{"claim": c, "attack": a, **judge_claim(c, data, **bootstrap_kw)}
+          for c in CLAIMS for a, data in data_by_attack.items()]
+
+
+def paper_test(values: dict, terms, tolerance: float = PAPER_TOLERANCE) -> dict:
+  """A test on published numbers ({model: {"k": [per ε], "T": [per ε]}}, fractions) each read off to
+  ±``tolerance``: the estimate and the interval estimate ± tolerance·Σ|w| (the worst case of every value off by
+  its tolerance in the unfavourable direction)."""
+  weights = {}
+  for m, r, w in terms:
+    weights[(m, r)] = weights.get((m, r), 0.0) + w
+  estimate = float(sum(w * np.mean(values[m][READ_OUTS[r]]) for (m, r), w in weights.items()))
+  half = tolerance * sum(abs(w) for w in weights.values())
+  interval = [estimate - half, estimate + half]
+  return {"estimate": estimate, "interval": interval, "tolerance": half, "verdict": verdict(interval)}
+
+
+def judge_paper(values: dict | None = None, tolerance: float = PAPER_TOLERANCE) -> list[dict]:
+  """Every claim on the paper's AAAI Fig. 4 numbers (or ``values``), attack "paper"."""
+  values = paper_accuracies() if values is None else values
+  out = []
+  for c in CLAIMS:
+    missing = [m for m in needed_models(c) if m not in values]
+    tests = {} if missing else {n: paper_test(values, terms, tolerance) for n, terms in claim_tests(c).items()}
+    out.append({"claim": c, "attack": "paper", "missing": missing, "tests": tests,
+                "verdict": NOT_EVALUATED if missing else combine(t["verdict"] for t in tests.values())})
+  return out
+
+
+def by_paper_key(per_model: dict) -> dict:
+  """Our runs' values {run name: ...} keyed by the paper's names (runs the paper has no name for dropped)."""
+  keys = {m: registry.variant(m).paper_key for m in per_model}
+  return {keys[m]: v for m, v in per_model.items() if keys[m]}
 
 
 def paper_accuracies() -> dict:
-  """The paper's Fig. 4 accuracies in the form :func:`claim_verdict` takes (fractions)."""
+  """The paper's Fig. 4 accuracies ({model: {"k": [per ε], "T": [per ε]}}, fractions)."""
   p = PAPER["adv_accuracy"]
   return {m: {"k": [v / 100 for v in p["at_k"][m]], "T": [v / 100 for v in p["at_T"][m]]} for m in p["at_k"]}

@@ -37,8 +37,7 @@ def adversarial_images(state: TrainState, batch, rng, *, config):
   eps = float(a.eps)
   x = batch["image"]
   x_adv = attacks.pgd(logits_fn, x, batch["label"], eps=eps, step_size=float(a.step_size) * eps,
-                      num_steps=int(a.num_iterations), random_start=bool(a.random_start), rng=rng,
-                      unroll=True)  # few iterations; a rolled loop is slow on XLA:CPU
+                      num_steps=int(a.num_iterations), random_start=bool(a.random_start), rng=rng)
   n_adv = int(round(float(a.adv_fraction) * x.shape[0]))
   is_adv = jnp.arange(x.shape[0]) < n_adv
   return jnp.where(is_adv.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x), is_adv
