@@ -92,25 +92,8 @@ def _conv_same_bwd(precision, residuals, g):
   x, w = residuals
   # The input gradient as a forward convolution: the kernel flipped in space, its feature axes swapped.
   dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), precision)
-  if _DW == "im2col":
-    dw = _weight_grad_im2col(x, g, w.shape)
-  else:
-    dw = jax.vjp(lambda w_: _conv(x, w_, precision), w)[1](g)[0]
+  dw = jax.vjp(lambda w_: _conv(x, w_, precision), w)[1](g)[0]
   return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-import os as _os
-_DW = _os.environ.get("RSRNN_DW", "xla")
-
-
-def _weight_grad_im2col(x, g, shape):
-  k, _, ci, co = shape
-  p = k // 2
-  n, h, w_, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  patches = jnp.concatenate([xp[:, a:a + h, b:b + w_, :] for a in range(k) for b in range(k)], -1)
-  dw = jnp.dot(patches.reshape(-1, k * k * ci).T, g.reshape(-1, co), preferred_element_type=jnp.float32)
-  return dw.reshape(k, k, ci, co)
 
 
 _conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
