@@ -3,6 +3,7 @@ numbers (ours and the paper's with its read-off tolerance), the budgets and conf
 fake stages, and the --quick run end to end on the tiny data set, twice."""
 import importlib.util
 import json
+import re
 import logging
 import os
 
@@ -322,6 +323,8 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   claims = next(s for s in sections if s.startswith("The paper's claims"))
   assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 3  # header, 3 claims × 3 attacks
   assert "Quick budget" in md and "paper.md §8" in md and "Nothing is missing" in md
+  code = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["train"]["code"]  # the commit each stage ran on
+  assert code == RUNS.code_version() and f"finished on commit `{code}`" in md
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
   assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0, 1]
   assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
@@ -343,3 +346,8 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv) == 0
   assert caplog.text.count("up to date, skipped") == len(R.QUICK_BUDGET.stages) * len(runs)
   assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
+
+
+def test_code_version_names_this_checkout():
+  v = RUNS.code_version()
+  assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", v), v

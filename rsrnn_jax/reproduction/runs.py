@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -125,6 +126,26 @@ def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> 
   return stages
 
 
+def code_version() -> str:
+  """The git commit of the code running now (``-dirty`` with uncommitted changes to tracked files), or
+  ``unknown`` outside a git checkout: recorded with every finished stage."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True, timeout=20)
+    head = git("rev-parse", "--short=12", "HEAD")
+    if head.returncode:
+      return "unknown"
+    return head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def code_versions(runs: dict) -> list[str]:
+  """Every code version recorded by a finished stage of ``runs`` ({model: {seed: run}}), sorted."""
+  return sorted({st["code"] for seeds in runs.values() for r in seeds.values()
+                 for st in r["stages"].values() if st.get("done") and st.get("code")})
+
+
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0) -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
   ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
@@ -148,7 +169,7 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
         stage_fns["eval"](config, path, plateau_examples=plateau_examples)
       else:
         stage_fns["attack" if stage_profile(stage) else stage](config, path)
-      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version())
     finally:  # an interrupted stage keeps its time: a resumed training adds to it
       stages[stage]["seconds"] += time.perf_counter() - tic
       write_stages(path, stages)

@@ -10,7 +10,7 @@ from rsrnn_jax.models import registry
 from rsrnn_jax.report.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import ATTACK_TITLES, display, paper_key
+from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -337,6 +337,10 @@ def budget_and_time(rep: Report) -> list[str]:
   out += ["Minutes per stage summed over the model's seeds, as recorded in "
           "`runs/<model>/seed<s>/reproduce_stages.json` (a resumed stage adds its parts; a skipped stage keeps the "
           "time of the run that made it). The budget and why: docs/reproduction.md.", ""]
+  codes = code_versions(rep.runs)
+  if codes:
+    out += [f"Code: the stages finished on commit{'s' if len(codes) > 1 else ''} {', '.join(f'`{c}`' for c in codes)}"
+            " (each stage record's `code`).", ""]
   if rep.missing:
     out += [f"**Still missing** ({len(rep.missing)}): " + ", ".join(f"{m}/seed{s}/{st}" for m, s, st in rep.missing)
             + ". The report shows what is done; `make reproduce` runs the rest.", ""]
