@@ -23,7 +23,7 @@ def test_robust_flags_skip_examples_already_broken():
   clean = np.ones((n, t), bool)
   clean[5] = False  # misclassified clean: never attacked
   # Which examples each attack breaks, at which steps (1-based); "b_full" aims at T = 3, the others at k = 2.
-  breaks = {"a_step": {0: (1, 2, 3), 1: (2,)}, "b_full": {1: (3,), 2: (3,)}, "c_step": {2: (2,), 3: (1, 2)}}
+  breaks = {"a_step": {0: (1, 2, 3), 1: (2,), 4: (3,)}, "b_full": {1: (3,), 2: (3,)}, "c_step": {2: (2,), 3: (1, 2)}}
   seen = {}
 
   def attack_rows(name, spec, rows):
@@ -35,21 +35,25 @@ def test_robust_flags_skip_examples_already_broken():
     return {"adv_correct": adv, "adv_images": np.full((len(rows), 2), 1.0 + len(seen)), "info": {"hit": ~adv[:, 0]}}
 
   keeper = flags.Keeper(np.zeros((n, 2)), clean, k, t)
-  steps = {"a_step": k, "b_full": t, "c_step": k}
+  steps = {"a_step": flags.flag_steps("step", k, t), "b_full": flags.flag_steps("full", k, t),
+           "c_step": flags.flag_steps("step", k, t)}
+  assert steps["b_full"] == (1, 2, 3) and flags.flag_steps("avg", k, t) == (1, 2) and steps["a_step"] == (2,)
   correct, cumulative, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k,
                                                  eval_steps=t, keeper=keeper)
-  # b_full still attacks example 1 (broken at k, not at T); c_step skips 0 and 1 (broken at k) and 5 (clean)
+  # b_full attacks every example still correct at one of steps 1..T: 1 (broken at k only) and 4 (broken at T
+  # only); c_step skips 0 and 1 (broken at k) and 5 (clean)
   assert seen == {"a_step": [0, 1, 2, 3, 4], "b_full": [1, 2, 3, 4], "c_step": [2, 3, 4]}
   assert [(r["attacked"], r["broke"], r["broke_at_k"], r["broke_at_T"]) for r in table] == [
-      (5, 2, 2, 1), (4, 2, 0, 2), (3, 2, 2, 0)]
+      (5, 2, 2, 2), (4, 2, 0, 2), (3, 2, 2, 0)]
+  assert [r["flag_step"] for r in table] == ["2", "1–3", "2"]
   assert table[0]["hit_count"] == 1 and [r["robust_at_k"] for r in table] == [3, 3, 1]
   np.testing.assert_array_equal(correct[:, k - 1], [False, False, False, False, True, False])
-  np.testing.assert_array_equal(correct[:, t - 1], [False, False, False, True, True, False])
+  np.testing.assert_array_equal(correct[:, t - 1], [False, False, False, True, False, False])
   np.testing.assert_array_equal(cumulative["a_step"][:, k - 1], [False, False, True, True, True, False])
   # the kept image per example: the attack that broke step k (then T), else the clean image; at step k it
   # realises the worst case, at T one image cannot always (example 1: a broke step k, b step T)
-  assert keeper.winners() == ["a_step", "a_step", "c_step", "c_step", "clean", "clean"]
-  np.testing.assert_array_equal(keeper.images[:, 0], [2.0, 2.0, 4.0, 4.0, 0.0, 0.0])
+  assert keeper.winners() == ["a_step", "a_step", "c_step", "c_step", "a_step", "clean"]
+  np.testing.assert_array_equal(keeper.images[:, 0], [2.0, 2.0, 4.0, 4.0, 2.0, 0.0])
   np.testing.assert_array_equal(keeper.correct[:, k - 1], correct[:, k - 1])
   assert keeper.correct[1, t - 1] and not correct[1, t - 1]
 
@@ -131,6 +135,7 @@ def _adaptive_config(tiny_data):
   c.attack = profiles.attack_profile("adaptive")
   a = c.attack
   a.attack_step, a.eval_steps, a.horizons = 2, 3, ("step",)
+  a.attack_horizons = ("apgd_dlr:step", "apgd_t:step")  # every attack of the profile, on step k only
   a.epsilons, a.targeted = (1e-3, 0.5), False  # at 1e-3 every attack runs; at 0.5 APGD-CE breaks every example
   a.num_examples, a.batch_size, a.num_iterations = 32, 8, 2
   a.policy.taus, a.policy.candidates = (1.0,), 2
@@ -161,7 +166,8 @@ def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
         np.asarray(r.host["image"]), r.host["label"], mesh) for keeper, v in zip(r.keepers, results["verified"])]
   assert all(v["problems"] == [] for v in verified)
   unt = results["untargeted"]["attacks"]
-  assert list(unt) == ["apgd_ce_step", "apgd_t_step", "bpda_step", "scanpath_step", "square_step", "worst"]
+  assert list(unt) == ["apgd_ce_step", "apgd_dlr_step", "apgd_t_step", "bpda_step", "scanpath_step", "square_step",
+                       "worst"]
   for i in range(2):  # the entries are the worst case after each attack: never rising along the cascade
     accs = [unt[n][i]["adv_acc"][1] for n in unt]
     assert accs == sorted(accs, reverse=True)

@@ -43,9 +43,10 @@ def test_adaptive_profile_plan_and_validation():
   profiles.validate_attack_config(c)
   assert "robust flags" in profiles.describe_profile(c.attack)
   p = plan.make_plan(c, 5, has_steps=True, has_fixations=True)
-  # cascade order; APGD-CE on step k and on the full horizon; the transfer attack skipped without a source
-  assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_full", "apgd_t_step", "bpda_step", "scanpath_step",
-                                "square_step"]
+  # cascade order; APGD-CE on every objective, APGD-DLR on the full horizon and APGD-T on step k
+  # (attack_horizons); the transfer attack skipped without a source
+  assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_avg", "apgd_ce_full", "apgd_dlr_full", "apgd_t_step",
+                                "bpda_step", "scanpath_step", "square_step"]
   assert p.flags and p.reference == "apgd_ce" and not p.run_square  # Square runs in the cascade
   assert p.notes and p.notes[0].startswith("transfer: skipped")
   assert p.convergence.attack == "apgd_ce" and p.convergence.opts["num_iterations"] == 2 * c.attack.num_iterations
@@ -53,8 +54,16 @@ def test_adaptive_profile_plan_and_validation():
   assert p.untargeted["apgd_t_step"].opts["num_targets"] == c.attack.apgd_targets
   no_fix = plan.make_plan(c, 5, has_steps=True, has_fixations=False)
   assert "bpda_step" not in no_fix.untargeted and any(n.startswith("bpda") for n in no_fix.notes)
+  no_steps = plan.make_plan(c, 5, has_steps=False, has_fixations=False)  # FF-CNN: step k only
+  assert list(no_steps.untargeted) == ["apgd_ce_step", "apgd_t_step", "square_step"]
   assert profiles.profile_overrides(demo.get_config("attack=adaptive").attack)["num_iterations"] == {
-      "config": 20, "profile": 100}  # the demo's budget, listed in its report
+      "config": 50, "profile": 100}  # the demo's budget, listed in its report
+  for bad, why in (("apgd_dlr", "must be 'NAME:h1\\+h2'"), ("pgd:full", "must be 'NAME"),
+                   ("apgd_dlr:later", "must be 'NAME"), ("bpda:full", "bpda runs on step k only")):
+    c.attack.attack_horizons = (bad,)
+    with pytest.raises(ValueError, match=why):
+      profiles.validate_attack_config(c)
+  c.attack.attack_horizons = ("apgd_dlr:full", "apgd_t:step")
   c.attack = profiles.attack_profile("adaptive")
   c.attack.policy.taus = (0.5, 1.0)
   assert profiles.profile_overrides(c.attack) == {"policy.taus": {"config": [0.5, 1.0],

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks.flags import flag_step, run_cascade
+from rsrnn_jax.attacks.flags import flag_steps, run_cascade
 from rsrnn_jax.attacks.sweep import per_example_stats
 from rsrnn_jax.train import parallel
 
@@ -45,7 +45,7 @@ def cascade_section(r, plan):
   what each attack attacked and broke per ε, finals: per ε the worst case [N, T] after all attacks, own: per ε
   name → the attack's own per-row results, for the checks)."""
   k, t = r.k, r.t_eval
-  steps = {name: flag_step(spec.horizon, k, t) for name, spec in plan.untargeted.items()}
+  steps = {name: flag_steps(spec.horizon, k, t) for name, spec in plan.untargeted.items()}
   entries = {name: [] for name in plan.untargeted}
   tables, finals, own = [], [], []
   everyone = len(r.clean_correct)

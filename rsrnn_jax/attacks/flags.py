@@ -1,15 +1,16 @@
 """Robust flags (AutoAttack's economy) and the per-example worst case with its adversarial images.
 
 With ``config.attack.flags`` the attacks of a profile run one after the other, each only on the examples that
-are still robust: correct at the flag step under the clean image and under every earlier attack. The flag step
-is the step the attack's objective aims at: k for the step-k (and mean-of-1..k) objectives, T_eval for the
-full-horizon one. An example broken at k is therefore never attacked again on step k, so a strong profile costs
-little more than its first attack, and the report can say what each attack took away (how many examples it
-broke first).
+are still robust at one of its flag steps (under the clean image and every earlier attack). The flag steps are
+the steps the attack's objective aims at: k for the step-k objective, 1..k for the mean of steps 1..k, 1..T_eval
+for the full horizon. An example broken at k is therefore never attacked again on step k, so a strong profile
+costs little more than its first attack, and the report can say what each attack took away (how many examples
+it broke first at one of its flag steps).
 
-What the numbers mean: at the flag steps the worst case is exact (every attack ran on every example still
-robust there). At another step t an example broken at k by an early attack was not attacked further, so the
-worst case at t is over the attacks that did run on it: an upper bound on the robust accuracy at t.
+What the numbers mean: at step k the worst case is exact for the step-k attacks, and every step t is attacked
+by every objective that covers t on every example still robust at t (the full-horizon objective covers all
+steps), so the worst case at t is over all of those; an attack on another objective skipped an example once
+it was broken at that objective's steps, so at t it is an upper bound over the whole profile.
 
 :func:`run_cascade` is the bookkeeping (pure, any ``attack_rows`` callback); :class:`Repacker` packs the rows
 still robust into full batches of the suite's batch size (one compilation per attack); :class:`Keeper` keeps,
@@ -25,9 +26,20 @@ from rsrnn_jax.train import parallel
 CLEAN = "clean"  # the name of the unattacked image in a Keeper
 
 
-def flag_step(horizon: str, attack_step: int, eval_steps: int) -> int:
-  """The step whose robustness decides whether an attack on ``horizon`` runs on an example (1-based)."""
-  return eval_steps if horizon == "full" else attack_step
+def flag_steps(horizon: str, attack_step: int, eval_steps: int) -> tuple[int, ...]:
+  """The steps (1-based) the objective ``horizon`` aims at: an attack on it runs on every example still correct
+  at one of them."""
+  if horizon == "full":
+    return tuple(range(1, eval_steps + 1))
+  if horizon == "avg":
+    return tuple(range(1, attack_step + 1))
+  return (attack_step,)
+
+
+def steps_label(steps) -> str:
+  """(4,) → "4"; (1, 2, 3, 4) → "1–4"."""
+  steps = tuple(steps)
+  return str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
 
 
 def strength_key(correct, attack_step: int, eval_steps: int):
@@ -67,9 +79,9 @@ class Keeper:
     return [self.names[i] for i in self.source]
 
 
-def run_cascade(specs: dict, flag_steps: dict, clean_correct, attack_rows, *, attack_step: int, eval_steps: int,
+def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, attack_step: int, eval_steps: int,
                 keeper: Keeper | None = None):
-  """The attacks of ``specs`` (name → spec, in order) with robust flags.
+  """The attacks of ``specs`` (name → spec, in order) with robust flags (``steps_of``: name → its flag steps).
 
   attack_rows(name, spec, rows) → dict with ``adv_correct`` [n, T] (bool), ``adv_images`` [n, ...] (or None)
   and ``info`` (per-example [n] arrays) for the examples ``rows`` (indices into the N examples; may be empty:
@@ -82,8 +94,8 @@ def run_cascade(specs: dict, flag_steps: dict, clean_correct, attack_rows, *, at
   correct = np.array(clean_correct, bool, copy=True)
   cumulative, table = {}, []
   for name, spec in specs.items():
-    s = flag_steps[name]
-    rows = np.flatnonzero(correct[:, s - 1])
+    s = np.asarray(steps_of[name], np.int64) - 1
+    rows = np.flatnonzero(correct[:, s].any(1))
     res = attack_rows(name, spec, rows)
     adv = np.asarray(res["adv_correct"], bool).reshape(len(rows), t)
     newly = correct[rows] & ~adv  # [n, T]: broken by this attack and by none before it
@@ -91,7 +103,8 @@ def run_cascade(specs: dict, flag_steps: dict, clean_correct, attack_rows, *, at
     if keeper is not None and len(rows) and res.get("adv_images") is not None:
       keeper.offer(name, rows, res["adv_images"], adv)
     cumulative[name] = correct.copy()
-    row = {"attack": name, "flag_step": int(s), "attacked": int(len(rows)), "broke": int(newly[:, s - 1].sum()),
+    row = {"attack": name, "flag_step": steps_label(steps_of[name]), "attacked": int(len(rows)),
+           "broke": int(newly[:, s].any(1).sum()),
            "broke_at_k": int(newly[:, k - 1].sum()), "broke_at_T": int(newly[:, t - 1].sum()),
            "robust_at_k": int(correct[:, k - 1].sum()), "robust_at_T": int(correct[:, t - 1].sum())}
     for key, v in (res.get("info") or {}).items():

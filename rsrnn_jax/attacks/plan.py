@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rsrnn_jax.attacks import registry
+from rsrnn_jax.attacks import profiles, registry
 from rsrnn_jax.attacks.sweep import spec_from_profile
 
 
@@ -48,13 +48,14 @@ def skipped_attacks(config, has_fixations: bool = True) -> dict:
 def attack_specs(config, has_steps: bool, has_fixations: bool = True):
   """(untargeted specs by result name, targeted spec, check-3 spec, check-5 spec) of ``config.attack``."""
   a = config.attack
-  horizons = [h for h in a.horizons if has_steps or h == "step"]
+  own = profiles.attack_horizons(a)
   skipped = skipped_attacks(config, has_fixations)
   specs = {}
   for attack in a.attacks:
     if attack in skipped:
       continue
-    for h in (horizons if registry.get(attack).horizons == "profile" else ["step"]):
+    hs = own.get(attack) or (a.horizons if registry.get(attack).horizons == "profile" else ("step",))
+    for h in [h for h in hs if has_steps or h == "step"]:
       spec = spec_from_profile(attack, a, horizon=h)
       specs[spec.name] = spec
   targeted = spec_from_profile("pgd", a, targeted=True)

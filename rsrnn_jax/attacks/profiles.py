@@ -16,7 +16,7 @@ from rsrnn_jax.attacks.objectives import FIXATION_MODES, HORIZONS
 PROFILES = ("paper", "strong", "adaptive")
 # The fields that define a profile.
 PROFILE_FIELDS = ("attacks", "reference", "flags", "norm", "step_size", "num_iterations", "num_restarts",
-                  "random_start", "losses", "horizons", "eot_samples", "apgd_targets", "policy")
+                  "random_start", "losses", "horizons", "attack_horizons", "eot_samples", "apgd_targets", "policy")
 # The result each profile's headline robust accuracy is read from.
 HEADLINES = {"paper": "pgd_step", "strong": registry.WORST, "adaptive": registry.WORST}
 # The attack options a profile's reference attack must take (check 3 raises them).
@@ -58,6 +58,7 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
   a.losses = ("ce",)           # ce | margin; several: run each, keep the worst per example
   a.horizons = ("step", "full")  # objectives: step = logits of step k; avg = mean logits of steps 1..k;
                                # full = mean logits of steps 1..T_eval (check 7 needs step and full)
+  a.attack_horizons = ()       # per-attack objectives instead of ``horizons``: "NAME:h1+h2", e.g. "apgd_t:step"
   a.eot_samples = 1            # EOT draws (averaged logits) per forward pass when fixations="sample"
   a.apgd_targets = 9           # APGD-T: target classes (the highest-ranked after the label)
   a.policy = ml_collections.ConfigDict(dict(  # the attacks on the fixation policy (bpda, scanpath)
@@ -118,12 +119,14 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
     a.eot_samples = 8
     a.checks.square_queries = 5000
   if name == "adaptive":
-    a.attacks = ("apgd_ce", "apgd_t", "bpda", "scanpath", "square", "transfer")
+    a.attacks = ("apgd_ce", "apgd_dlr", "apgd_t", "bpda", "scanpath", "square", "transfer")
     a.reference = "apgd_ce"
     a.flags = True
     a.num_iterations = 100     # AutoAttack's budget for every APGD (also the targeted PGD's iterations)
     a.step_size = 0.25         # the targeted PGD's step (APGD sets its own)
-    a.horizons = ("step", "full")
+    a.horizons = ("step", "avg", "full")  # APGD-CE on all three: every step is some objective's flag step
+    a.attack_horizons = ("apgd_dlr:full", "apgd_t:step")  # the margin loss on the full horizon (the later steps'
+                               # counterpart of APGD-T, which runs 9 targets on step k only)
     a.checks.square_queries = 5000
   return a
 
@@ -141,6 +144,21 @@ def headline(profile: str) -> str:
 def _require(cond, message):
   if not cond:
     raise ValueError(message)
+
+
+def attack_horizons(a) -> dict:
+  """``config.attack.attack_horizons`` ("NAME:h1+h2" entries) → {attack: (horizons)}; one-line errors."""
+  out = {}
+  for item in a.get("attack_horizons", ()):
+    name, sep, hs = str(item).partition(":")
+    horizons = tuple(h for h in hs.split("+") if h)
+    _require(sep and name in a.attacks and horizons and all(h in HORIZONS for h in horizons),
+             f"config.attack.attack_horizons: {item!r} must be 'NAME:h1+h2' with NAME in config.attack.attacks and "
+             f"objectives from {', '.join(HORIZONS)}")
+    _require(registry.get(name).horizons == "profile" or horizons == ("step",),
+             f"config.attack.attack_horizons: {name} runs on step k only, got {item!r}")
+    out[name] = horizons
+  return out
 
 
 def _validate_attacks(a) -> None:
@@ -180,6 +198,7 @@ def validate_attack_config(config) -> None:
   _validate_attacks(a)
   _require("step" in a.horizons and all(h in HORIZONS for h in a.horizons),
            f"config.attack.horizons must contain 'step' and only {', '.join(HORIZONS)}, got {a.horizons!r}")
+  attack_horizons(a)  # raises on a malformed entry
   for key in ("eot_samples", "attack_step", "batch_size"):
     _require(int(a[key]) >= 1, f"config.attack.{key} must be >= 1, got {a[key]!r}")
   _require(int(a.num_examples) >= 0, f"config.attack.num_examples must be >= 0, got {a.num_examples!r}")

@@ -322,9 +322,9 @@ def load_transfer_source(config, workdir):
 register(AttackEntry(name="apgd_ce", run=apgd_attack, options=_apgd_options("ce", False), title="APGD-CE",
                      cost=_apgd_cost, validate=_apgd_validate))
 register(AttackEntry(name="apgd_dlr", run=apgd_attack, options=_apgd_options("dlr", False), title="APGD-DLR",
-                     horizons="step", cost=_apgd_cost, validate=_apgd_validate))
+                     cost=_apgd_cost, validate=_apgd_validate))
 register(AttackEntry(name="apgd_t", run=apgd_attack, options=_apgd_options("dlr", True), title="APGD-T",
-                     horizons="step", cost=_apgd_cost, validate=_apgd_validate))
+                     cost=_apgd_cost, validate=_apgd_validate))
 register(AttackEntry(
     name="bpda", run=policy.bpda_attack, title="BPDA (straight-through fixations)", horizons="step", policy=True,
     options=lambda a: dict(taus=tuple(float(t) for t in a.policy.taus), num_iterations=_policy_iterations(a),

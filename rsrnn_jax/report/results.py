@@ -234,9 +234,10 @@ def _flags(results: dict) -> list[str]:
     return []
   k, t = results["attack_step"], results["eval_steps"]
   out = ["## Robust flags: what each attack took away", "",
-         f"Each attack ran only on the examples every earlier attack left robust at its flag step (k = {k} for "
-         f"step-k objectives, T_eval = {t} for the full horizon). \"broke\": examples it broke first at that "
-         f"step; the last columns: examples still robust after it.", ""]
+         f"Each attack ran only on the examples every earlier attack left robust at one of its flag steps (the "
+         f"steps its objective aims at: {k} for step k, 1–{k} for the mean of steps 1..k, 1–{t} for the full "
+         f"horizon). \"broke\": examples it broke first at one of them; the last columns: examples still robust "
+         f"after it.", ""]
   for per in fl["per_eps"]:
     rows = []
     for r in per["rows"]:
@@ -244,7 +245,7 @@ def _flags(results: dict) -> list[str]:
       rows.append([r["attack"], r["flag_step"], r["attacked"], r["broke"], r["broke_at_k"], r["broke_at_T"],
                    r["robust_at_k"], r["robust_at_T"], extra or "–"])
     out += [f"ε = {per['eps']:g}:", "",
-            _table(["attack", "flag step", "attacked", "broke", f"broke @{k}", f"broke @{t}", f"robust @{k}",
+            _table(["attack", "flag steps", "attacked", "broke", f"broke @{k}", f"broke @{t}", f"robust @{k}",
                     f"robust @{t}", "per-example flags"], rows), ""]
   return out
 

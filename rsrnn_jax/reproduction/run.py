@@ -212,6 +212,7 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
   a.num_iterations = budget.adaptive_iterations
   if budget.adaptive_attacks:
     a.attacks = tuple(budget.adaptive_attacks)
+    a.attack_horizons = tuple(h for h in a.attack_horizons if h.partition(":")[0] in a.attacks)
   a.targeted = False                            # the paper stage runs the targeted attack
   a.prob_map.num_images = 0
   ch = a.checks
