@@ -6,7 +6,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
-# Most tests are dominated by compile time of tiny models; skip the expensive XLA passes.
+# Most tests are dominated by compile time of tiny models; skip the expensive XLA passes (here and, through the
+# environment, in the launch.py subprocesses the end-to-end tests start).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 jax.config.update("jax_disable_most_optimizations", True)
 # Many tests compile the same tiny train/eval steps: share compilations through JAX's persistent cache (also
 # across the pytest-xdist workers and the launch.py subprocesses, which inherit the variables below).
@@ -33,3 +35,9 @@ def tiny_data(tmp_path_factory):
     images = (rng.integers(0, 20, (n, 28, 28)) + 20 * labels[:, None, None] + 40).astype(np.uint8)
     fashion_mnist.write_idx(folder, split, images, labels)
   return {"source_dir": str(folder), "data_dir": str(tmp_path_factory.mktemp("tfds"))}
+
+
+def pytest_collection_modifyitems(config, items):
+  """The `slow` end-to-end tests first (a stable sort): with `-n 2` the long tests then start early, spread over
+  both workers, instead of one worker finishing a long test alone at the end."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

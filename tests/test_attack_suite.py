@@ -168,6 +168,7 @@ def _toy_config(tiny_data, attacks):
   return c
 
 
+@pytest.mark.slow
 def test_a_toy_attack_added_through_the_registry_runs_in_the_suite_and_the_report(random_sign, tiny_data,
                                                                                   tmp_path):
   c = _toy_config(tiny_data, ("pgd", "random_sign"))

@@ -87,6 +87,7 @@ def test_every_config_variant_validates(module, arg):
   assert c.model.name == {"ff_cnn_at": "ff_cnn"}.get(name, name)
 
 
+@pytest.mark.slow
 def test_imagenet_config_trains_one_step_and_evaluates_under_mock_data(tmp_path):
   # The paper's architecture and input size; only the run length and batch are shrunk.
   c = override(imagenet.get_config(), {

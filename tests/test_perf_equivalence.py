@@ -117,6 +117,7 @@ def plain_flax_layers(monkeypatch):
   return use
 
 
+@pytest.mark.slow
 def test_model_and_pgd_match_plain_flax_layers(plain_flax_layers):
   """A tiny RS-RNN: logits, the image gradient of the attack loss and PGD (rolled loop; unrolled; 2 iterations
   per loop trip) are those of the model built from the plain Flax layers with PGD's rolled loop."""

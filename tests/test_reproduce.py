@@ -275,9 +275,10 @@ def _tiny_data_args(tiny_data):
           "--set", "model.sampler.out_size=16"]
 
 
-# The glimpse path (retina + ConvGRU, fixations, two seeds) and the whole-image path (one seed, by the quick
-# budget's seed limit); every model's own paths are tested in test_train.py and the attack tests.
-QUICK_MODELS = ("rsrnn", "ff_cnn")
+# The glimpse path (retina + ConvGRU, fixations, two seeds) and the whole-image path with adversarial training
+# (one seed: the quick budget's adversarial_seeds); every model's own paths are tested in test_train.py and the
+# attack tests.
+QUICK_MODELS = ("rsrnn", "ff_cnn_at")
 
 
 def _readme_tables():
@@ -299,9 +300,9 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   from PIL import Image
   with Image.open(os.path.join(out, "rsrnn_glimpses.gif")) as gif:
     assert gif.n_frames == R.QUICK_BUDGET.eval_steps
-  runs = [(m, s) for m in QUICK_MODELS for s in (0, 1)]
-  for m in QUICK_MODELS:
-    assert sorted(os.listdir(os.path.join(out, "runs", m))) == ["seed0", "seed1"]
+  runs = [("rsrnn", 0), ("rsrnn", 1), ("ff_cnn_at", 0)]
+  assert sorted(os.listdir(os.path.join(out, "runs", "rsrnn"))) == ["seed0", "seed1"]
+  assert os.listdir(os.path.join(out, "runs", "ff_cnn_at")) == ["seed0"]
   for m, s in runs:
     d = RUNS.run_dir(out, m, s)
     with np.load(os.path.join(d, "attack_paper", "per_example.npz")) as z:
