@@ -34,7 +34,7 @@ reproduce: data
 	@echo "Report: $(REPRO_OUT)/report.md (runs in $(REPRO_OUT)/runs/<model>/)"
 
 test: data
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -n 2 -m "not slow"

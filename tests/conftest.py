@@ -36,8 +36,3 @@ def tiny_data(tmp_path_factory):
     fashion_mnist.write_idx(folder, split, images, labels)
   return {"source_dir": str(folder), "data_dir": str(tmp_path_factory.mktemp("tfds"))}
 
-
-def pytest_collection_modifyitems(config, items):
-  """The `slow` end-to-end tests first (a stable sort): with `-n 2` the long tests then start early, spread over
-  both workers, instead of one worker finishing a long test alone at the end."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -291,7 +291,8 @@ def _readme_tables():
 @pytest.mark.slow
 def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_path, caplog):
   out = str(tmp_path / "repro")
-  argv = ["--quick", "--out", out, "--models", ",".join(QUICK_MODELS), *_tiny_data_args(tiny_data)]
+  # One seed here (the test budget); the per-seed stages and the bootstrap over seeds are tested above.
+  argv = ["--quick", "--seeds", "0", "--out", out, "--models", ",".join(QUICK_MODELS), *_tiny_data_args(tiny_data)]
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
   assert R.main(argv) == 0
   for name in ("report.md", "verdicts.json", "accuracy_vs_gmacs.png", "adv_accuracy_bars.png",
@@ -300,9 +301,9 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   from PIL import Image
   with Image.open(os.path.join(out, "rsrnn_glimpses.gif")) as gif:
     assert gif.n_frames == R.QUICK_BUDGET.eval_steps
-  runs = [("rsrnn", 0), ("rsrnn", 1), ("ff_cnn_at", 0)]
-  assert sorted(os.listdir(os.path.join(out, "runs", "rsrnn"))) == ["seed0", "seed1"]
-  assert os.listdir(os.path.join(out, "runs", "ff_cnn_at")) == ["seed0"]
+  runs = [("rsrnn", 0), ("ff_cnn_at", 0)]
+  for m in QUICK_MODELS:
+    assert os.listdir(os.path.join(out, "runs", m)) == ["seed0"]
   for m, s in runs:
     d = RUNS.run_dir(out, m, s)
     with np.load(os.path.join(d, "attack_paper", "per_example.npz")) as z:
@@ -327,13 +328,13 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   code = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["train"]["code"]  # the commit each stage ran on
   assert code == RUNS.code_version() and f"finished on commit `{code}`" in md
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
-  assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0, 1]
+  assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0]
   assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
   for v in verdicts["claims"]:  # RS-RNN's recovery gets a verdict and an interval; the others name what is missing
     if v["id"] == "recovery":
       t = v["tests"]["T vs k"]
       assert v["verdict"] in ("holds", "fails", "undecided") and t["interval"][0] <= t["estimate"] <= t["interval"][1]
-      assert v["seeds"] == {"RS-RNN": [0, 1]}
+      assert v["seeds"] == {"RS-RNN": [0]}
     else:
       assert v["verdict"] == "not evaluated" and "DRAM" in v["missing"]
   assert len(_readme_tables().render_verdicts(verdicts)) == 2 + 2 + 3  # note, blank, header, separator, 3 claims

@@ -84,6 +84,7 @@ class Budget:
   adaptive_batch: int = 50
   adaptive_iterations: int = 20    # APGD iterations (AutoAttack: 100)
   adaptive_attacks: tuple = ()     # () = the profile's
+  adaptive_horizons: tuple = ()    # () = the profile's objectives
   adaptive_square_queries: int = 1000
   adaptive_large_eps_examples: int = 100
 
@@ -134,7 +135,8 @@ QUICK_BUDGET = Budget(
     eval_batch=16, plateau_examples=16, figure_images=2, attack_examples=8, attack_batch=8, epsilons=(0.1,),
     targeted_epsilons=(0.1,), large_eps=0.0, iteration_factor=1, extra_restarts=0, square_queries=0,
     square_examples=8, grad_examples=0, prob_map_images=0, prob_map_grid=4, adaptive_epsilons=(0.1,),
-    adaptive_batch=8, adaptive_iterations=1, adaptive_attacks=("apgd_ce",), adaptive_square_queries=0,
+    adaptive_batch=8, adaptive_iterations=1, adaptive_attacks=("apgd_ce",), adaptive_horizons=("step",),
+    adaptive_square_queries=0,
     adaptive_large_eps_examples=8)
 BUDGETS = {b.name: b for b in (FULL_BUDGET, DEFAULT_BUDGET, QUICK_BUDGET)}
 
@@ -213,6 +215,8 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
   if budget.adaptive_attacks:
     a.attacks = tuple(budget.adaptive_attacks)
     a.attack_horizons = tuple(h for h in a.attack_horizons if h.partition(":")[0] in a.attacks)
+  if budget.adaptive_horizons:
+    a.horizons = tuple(budget.adaptive_horizons)
   a.targeted = False                            # the paper stage runs the targeted attack
   a.prob_map.num_images = 0
   ch = a.checks
