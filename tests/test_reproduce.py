@@ -173,7 +173,7 @@ def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles()
   assert list(configs) == list(b.stages)
   train, adaptive = configs["train"], configs["attack_adaptive"].attack
   assert train.seed == 2 and train.train.num_train_steps == 2600 and train.train.keep_checkpoints >= 3
-  assert configs["attack_paper"] is train and tuple(train.attack.epsilons) == (0.01, 0.02, 0.03)
+  assert configs["attack_paper"] is train and tuple(train.attack.epsilons) == (0.01, 0.02)
   assert (train.attack.attack_step, train.attack.eval_steps, train.train.num_glimpses) == (4, 8, 4)
   assert adaptive.profile == "adaptive" and adaptive.flags and tuple(adaptive.epsilons) == (0.02,)
   assert (adaptive.attack_step, adaptive.eval_steps, adaptive.num_examples) == (4, 8, 1000)
