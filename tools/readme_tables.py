@@ -11,6 +11,9 @@ and NAME picks its renderer and its source file:
 
   demo      docs/results/demo_eval.json (a `make demo` run's eval/results.json): the run's setup in one line,
             then accuracy, saccade length and the fraction of fixations that move, per glimpse step
+  adaptive  docs/results/demo_attack_adaptive/results.json (`--mode=attack` with `attack=adaptive` on the demo
+            checkpoint): the run's setup in one line, then robust accuracy per step (the worst case per example
+            over every attack) per ε, and the sanity checks that did not pass
   verdicts  reproduction/verdicts.json (`make reproduce`): each claim of the paper (holds / fails / undecided, with
             its 95% interval) under each attack of the reproduction, beside the same rule applied to the paper's
             own numbers
@@ -68,6 +71,23 @@ def render_demo(results: dict) -> list[str]:
 TEST_NAMES = {"k": "at k", "T": "at T_eval", "T vs k": "k → T_eval"}  # the test names in verdicts.json
 ATTACK_COLUMNS = {"paper": "the paper's attack", "strongest": "the strongest attack of profile paper",
                   "adaptive": "the adaptive attack"}
+
+
+def render_adaptive(results: dict) -> list[str]:
+  """The adaptive block: setup, robust accuracy (%) per step and ε (worst case over attacks), checks not passed."""
+  worst = results["untargeted"]["attacks"][results["headline"]]
+  k, t = results["attack_step"], results["eval_steps"]
+  steps = range(1, t + 1)
+  mark = lambda s, v: f"**{v}**" if s == k else v
+  setup = (f"Profile `{results['profile']}` on `{results['model']}` (checkpoint step {results['checkpoint_step']:,}), "
+           f"{results['num_examples']} test images, attacked at step k = {k}, "
+           f"{results['timing']['total_s'] / 60:.0f} min on 2 CPU cores.")
+  rows = [["clean", *(mark(s, f"{100 * a:.1f}") for s, a in zip(steps, results["clean"]["accuracy_per_step"]))]]
+  rows += [[f"ε = {e['eps']:g}", *(mark(s, f"{100 * a:.1f}") for s, a in zip(steps, e["adv_acc"]))] for e in worst]
+  by = {st: [str(c["id"]) for c in results["checks"] if c["status"] == st] for st in ("fail", "skipped")}
+  checks = "; ".join(f"{', '.join(ids)} {st}" for st, ids in by.items() if ids) or "all passed"
+  return [setup + f" Sanity checks: {checks} (its report.md).", "",
+          *_table(["robust accuracy (%) at step", *map(str, steps)], rows)]
 
 
 def _test_text(name: str, t: dict) -> str:
@@ -128,6 +148,7 @@ def _render_verdicts_before_issue_16(data: dict) -> list[str]:
 
 RENDERERS = {
     "demo": ("docs/results/demo_eval.json", render_demo),
+    "adaptive": ("docs/results/demo_attack_adaptive/results.json", render_adaptive),
     "verdicts": ("reproduction/verdicts.json", render_verdicts),
 }
 
