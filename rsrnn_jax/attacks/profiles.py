@@ -161,6 +161,13 @@ def attack_horizons(a) -> dict:
   return out
 
 
+def keep_attacks(a, names) -> None:
+  """Cuts ``config.attack`` to the attacks ``names`` (in that order), dropping the ``attack_horizons`` entries of
+  the others."""
+  a.attacks = tuple(names)
+  a.attack_horizons = tuple(h for h in a.get("attack_horizons", ()) if str(h).partition(":")[0] in a.attacks)
+
+
 def _validate_attacks(a) -> None:
   names = tuple(a.attacks)
   _require(len(names) > 0 and all(n in registry.ATTACKS for n in names) and len(set(names)) == len(names),

@@ -27,8 +27,7 @@ def _palette(names) -> dict:
 
 
 def _save(fig, out_dir: str, name: str) -> str:
-  fig.savefig(os.path.join(out_dir, name), dpi=110)
-  plt.close(fig)
+  viz.save_figure(fig, os.path.join(out_dir, name), dpi=110)  # atomic, and closes the figure
   return name
 
 

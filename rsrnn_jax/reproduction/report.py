@@ -34,9 +34,9 @@ The verdict rules: :mod:`rsrnn_jax.reproduction.verdicts` (three-valued, on the 
 """
 from __future__ import annotations
 
-import json
 import os
 
+from rsrnn_jax import workdir
 from rsrnn_jax.reproduction import figures as fig
 from rsrnn_jax.reproduction import sections, stats
 from rsrnn_jax.reproduction import runs as saved
@@ -141,8 +141,6 @@ def write(out_dir: str, configs: dict, budget) -> str:
                  "gif": fig.glimpses_gif(runs, out_dir), "bars": fig.adv_bars(acc, s["k"], s["t"], out_dir),
                  "per_step": fig.adv_per_step(acc, s["k"], out_dir)}
   path = os.path.join(out_dir, "report.md")
-  with open(path, "w") as f:
-    f.write(markdown(rep))
-  with open(os.path.join(out_dir, "verdicts.json"), "w") as f:
-    json.dump(verdicts_json(rep, infos, seeds), f, indent=1)
+  workdir.write_text(path, markdown(rep))  # atomic: a failed re-draw keeps the previous report
+  workdir.write_json(os.path.join(out_dir, "verdicts.json"), verdicts_json(rep, infos, seeds))
   return path

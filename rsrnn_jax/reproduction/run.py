@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import json
 import logging
 import os
 import sys
 
-from rsrnn_jax import configlib
+from rsrnn_jax import configlib, workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import runs as saved
 
@@ -215,8 +214,8 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
   a.epsilons = tuple(budget.adaptive_epsilons)
   a.num_iterations = budget.adaptive_iterations
   if budget.adaptive_attacks:
-    a.attacks = tuple(budget.adaptive_attacks)
-    a.attack_horizons = tuple(h for h in a.attack_horizons if h.partition(":")[0] in a.attacks)
+    from rsrnn_jax.attacks import profiles as attack_profiles
+    attack_profiles.keep_attacks(a, budget.adaptive_attacks)
   if budget.adaptive_horizons:
     a.horizons = tuple(budget.adaptive_horizons)
   a.targeted = False                            # the paper stage runs the targeted attack
@@ -273,9 +272,10 @@ def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
   from rsrnn_jax.models import compute
   loaded = evaluate.load_model(config, run_dir)
   evaluate.evaluate(config, run_dir, loaded=loaded)
-  _write_json(os.path.join(run_dir, "compute.json"), compute.model_compute(config))
+  workdir.write_json(os.path.join(run_dir, "compute.json"), compute.model_compute(config))
   save_figure_arrays(config, run_dir, loaded)
-  _write_json(os.path.join(run_dir, saved.PLATEAU_FILE), plateau_check(config, run_dir, loaded, plateau_examples))
+  plateau = plateau_check(config, run_dir, loaded, plateau_examples)
+  workdir.write_json(os.path.join(run_dir, saved.PLATEAU_FILE), plateau)
 
 
 def plateau_check(config, run_dir: str, loaded, num_examples: int = 0) -> dict:
@@ -343,13 +343,6 @@ def run_attack(config, run_dir: str) -> None:
 
 
 STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
-
-
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = None,

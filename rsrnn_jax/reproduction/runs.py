@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import stats
 
@@ -105,10 +106,7 @@ def read_stages(path: str) -> dict:
 
 def write_stages(path: str, stages: dict) -> None:
   os.makedirs(path, exist_ok=True)
-  tmp = os.path.join(path, STAGES_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(stages, f, indent=1)
-  os.replace(tmp, os.path.join(path, STAGES_FILE))
+  workdir.write_json(os.path.join(path, STAGES_FILE), stages)
 
 
 def depends_on(stage: str) -> tuple:
