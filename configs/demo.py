@@ -85,6 +85,8 @@ def get_config(arg: str = ""):
     c.attack.epsilons = (0.02, 0.03)
     c.attack.batch_size = 50                        # the robust flags leave few examples: small padded batches
     c.attack.num_iterations = 50                    # AutoAttack: 100; check 3 runs 100 × 3 restarts on the rest
+    c.attack.horizon_iterations = ("avg:100", "full:100")  # but 100 on the means over steps: with 50 their
+                                                    # steps stayed above the strong profile's (docs/attacks.md)
     c.attack.policy.taus = (0.5, 2.0)
     c.attack.policy.candidates = 4
     c.attack.targeted = False

@@ -45,25 +45,34 @@ def test_adaptive_profile_plan_and_validation():
   p = plan.make_plan(c, 5, has_steps=True, has_fixations=True)
   # cascade order; APGD-CE on every objective, APGD-DLR on the full horizon and APGD-T on step k
   # (attack_horizons); the transfer attack skipped without a source
-  assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_avg", "apgd_ce_full", "apgd_dlr_full", "apgd_t_step",
-                                "bpda_step", "scanpath_step", "square_step"]
+  assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_avg", "apgd_ce_full", "apgd_ce_last", "apgd_dlr_full",
+                                "apgd_t_step", "bpda_step", "scanpath_step", "square_step"]
   assert p.flags and p.reference == "apgd_ce" and not p.run_square  # Square runs in the cascade
   assert p.notes and p.notes[0].startswith("transfer: skipped")
   assert p.convergence.attack == "apgd_ce" and p.convergence.opts["num_iterations"] == 2 * c.attack.num_iterations
   assert set(p.policy_checks) == {"bpda_step", "scanpath_step"}
   assert p.untargeted["apgd_t_step"].opts["num_targets"] == c.attack.apgd_targets
+  # the demo's budget: 50 iterations, but AutoAttack's 100 on the means over steps (horizon_iterations)
+  assert {n: s.opts["num_iterations"] for n, s in p.untargeted.items() if "num_iterations" in s.opts} == {
+      "apgd_ce_step": 50, "apgd_ce_avg": 100, "apgd_ce_full": 100, "apgd_ce_last": 50, "apgd_dlr_full": 100,
+      "apgd_t_step": 50, "bpda_step": 50, "scanpath_step": 50}
   no_fix = plan.make_plan(c, 5, has_steps=True, has_fixations=False)
   assert "bpda_step" not in no_fix.untargeted and any(n.startswith("bpda") for n in no_fix.notes)
   no_steps = plan.make_plan(c, 5, has_steps=False, has_fixations=False)  # FF-CNN: step k only
   assert list(no_steps.untargeted) == ["apgd_ce_step", "apgd_t_step", "square_step"]
-  assert profiles.profile_overrides(demo.get_config("attack=adaptive").attack)["num_iterations"] == {
-      "config": 50, "profile": 100}  # the demo's budget, listed in its report
+  overrides = profiles.profile_overrides(demo.get_config("attack=adaptive").attack)  # listed in the demo's report
+  assert overrides["num_iterations"] == {"config": 50, "profile": 100}
+  assert overrides["horizon_iterations"] == {"config": ["avg:100", "full:100"], "profile": []}
   for bad, why in (("apgd_dlr", "must be 'NAME:h1\\+h2'"), ("pgd:full", "must be 'NAME"),
                    ("apgd_dlr:later", "must be 'NAME"), ("bpda:full", "bpda runs on step k only")):
     c.attack.attack_horizons = (bad,)
     with pytest.raises(ValueError, match=why):
       profiles.validate_attack_config(c)
   c.attack.attack_horizons = ("apgd_dlr:full", "apgd_t:step")
+  for bad in ("full", "later:2", "full:0", "full:2x", ("full:2", "full:3")):
+    c.attack.horizon_iterations = bad if isinstance(bad, tuple) else (bad,)
+    with pytest.raises(ValueError, match="horizon_iterations: .* must be 'HORIZON:N'"):
+      profiles.validate_attack_config(c)
   c.attack = profiles.attack_profile("adaptive")
   c.attack.policy.taus = (0.5, 1.0)
   assert profiles.profile_overrides(c.attack) == {"policy.taus": {"config": [0.5, 1.0],

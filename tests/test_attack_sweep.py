@@ -35,6 +35,7 @@ def test_wrappers_use_exactly_the_chosen_steps(model_name):
         "step_logits": wrap("step")(x), "avg_logits": wrap("avg")(x),
         "all_k": model.apply(v, x, num_steps=k, train=False)["logits"],
         "full_logits": wrap("full")(x), "all_t": model.apply(v, x, num_steps=t, train=False)["logits"],
+        "last_logits": wrap("last")(x),
     }
 
   g = jax.device_get(all_grads(x))
@@ -45,6 +46,7 @@ def test_wrappers_use_exactly_the_chosen_steps(model_name):
   np.testing.assert_allclose(g["full_logits"], g["all_t"].mean(0), rtol=1e-5, atol=1e-6)
   assert not np.allclose(g["full_logits"], g["all_t"][-1], rtol=1e-3)
   np.testing.assert_allclose(g["avg_logits"], g["all_k"].mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(g["last_logits"], g["all_t"][t - 1])
 
 
 def test_eot_averages_draws_and_argmax_is_deterministic():

@@ -3,9 +3,9 @@
 With ``config.attack.flags`` the attacks of a profile run one after the other, each only on the examples that
 are still robust at one of its flag steps (under the clean image and every earlier attack). The flag steps are
 the steps the attack's objective aims at: k for the step-k objective, 1..k for the mean of steps 1..k, 1..T_eval
-for the full horizon. An example broken at k is therefore never attacked again on step k, so a strong profile
-costs little more than its first attack, and the report can say what each attack took away (how many examples
-it broke first at one of its flag steps).
+for the full horizon, T_eval for the last step. An example broken at k is therefore never attacked again on step
+k, so a strong profile costs little more than its first attack, and the report can say what each attack took
+away (how many examples it broke first at one of its flag steps).
 
 What the numbers mean: at step k the worst case is exact for the step-k attacks, and every step t is attacked
 by every objective that covers t on every example still robust at t (the full-horizon objective covers all
@@ -31,6 +31,8 @@ def flag_steps(horizon: str, attack_step: int, eval_steps: int) -> tuple[int, ..
   at one of them."""
   if horizon == "full":
     return tuple(range(1, eval_steps + 1))
+  if horizon == "last":
+    return (eval_steps,)
   if horizon == "avg":
     return tuple(range(1, attack_step + 1))
   return (attack_step,)

@@ -2,7 +2,8 @@
 
 * ``horizon="step"``: the logits of attack step k of a k-step unroll (the authors' attack);
 * ``horizon="avg"``:  the mean logits of steps 1..k (the authors' ``isAvgSteps`` option);
-* ``horizon="full"``: the mean logits of steps 1..T_eval of a T_eval-step unroll.
+* ``horizon="full"``: the mean logits of steps 1..T_eval of a T_eval-step unroll;
+* ``horizon="last"``: the logits of step T_eval of a T_eval-step unroll (the report's robust accuracy at T).
 
 Fixations are the policy's argmax or, with ``fixations="sample"``, sampled; then each forward pass averages
 the logits of ``eot_samples`` draws (EOT) whose keys are folded with an order-independent hash of the
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 
 from rsrnn_jax.models import FIXATION_MODES, dorsal, predict
 
-HORIZONS = ("step", "avg", "full")
+HORIZONS = ("step", "avg", "full", "last")
 
 
 
@@ -36,9 +37,12 @@ def step_logits(model, variables, images, *, num_steps: int, fixations: str = "a
 
 
 def reduce_horizon(logits, horizon: str, attack_step: int):
-  """[T, B, K] → [B, K]: step k's logits (``step``) or the mean over all T given steps (``avg``, ``full``)."""
+  """[T, B, K] → [B, K]: step k's logits (``step``), the last step's (``last``) or the mean over all T given
+  steps (``avg``, ``full``)."""
   if horizon == "step":
     return logits[attack_step - 1]
+  if horizon == "last":
+    return logits[-1]
   if horizon in ("avg", "full"):
     return jnp.mean(logits, axis=0)
   raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
@@ -46,7 +50,7 @@ def reduce_horizon(logits, horizon: str, attack_step: int):
 
 def horizon_steps(horizon: str, attack_step: int, eval_steps: int) -> int:
   """Number of steps the model is unrolled for when attacked with ``horizon``."""
-  return eval_steps if horizon == "full" else attack_step
+  return eval_steps if horizon in ("full", "last") else attack_step
 
 
 def image_hash(images):
@@ -103,8 +107,8 @@ def _check_horizon(horizon: str, attack_step: int, eval_steps: int) -> int:
     raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
   if attack_step < 1:
     raise ValueError(f"attack_step must be >= 1, got {attack_step}")
-  if horizon == "full" and eval_steps < 1:
-    raise ValueError("horizon='full' needs eval_steps >= 1")
+  if horizon in ("full", "last") and eval_steps < 1:
+    raise ValueError(f"horizon={horizon!r} needs eval_steps >= 1")
   return horizon_steps(horizon, attack_step, eval_steps)
 
 

@@ -48,7 +48,7 @@ def skipped_attacks(config, has_fixations: bool = True) -> dict:
 def attack_specs(config, has_steps: bool, has_fixations: bool = True):
   """(untargeted specs by result name, targeted spec, check-3 spec, check-5 spec) of ``config.attack``."""
   a = config.attack
-  own = profiles.attack_horizons(a)
+  own, iterations = profiles.attack_horizons(a), profiles.horizon_iterations(a)
   skipped = skipped_attacks(config, has_fixations)
   specs = {}
   for attack in a.attacks:
@@ -57,6 +57,8 @@ def attack_specs(config, has_steps: bool, has_fixations: bool = True):
     hs = own.get(attack) or (a.horizons if registry.get(attack).horizons == "profile" else ("step",))
     for h in [h for h in hs if has_steps or h == "step"]:
       spec = spec_from_profile(attack, a, horizon=h)
+      if h in iterations and "num_iterations" in spec.opts:
+        spec = spec.replace(spec.name, num_iterations=iterations[h])
       specs[spec.name] = spec
   targeted = spec_from_profile("pgd", a, targeted=True)
   c = a.checks

@@ -16,7 +16,8 @@ from rsrnn_jax.attacks.objectives import FIXATION_MODES, HORIZONS
 PROFILES = ("paper", "strong", "adaptive")
 # The fields that define a profile.
 PROFILE_FIELDS = ("attacks", "reference", "flags", "norm", "step_size", "num_iterations", "num_restarts",
-                  "random_start", "losses", "horizons", "attack_horizons", "eot_samples", "apgd_targets", "policy")
+                  "random_start", "losses", "horizons", "attack_horizons", "horizon_iterations", "eot_samples",
+                  "apgd_targets", "policy")
 # The result each profile's headline robust accuracy is read from.
 HEADLINES = {"paper": "pgd_step", "strong": registry.WORST, "adaptive": registry.WORST}
 # The attack options a profile's reference attack must take (check 3 raises them).
@@ -32,12 +33,13 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
   strong:   100 iterations, step ε/10, 2 random restarts for each of the CE and margin losses (worst per
             example), step-k, mean-over-1..k and full-horizon objectives, EOT over 8 draws when
             ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
-  adaptive: the honest headline (docs/attacks.md): APGD-CE (on step k and on the mean of steps 1..T_eval),
-            APGD-T (DLR, top-9 targets), BPDA through the fixation choice (several τ), the scanpath search
-            (frozen scanpaths, then steering the policy), Square (5000 queries) and a transfer attack from
-            ``transfer_workdir`` (skipped when empty), 100 iterations each, with AutoAttack's robust flags:
-            each attack runs only on the examples every earlier attack left robust (at step k; at T_eval for
-            the full-horizon objective). Headline: the worst case per example and step.
+  adaptive: the honest headline (docs/attacks.md): APGD-CE (on step k, the mean of steps 1..k, the mean of
+            steps 1..T_eval and step T_eval), APGD-DLR (mean of steps 1..T_eval), APGD-T (DLR, top-9 targets,
+            step k), BPDA through the fixation choice (several τ), the scanpath search (frozen scanpaths, then
+            steering the policy), Square (5000 queries) and a transfer attack from ``transfer_workdir``
+            (skipped when empty), 100 iterations each, with AutoAttack's robust flags: each attack runs only
+            on the examples every earlier attack left robust at one of the steps its objective aims at
+            (rsrnn_jax/attacks/flags.py). Headline: the worst case per example and step.
   Select with ``configs/demo.py:attack=NAME`` (or ``c.attack = attack_profile(NAME)`` in a config).
   Fields in PROFILE_FIELDS define the profile; a report lists any that differ from the named profile.
   """
@@ -57,8 +59,11 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
   a.random_start = True        # uniform random start in the ε-ball
   a.losses = ("ce",)           # ce | margin; several: run each, keep the worst per example
   a.horizons = ("step", "full")  # objectives: step = logits of step k; avg = mean logits of steps 1..k;
-                               # full = mean logits of steps 1..T_eval (check 7 needs step and full)
+                               # full = mean logits of steps 1..T_eval; last = logits of step T_eval (check 7
+                               # needs step and full)
   a.attack_horizons = ()       # per-attack objectives instead of ``horizons``: "NAME:h1+h2", e.g. "apgd_t:step"
+  a.horizon_iterations = ()    # iterations on one objective instead of ``num_iterations``: "HORIZON:N", e.g.
+                               # "full:100" (the attacks that take num_iterations: pgd, apgd_*, bpda, transfer)
   a.eot_samples = 1            # EOT draws (averaged logits) per forward pass when fixations="sample"
   a.apgd_targets = 9           # APGD-T: target classes (the highest-ranked after the label)
   a.policy = ml_collections.ConfigDict(dict(  # the attacks on the fixation policy (bpda, scanpath)
@@ -124,7 +129,8 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
     a.flags = True
     a.num_iterations = 100     # AutoAttack's budget for every APGD (also the targeted PGD's iterations)
     a.step_size = 0.25         # the targeted PGD's step (APGD sets its own)
-    a.horizons = ("step", "avg", "full")  # APGD-CE on all three: every step is some objective's flag step
+    a.horizons = ("step", "avg", "full", "last")  # APGD-CE on each: every step is some objective's flag step,
+                               # and step T (the report's second headline step) has its own objective
     a.attack_horizons = ("apgd_dlr:full", "apgd_t:step")  # the margin loss on the full horizon (the later steps'
                                # counterpart of APGD-T, which runs 9 targets on step k only)
     a.checks.square_queries = 5000
@@ -158,6 +164,18 @@ def attack_horizons(a) -> dict:
     _require(registry.get(name).horizons == "profile" or horizons == ("step",),
              f"config.attack.attack_horizons: {name} runs on step k only, got {item!r}")
     out[name] = horizons
+  return out
+
+
+def horizon_iterations(a) -> dict:
+  """``config.attack.horizon_iterations`` ("HORIZON:N" entries) → {horizon: iterations}; one-line errors."""
+  out = {}
+  for item in a.get("horizon_iterations", ()):
+    h, sep, n = str(item).partition(":")
+    _require(sep and h in HORIZONS and n.isdigit() and int(n) >= 1 and h not in out,
+             f"config.attack.horizon_iterations: {item!r} must be 'HORIZON:N' with HORIZON one of "
+             f"{', '.join(HORIZONS)} (each once) and N >= 1 iterations")
+    out[h] = int(n)
   return out
 
 
@@ -205,7 +223,7 @@ def validate_attack_config(config) -> None:
   _validate_attacks(a)
   _require("step" in a.horizons and all(h in HORIZONS for h in a.horizons),
            f"config.attack.horizons must contain 'step' and only {', '.join(HORIZONS)}, got {a.horizons!r}")
-  attack_horizons(a)  # raises on a malformed entry
+  attack_horizons(a), horizon_iterations(a)  # raise on a malformed entry
   for key in ("eot_samples", "attack_step", "batch_size"):
     _require(int(a[key]) >= 1, f"config.attack.{key} must be >= 1, got {a[key]!r}")
   _require(int(a.num_examples) >= 0, f"config.attack.num_examples must be >= 0, got {a.num_examples!r}")

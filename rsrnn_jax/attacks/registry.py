@@ -34,7 +34,8 @@ from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn
 
 WORST = "worst"
 # How the report names the objective an attack ran on (results ``{attack}_{horizon}``).
-HORIZON_TITLES = {"step": "on step k", "avg": "on mean of steps 1..k", "full": "full horizon (steps 1..T)"}
+HORIZON_TITLES = {"step": "on step k", "avg": "on mean of steps 1..k", "full": "full horizon (steps 1..T)",
+                  "last": "on step T"}
 WORST_TITLE = "worst case over attacks"
 _COMMON_ARGS = frozenset({"eps", "rng", "norm", "targeted"})  # every attack's run() takes these
 
