@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/demo
 # XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training).
 DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
 
-.PHONY: demo test test-fast install data clean bench bench-quick bench-gpu bench-gpu-wheels reproduce
+.PHONY: demo test test-slow test-all install data clean bench bench-quick bench-gpu bench-gpu-wheels reproduce
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,15 @@ reproduce: data
 	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) -m rsrnn_jax.reproduction.run --out $(REPRO_OUT) $(REPRO_ARGS)
 	@echo "Report: $(REPRO_OUT)/report.md (runs in $(REPRO_OUT)/runs/<model>/)"
 
+# `make test`: every test but the end-to-end tier (pytest -m slow: launch.py subprocesses, two processes, whole
+# runs), within the 10-minute budget on 2 cores. `make test-slow`: that tier. CI (.ci/run) runs both.
 test: data
-	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=10
 
-test-fast: install
-	$(PY) -m pytest -q -n 2 -m "not slow"
+test-slow: data
+	$(PY) -m pytest -q -n 2 --dist worksteal -m slow --durations=15
+
+test-all: test test-slow
 
 # Benchmarks (bench/README.md): JSON in bench/results/. Run on an otherwise idle machine; `make bench-quick` is
 # a smoke run of every bench (small sizes, numbers not meaningful).
