@@ -163,8 +163,9 @@ def apgd_run(evaluate, images, x_init, *, eps, num_steps: int, norm: str = "linf
 
   Returns a dict of per-example results: ``x_best`` / ``loss_best`` (the highest-loss point and its loss),
   ``best_fooled`` (that point is misclassified), ``fooled`` (some iterate, or x_init, was misclassified),
-  ``x_fooled`` (the last such iterate; x_init if none), ``step_sizes`` [num_steps, B] (η used at each iteration) and ``zero_grad`` (the gradient at x_init is
-  exactly zero: AutoAttack's flag for an unreliable evaluation).
+  ``x_fooled`` (the last such iterate; x_init if none), ``step_sizes`` [num_steps, B] (η used at each
+  iteration) and ``zero_grad`` (the gradient at x_init is exactly zero: AutoAttack's flag for an unreliable
+  evaluation).
   """
   x = jnp.asarray(images)
   eps_b = core._per_example(eps, x)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from rsrnn_jax.models import FIXATION_MODES, dorsal, predict
 
 HORIZONS = ("step", "avg", "full", "last")
+_T_EVAL_HORIZONS = ("full", "last")  # the objectives that unroll the model for T_eval steps
 
 
 
@@ -50,7 +51,7 @@ def reduce_horizon(logits, horizon: str, attack_step: int):
 
 def horizon_steps(horizon: str, attack_step: int, eval_steps: int) -> int:
   """Number of steps the model is unrolled for when attacked with ``horizon``."""
-  return eval_steps if horizon in ("full", "last") else attack_step
+  return eval_steps if horizon in _T_EVAL_HORIZONS else attack_step
 
 
 def image_hash(images):
@@ -107,7 +108,7 @@ def _check_horizon(horizon: str, attack_step: int, eval_steps: int) -> int:
     raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
   if attack_step < 1:
     raise ValueError(f"attack_step must be >= 1, got {attack_step}")
-  if horizon in ("full", "last") and eval_steps < 1:
+  if horizon in _T_EVAL_HORIZONS and eval_steps < 1:
     raise ValueError(f"horizon={horizon!r} needs eval_steps >= 1")
   return horizon_steps(horizon, attack_step, eval_steps)
 
