@@ -269,6 +269,28 @@ def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, cap
   assert run(cfg(1), seed=1) == []
 
 
+def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
+  fake = _FakeStages()
+  configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+  run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
+  caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
+
+  def run(only):
+    fake.calls.clear()
+    RUNS.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), only=only)
+    return list(fake.calls)
+
+  assert run(("eval", "attack_paper")) == []                               # nothing trained: they wait
+  assert caplog.text.count("waits for train") == 3
+  assert run(("train", "eval", "attack_paper")) == ["train", "eval", "attack_paper"]
+  assert "attack_adaptive not run (not in --stages)" in caplog.text
+  assert run(("attack_adaptive",)) == ["attack_adaptive"]                  # later, the rest
+  assert run(None) == []
+  with pytest.raises(ValueError, match="--stages expects a comma-separated subset of train,eval"):
+    R.reproduce(str(tmp_path), R.QUICK_BUDGET, ("rsrnn",), stages=("train", "attack"))
+  assert R.main(["--out", str(tmp_path), "--quick", "--stages", "tran"]) == 2
+
+
 def _tiny_data_args(tiny_data):
   return ["--set", f"data.source_dir={tiny_data['source_dir']}", "--set", f"data.data_dir={tiny_data['data_dir']}",
           "--set", "data.canvas_size=32", "--set", "data.num_clutter=2", "--set", "data.clutter_size=5",

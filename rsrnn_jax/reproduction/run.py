@@ -354,10 +354,14 @@ def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = Non
 
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
-              overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG) -> str:
-  """Every stage of every run that is not up to date (seed by seed: every model's first seed first), then
-  ``out_dir/report.md`` and ``out_dir/verdicts.json``. Returns the report's path."""
+              overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
+              stages=None) -> str:
+  """Every stage of every run that is not up to date (seed by seed: every model's first seed first; ``stages``:
+  only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json``. Returns the
+  report's path."""
   from rsrnn_jax.reproduction import report as reproduce_report
+  if stages is not None and not set(stages) <= set(budget.stages):
+    raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
   os.makedirs(out_dir, exist_ok=True)
   configs = plan(budget, models, seeds, overrides, config_file)
   if not report_only:
@@ -365,7 +369,7 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
       for m in models:
         if s in configs[m]:
           saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
-                          budget.plateau_examples)
+                          budget.plateau_examples, only=stages)
   path = reproduce_report.write(out_dir, configs, budget)
   log.info("report: %s", path)
   return path
@@ -402,6 +406,8 @@ def main(argv=None) -> int:
   p.add_argument("--config", default=DEMO_CONFIG, help="the config file every model's run starts from")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override for every model, e.g. --set data.data_dir=/tmp/tfds (repeatable)")
+  p.add_argument("--stages", default="", help="comma-separated subset of the stages to run (default: all), "
+                 "e.g. train,eval,attack_paper; the others are left as they are")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   args = p.parse_args(argv)
   models = tuple(m for m in args.models.split(",") if m)
@@ -422,7 +428,7 @@ def main(argv=None) -> int:
   handler = _log_to_file(args.out)
   try:
     reproduce(args.out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
-              config_file=args.config)
+              config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -144,18 +144,26 @@ def code_versions(runs: dict) -> list[str]:
                  for st in r["stages"].values() if st.get("done") and st.get("code")})
 
 
-def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0) -> dict:
+def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
+              only=None) -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
   ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
-  returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``)."""
+  returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``: the stages that
+  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it."""
   fps = fingerprints(configs, plateau_examples)
   stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
-  ran = set()
+  ran, current = set(), set()
   for stage, config in configs.items():
     rec = stages.get(stage, {})
     if (not ran & set(depends_on(stage)) and rec.get("done") and rec.get("fingerprint") == fps[stage]
         and stage_outputs(stage, config, path)):
       log.info("%s: %s up to date, skipped", name, stage)
+      current.add(stage)
+      continue
+    missing = [d for d in depends_on(stage) if d not in current]
+    if (only is not None and stage not in only) or missing:
+      log.info("%s: %s not run (%s)", name, stage,
+               f"waits for {', '.join(missing)}" if missing else "not in --stages")
       continue
     resumed = stage == "train" and latest_checkpoint_step(path) > 0
     log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(path)})" if resumed else "")
@@ -173,6 +181,7 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
       write_stages(path, stages)
     log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
     ran.add(stage)
+    current.add(stage)
   return stages
 
 
