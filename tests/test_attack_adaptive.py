@@ -38,7 +38,7 @@ def test_robust_flags_skip_examples_already_broken():
   steps = {"a_step": flags.flag_steps("step", k, t), "b_full": flags.flag_steps("full", k, t),
            "c_step": flags.flag_steps("step", k, t)}
   assert steps["b_full"] == (1, 2, 3) and flags.flag_steps("avg", k, t) == (1, 2) and steps["a_step"] == (2,)
-  assert flags.flag_steps("last", k, t) == (3,)
+  assert flags.flag_steps("last", k, t) == (3,) and flags.flag_steps("t1", k, t) == (1,)
   correct, cumulative, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k,
                                                  eval_steps=t, keeper=keeper)
   # b_full attacks every example still correct at one of steps 1..T: 1 (broken at k only) and 4 (broken at T

@@ -44,9 +44,12 @@ def test_adaptive_profile_plan_and_validation():
   assert "robust flags" in profiles.describe_profile(c.attack)
   p = plan.make_plan(c, 5, has_steps=True, has_fixations=True)
   # cascade order; APGD-CE on every objective, APGD-DLR on the full horizon and APGD-T on step k
-  # (attack_horizons); the transfer attack skipped without a source
+  # (attack_horizons); APGD-CE on each other step (``each``: k = 4 and T = 8 have their own objectives) after
+  # the other white-box attacks and before Square; the transfer attack skipped without a source
+  each = ["apgd_ce_t1", "apgd_ce_t2", "apgd_ce_t3", "apgd_ce_t5", "apgd_ce_t6", "apgd_ce_t7"]
   assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_avg", "apgd_ce_full", "apgd_ce_last", "apgd_dlr_full",
-                                "apgd_t_step", "bpda_step", "scanpath_step", "square_step"]
+                                "apgd_t_step", "bpda_step", "scanpath_step", *each, "square_step"]
+  assert [p.untargeted[n].horizon for n in each] == ["t1", "t2", "t3", "t5", "t6", "t7"]
   assert p.flags and p.reference == "apgd_ce" and not p.run_square  # Square runs in the cascade
   assert p.notes and p.notes[0].startswith("transfer: skipped")
   assert p.convergence.attack == "apgd_ce" and p.convergence.opts["num_iterations"] == 2 * c.attack.num_iterations
@@ -55,7 +58,7 @@ def test_adaptive_profile_plan_and_validation():
   # the demo's budget: 50 iterations, but AutoAttack's 100 on the means over steps (horizon_iterations)
   assert {n: s.opts["num_iterations"] for n, s in p.untargeted.items() if "num_iterations" in s.opts} == {
       "apgd_ce_step": 50, "apgd_ce_avg": 100, "apgd_ce_full": 100, "apgd_ce_last": 50, "apgd_dlr_full": 100,
-      "apgd_t_step": 50, "bpda_step": 50, "scanpath_step": 50}
+      "apgd_t_step": 50, "bpda_step": 50, "scanpath_step": 50} | {n: 50 for n in each}
   no_fix = plan.make_plan(c, 5, has_steps=True, has_fixations=False)
   assert "bpda_step" not in no_fix.untargeted and any(n.startswith("bpda") for n in no_fix.notes)
   no_steps = plan.make_plan(c, 5, has_steps=False, has_fixations=False)  # FF-CNN: step k only
@@ -69,7 +72,14 @@ def test_adaptive_profile_plan_and_validation():
     with pytest.raises(ValueError, match=why):
       profiles.validate_attack_config(c)
   c.attack.attack_horizons = ("apgd_dlr:full", "apgd_t:step")
-  for bad in ("full", "later:2", "full:0", "full:2x", ("full:2", "full:3")):
+  c.attack.horizon_iterations = ("each:7", "t2:9")  # each: every tN; an explicit tN wins
+  assert {n: s.opts["num_iterations"] for n, s in plan.attack_specs(c, True)[0].items() if "_t" in n[-3:]} == {
+      "apgd_ce_t1": 7, "apgd_ce_t2": 9, "apgd_ce_t3": 7, "apgd_ce_t5": 7, "apgd_ce_t6": 7, "apgd_ce_t7": 7}
+  c.attack.attack_horizons = ("apgd_dlr:full+t9",)
+  with pytest.raises(ValueError, match="objective\\(s\\) t9 aim past step T_eval=8"):
+    profiles.validate_attack_config(c)
+  c.attack.attack_horizons = ("apgd_dlr:full", "apgd_t:step")
+  for bad in ("full", "later:2", "full:0", "full:2x", ("full:2", "full:3"), "t0:3"):
     c.attack.horizon_iterations = bad if isinstance(bad, tuple) else (bad,)
     with pytest.raises(ValueError, match="horizon_iterations: .* must be 'HORIZON:N'"):
       profiles.validate_attack_config(c)

@@ -35,7 +35,7 @@ def test_wrappers_use_exactly_the_chosen_steps(model_name):
         "step_logits": wrap("step")(x), "avg_logits": wrap("avg")(x),
         "all_k": model.apply(v, x, num_steps=k, train=False)["logits"],
         "full_logits": wrap("full")(x), "all_t": model.apply(v, x, num_steps=t, train=False)["logits"],
-        "last_logits": wrap("last")(x),
+        "last_logits": wrap("last")(x), "t1_logits": wrap("t1")(x),
     }
 
   g = jax.device_get(all_grads(x))
@@ -47,6 +47,20 @@ def test_wrappers_use_exactly_the_chosen_steps(model_name):
   assert not np.allclose(g["full_logits"], g["all_t"][-1], rtol=1e-3)
   np.testing.assert_allclose(g["avg_logits"], g["all_k"].mean(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(g["last_logits"], g["all_t"][t - 1])
+  np.testing.assert_array_equal(g["t1_logits"], g["all_t"][0])  # tN: step N of an N-step unroll
+  assert objectives.horizon_steps("t1", k, t) == 1 and objectives.horizon_steps("t3", k, t) == 3
+
+
+def test_each_expands_to_the_steps_no_single_step_objective_aims_at():
+  ex = objectives.expand_horizons
+  assert ex(("step", "avg", "full", "last", "each"), 4, 8) == (
+      "step", "avg", "full", "last", "t1", "t2", "t3", "t5", "t6", "t7")
+  assert ex(("step", "each", "full"), 2, 3) == ("step", "t1", "t3", "full")  # no `last`: t3 stays
+  assert ex(("step", "t1", "each"), 2, 3) == ("step", "t1", "t3")
+  assert ex(("step", "avg"), 2, 3) == ("step", "avg")
+  assert [objectives.step_horizon(h) for h in ("t12", "t0", "t", "step", "tx")] == [12, None, None, None, None]
+  with pytest.raises(ValueError, match="unknown horizon 't0'"):
+    objectives.reduce_horizon(jnp.zeros((3, 1, 2)), "t0", 2)
 
 
 def test_eot_averages_draws_and_argmax_is_deterministic():

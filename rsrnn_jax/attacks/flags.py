@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from rsrnn_jax.attacks.objectives import single_step
 from rsrnn_jax.train import parallel
 
 CLEAN = "clean"  # the name of the unattacked image in a Keeper
@@ -31,11 +32,9 @@ def flag_steps(horizon: str, attack_step: int, eval_steps: int) -> tuple[int, ..
   at one of them."""
   if horizon == "full":
     return tuple(range(1, eval_steps + 1))
-  if horizon == "last":
-    return (eval_steps,)
   if horizon == "avg":
     return tuple(range(1, attack_step + 1))
-  return (attack_step,)
+  return (single_step(horizon, attack_step, eval_steps),)
 
 
 def steps_label(steps) -> str:

@@ -3,7 +3,10 @@
 * ``horizon="step"``: the logits of attack step k of a k-step unroll (the authors' attack);
 * ``horizon="avg"``:  the mean logits of steps 1..k (the authors' ``isAvgSteps`` option);
 * ``horizon="full"``: the mean logits of steps 1..T_eval of a T_eval-step unroll;
-* ``horizon="last"``: the logits of step T_eval of a T_eval-step unroll (the report's robust accuracy at T).
+* ``horizon="last"``: the logits of step T_eval of a T_eval-step unroll (the report's robust accuracy at T);
+* ``horizon="t3"`` (any ``tN``): the logits of step N of an N-step unroll. A profile's ``each`` stands for one
+  such objective per step 1..T_eval that no single-step objective of the list already aims at
+  (:func:`expand_horizons`): every step attacked on its own.
 
 Fixations are the policy's argmax or, with ``fixations="sample"``, sampled; then each forward pass averages
 the logits of ``eot_samples`` draws (EOT) whose keys are folded with an order-independent hash of the
@@ -27,8 +30,34 @@ import jax.numpy as jnp
 
 from rsrnn_jax.models import FIXATION_MODES, dorsal, predict
 
-HORIZONS = ("step", "avg", "full", "last")
+HORIZONS = ("step", "avg", "full", "last")  # and ``tN`` (step N), see :func:`step_horizon`
+EACH = "each"  # in a list of horizons: ``tN`` for every step N not yet aimed at (:func:`expand_horizons`)
 _T_EVAL_HORIZONS = ("full", "last")  # the objectives that unroll the model for T_eval steps
+
+
+def step_horizon(horizon) -> int | None:
+  """``"t3"`` → 3 (the objective: logits of step 3 of a 3-step unroll); None for any other name."""
+  h = str(horizon)
+  return int(h[1:]) if h[:1] == "t" and h[1:].isdigit() and int(h[1:]) >= 1 else None
+
+
+def is_horizon(horizon) -> bool:
+  return horizon in HORIZONS or step_horizon(horizon) is not None
+
+
+def single_step(horizon, attack_step: int, eval_steps: int) -> int | None:
+  """The one step an objective aims at (``step``: k, ``last``: T_eval, ``tN``: N); None for the means."""
+  return {"step": attack_step, "last": eval_steps}.get(horizon, step_horizon(horizon))
+
+
+def expand_horizons(horizons, attack_step: int, eval_steps: int) -> tuple:
+  """``horizons`` with ``each`` replaced by ``t1``..``tT`` (T = ``eval_steps``), leaving out the steps that a
+  single-step objective of ``horizons`` already aims at (``step`` = t_k, ``last`` = t_T)."""
+  if EACH not in horizons:
+    return tuple(horizons)
+  covered = {single_step(h, attack_step, eval_steps) for h in horizons if h != EACH}
+  each = tuple(f"t{n}" for n in range(1, eval_steps + 1) if n not in covered)
+  return tuple(x for h in horizons for x in (each if h == EACH else (h,)))
 
 
 
@@ -38,19 +67,23 @@ def step_logits(model, variables, images, *, num_steps: int, fixations: str = "a
 
 
 def reduce_horizon(logits, horizon: str, attack_step: int):
-  """[T, B, K] → [B, K]: step k's logits (``step``), the last step's (``last``) or the mean over all T given
-  steps (``avg``, ``full``)."""
+  """[T, B, K] → [B, K]: step k's logits (``step``), step N's (``tN``), the last step's (``last``) or the mean
+  over all T given steps (``avg``, ``full``)."""
+  if step_horizon(horizon) is not None:
+    return logits[step_horizon(horizon) - 1]
   if horizon == "step":
     return logits[attack_step - 1]
   if horizon == "last":
     return logits[-1]
   if horizon in ("avg", "full"):
     return jnp.mean(logits, axis=0)
-  raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
+  raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)} or tN (step N)")
 
 
 def horizon_steps(horizon: str, attack_step: int, eval_steps: int) -> int:
   """Number of steps the model is unrolled for when attacked with ``horizon``."""
+  if step_horizon(horizon) is not None:
+    return step_horizon(horizon)
   return eval_steps if horizon in _T_EVAL_HORIZONS else attack_step
 
 
@@ -104,8 +137,8 @@ def model_logits_fn(model, variables, *, horizon: str = "step", attack_step: int
 # ----------------------------------------------------------------------------------------------------------
 
 def _check_horizon(horizon: str, attack_step: int, eval_steps: int) -> int:
-  if horizon not in HORIZONS:
-    raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)}")
+  if not is_horizon(horizon):
+    raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)} or tN (step N)")
   if attack_step < 1:
     raise ValueError(f"attack_step must be >= 1, got {attack_step}")
   if horizon in _T_EVAL_HORIZONS and eval_steps < 1:

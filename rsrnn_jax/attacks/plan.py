@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from rsrnn_jax.attacks import profiles, registry
+from rsrnn_jax.attacks.objectives import EACH, expand_horizons, step_horizon
 from rsrnn_jax.attacks.sweep import spec_from_profile
 
 
@@ -50,16 +51,19 @@ def attack_specs(config, has_steps: bool, has_fixations: bool = True):
   a = config.attack
   own, iterations = profiles.attack_horizons(a), profiles.horizon_iterations(a)
   skipped = skipped_attacks(config, has_fixations)
-  specs = {}
+  t_eval = profiles.eval_steps_of(config)
+  specs, each_step = {}, {}  # the per-step objectives (``tN``) run on what the other white-box attacks left
   for attack in a.attacks:
     if attack in skipped:
       continue
     hs = own.get(attack) or (a.horizons if registry.get(attack).horizons == "profile" else ("step",))
-    for h in [h for h in hs if has_steps or h == "step"]:
+    for h in [h for h in expand_horizons(hs, int(a.attack_step), t_eval) if has_steps or h == "step"]:
       spec = spec_from_profile(attack, a, horizon=h)
-      if h in iterations and "num_iterations" in spec.opts:
-        spec = spec.replace(spec.name, num_iterations=iterations[h])
-      specs[spec.name] = spec
+      n = iterations.get(h) or (iterations.get(EACH) if step_horizon(h) else None)
+      if n and "num_iterations" in spec.opts:
+        spec = spec.replace(spec.name, num_iterations=n)
+      (each_step if step_horizon(h) else specs)[spec.name] = spec
+  specs = _before_black_box(specs, each_step)
   targeted = spec_from_profile("pgd", a, targeted=True)
   c = a.checks
   ref = f"{a.get('reference', 'pgd')}_step"
@@ -67,6 +71,16 @@ def attack_specs(config, has_steps: bool, has_fixations: bool = True):
                             num_restarts=int(a.num_restarts) + int(c.extra_restarts))
   square = spec_from_profile("square", a)
   return specs, targeted, conv, square
+
+
+def _before_black_box(specs: dict, extra: dict) -> dict:
+  """``specs`` with ``extra`` inserted before the first gradient-free or transfer attack (checks 5 and 10 ask
+  what those find beyond every white-box attack)."""
+  names = list(specs)
+  black = [i for i, n in enumerate(names) if registry.get(specs[n].attack).gradient_free
+           or registry.get(specs[n].attack).transfer]
+  cut = black[0] if black else len(names)
+  return {n: specs[n] for n in names[:cut]} | extra | {n: specs[n] for n in names[cut:]}
 
 
 def policy_check_specs(specs: dict) -> dict:

@@ -11,7 +11,7 @@ import ml_collections
 
 from rsrnn_jax import data
 from rsrnn_jax.attacks import core, registry
-from rsrnn_jax.attacks.objectives import FIXATION_MODES, HORIZONS
+from rsrnn_jax.attacks.objectives import EACH, FIXATION_MODES, HORIZONS, is_horizon, step_horizon
 
 PROFILES = ("paper", "strong", "adaptive")
 # The fields that define a profile.
@@ -34,7 +34,7 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
             example), step-k, mean-over-1..k and full-horizon objectives, EOT over 8 draws when
             ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
   adaptive: the honest headline (docs/attacks.md): APGD-CE (on step k, the mean of steps 1..k, the mean of
-            steps 1..T_eval and step T_eval), APGD-DLR (mean of steps 1..T_eval), APGD-T (DLR, top-9 targets,
+            steps 1..T_eval, step T_eval and each other step on its own), APGD-DLR (mean of steps 1..T_eval), APGD-T (DLR, top-9 targets,
             step k), BPDA through the fixation choice (several τ), the scanpath search (frozen scanpaths, then
             steering the policy), Square (5000 queries) and a transfer attack from ``transfer_workdir``
             (skipped when empty), 100 iterations each, with AutoAttack's robust flags: each attack runs only
@@ -129,8 +129,9 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
     a.flags = True
     a.num_iterations = 100     # AutoAttack's budget for every APGD (also the targeted PGD's iterations)
     a.step_size = 0.25         # the targeted PGD's step (APGD sets its own)
-    a.horizons = ("step", "avg", "full", "last")  # APGD-CE on each: every step is some objective's flag step,
-                               # and step T (the report's second headline step) has its own objective
+    a.horizons = ("step", "avg", "full", "last", "each")  # APGD-CE on each: step k, the means, step T (the
+                               # report's second headline step) and every other step t on its own (t1..tT): the
+                               # means leave intermediate steps robust that an attack on step t breaks
     a.attack_horizons = ("apgd_dlr:full", "apgd_t:step")  # the margin loss on the full horizon (the later steps'
                                # counterpart of APGD-T, which runs 9 targets on step k only)
     a.checks.square_queries = 5000
@@ -152,15 +153,22 @@ def _require(cond, message):
     raise ValueError(message)
 
 
+_HORIZON_CHOICES = f"{', '.join(HORIZONS)}, tN (step N) or {EACH} (every step)"
+
+
+def _profile_horizon(h) -> bool:
+  return is_horizon(h) or h == EACH
+
+
 def attack_horizons(a) -> dict:
   """``config.attack.attack_horizons`` ("NAME:h1+h2" entries) → {attack: (horizons)}; one-line errors."""
   out = {}
   for item in a.get("attack_horizons", ()):
     name, sep, hs = str(item).partition(":")
     horizons = tuple(h for h in hs.split("+") if h)
-    _require(sep and name in a.attacks and horizons and all(h in HORIZONS for h in horizons),
+    _require(sep and name in a.attacks and horizons and all(_profile_horizon(h) for h in horizons),
              f"config.attack.attack_horizons: {item!r} must be 'NAME:h1+h2' with NAME in config.attack.attacks and "
-             f"objectives from {', '.join(HORIZONS)}")
+             f"objectives from {_HORIZON_CHOICES}")
     _require(registry.get(name).horizons == "profile" or horizons == ("step",),
              f"config.attack.attack_horizons: {name} runs on step k only, got {item!r}")
     out[name] = horizons
@@ -172,9 +180,9 @@ def horizon_iterations(a) -> dict:
   out = {}
   for item in a.get("horizon_iterations", ()):
     h, sep, n = str(item).partition(":")
-    _require(sep and h in HORIZONS and n.isdigit() and int(n) >= 1 and h not in out,
+    _require(sep and _profile_horizon(h) and n.isdigit() and int(n) >= 1 and h not in out,
              f"config.attack.horizon_iterations: {item!r} must be 'HORIZON:N' with HORIZON one of "
-             f"{', '.join(HORIZONS)} (each once) and N >= 1 iterations")
+             f"{_HORIZON_CHOICES} (each once; {EACH}: every tN objective) and N >= 1 iterations")
     out[h] = int(n)
   return out
 
@@ -221,9 +229,10 @@ def validate_attack_config(config) -> None:
   _require(a.norm in core.NORMS, f"config.attack.norm must be one of {', '.join(core.NORMS)}, got {a.norm!r}")
   _require(a.fixations in FIXATION_MODES, f"config.attack.fixations must be argmax or sample, got {a.fixations!r}")
   _validate_attacks(a)
-  _require("step" in a.horizons and all(h in HORIZONS for h in a.horizons),
-           f"config.attack.horizons must contain 'step' and only {', '.join(HORIZONS)}, got {a.horizons!r}")
-  attack_horizons(a), horizon_iterations(a)  # raise on a malformed entry
+  _require("step" in a.horizons and all(_profile_horizon(h) for h in a.horizons),
+           f"config.attack.horizons must contain 'step' and only {_HORIZON_CHOICES}, got {a.horizons!r}")
+  own = attack_horizons(a)
+  horizon_iterations(a)  # raises on a malformed entry
   for key in ("eot_samples", "attack_step", "batch_size"):
     _require(int(a[key]) >= 1, f"config.attack.{key} must be >= 1, got {a[key]!r}")
   _require(int(a.num_examples) >= 0, f"config.attack.num_examples must be >= 0, got {a.num_examples!r}")
@@ -234,6 +243,8 @@ def validate_attack_config(config) -> None:
   t_eval = eval_steps_of(config)
   _require(t_eval >= int(a.attack_step), f"config.attack.eval_steps (T_eval={t_eval}) must be >= "
            f"config.attack.attack_step={a.attack_step}")
+  too_late = [h for hs in (a.horizons, *own.values()) for h in hs if (step_horizon(h) or 0) > t_eval]
+  _require(not too_late, f"config.attack: objective(s) {', '.join(too_late)} aim past step T_eval={t_eval}")
   _require(int(a.prob_map.grid) >= 2, f"config.attack.prob_map.grid must be >= 2, got {a.prob_map.grid!r}")
   _require(0 <= int(a.prob_map.num_images) <= int(a.batch_size),
            f"config.attack.prob_map.num_images must be in [0, attack.batch_size], got {a.prob_map.num_images!r}")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from rsrnn_jax.attacks import core, policy
 from rsrnn_jax.attacks.apgd import apgd
-from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn
+from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn, step_horizon
 
 WORST = "worst"
 # How the report names the objective an attack ran on (results ``{attack}_{horizon}``).
@@ -146,8 +146,8 @@ def title(result: str) -> str:
   if result == WORST:
     return WORST_TITLE
   attack, _, horizon = result.rpartition("_")
-  if attack in ATTACKS and horizon in HORIZON_TITLES:
-    return f"{ATTACKS[attack].title} {HORIZON_TITLES[horizon]}"
+  if attack in ATTACKS and (horizon in HORIZON_TITLES or step_horizon(horizon)):
+    return f"{ATTACKS[attack].title} {HORIZON_TITLES.get(horizon) or f'on step {step_horizon(horizon)}'}"
   return result
 
 
