@@ -201,6 +201,29 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   assert ff != ff_at
 
 
+def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp_path):
+  b, out = R.FULL_BUDGET, str(tmp_path / "a")
+  configs = R.plan(b, ("rsrnn", "ff_cnn", "ff_cnn_at"), (0, 1), out_dir=out)
+  src = lambda m, s: configs[m][s]["attack_adaptive"].attack.transfer_workdir
+  assert src("rsrnn", 1) == RUNS.run_dir(out, "ff_cnn", 1) and src("ff_cnn_at", 0) == RUNS.run_dir(out, "ff_cnn", 0)
+  assert src("ff_cnn", 0) == ""                                             # not from itself
+  assert configs["rsrnn"][0]["attack_paper"].attack.transfer_workdir == ""  # the paper profile has none
+  assert R.run_order(b, ("rsrnn", "dram", "ff_cnn", "ff_cnn_at")) == ["ff_cnn", "rsrnn", "dram", "ff_cnn_at"]
+  # without ff_cnn in the plan: only a source trained before counts
+  alone = lambda o: R.plan(b, ("rsrnn",), (0, 1), out_dir=o)["rsrnn"]
+  assert [alone(out)[s]["attack_adaptive"].attack.transfer_workdir for s in (0, 1)] == ["", ""]
+  RUNS.write_stages(_mkdir(RUNS.run_dir(out, "ff_cnn", 1)), {"train": {"done": True}})
+  assert alone(out)[1]["attack_adaptive"].attack.transfer_workdir == RUNS.run_dir(out, "ff_cnn", 1)
+  # the fingerprint names the source run, not where the output folder is
+  fp = lambda o: RUNS.fingerprints(R.plan(b, ("rsrnn", "ff_cnn"), (1,), out_dir=o)["rsrnn"][1])
+  assert fp(out) == fp(str(tmp_path / "elsewhere")) != RUNS.fingerprints(alone(str(tmp_path / "c"))[1])
+
+
+def _mkdir(path):
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
 class _FakeStages:
   """Stage functions that only write the outputs a stage leaves, and count calls."""
 

@@ -86,6 +86,8 @@ class Budget:
   adaptive_horizons: tuple = ()    # () = the profile's objectives
   adaptive_square_queries: int = 1000
   adaptive_large_eps_examples: int = 100
+  transfer_source: str = "ff_cnn"  # the adaptive transfer attack's source: this model's run of the same seed
+                                   # ("" = none; the source itself has none)
 
   @property
   def checkpoint_steps(self) -> int:
@@ -346,11 +348,33 @@ STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
 
 
 def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = None,
-         config_file: str = DEMO_CONFIG) -> dict:
+         config_file: str = DEMO_CONFIG, out_dir: str = "reproduction") -> dict:
   """{model: {seed: {stage: config}}}: every run of ``budget`` (``seeds`` replaces the budget's list; a model's
-  seed limit still applies)."""
-  return {m: {s: stage_configs(m, budget, overrides, config_file, seed=s) for s in budget.seeds_for(m, seeds)}
-          for m in models}
+  seed limit still applies), each adaptive stage's transfer attack pointed at :func:`transfer_source_dir`."""
+  configs = {m: {s: stage_configs(m, budget, overrides, config_file, seed=s) for s in budget.seeds_for(m, seeds)}
+             for m in models}
+  for m, per_seed in configs.items():
+    for s, stages in per_seed.items():
+      a = stages["attack_adaptive"].attack if "attack_adaptive" in stages else None
+      if a is not None and "transfer" in a.attacks:
+        a.transfer_workdir = transfer_source_dir(budget, m, s, configs, out_dir)
+  return configs
+
+
+def transfer_source_dir(budget: Budget, model: str, seed: int, configs: dict, out_dir: str) -> str:
+  """The run of ``budget.transfer_source`` with ``seed`` if it is part of this plan (it then runs first in its
+  seed) or already trained; "" otherwise (the transfer attack is skipped, and the report says why)."""
+  src = budget.transfer_source
+  path = saved.run_dir(out_dir, src, seed) if src else ""
+  if not src or model == src:
+    return ""
+  planned = seed in configs.get(src, {})
+  return path if planned or saved.read_stages(path).get("train", {}).get("done") else ""
+
+
+def run_order(budget: Budget, models) -> list:
+  """``models`` with the transfer source first (the other runs of a seed attack with it)."""
+  return sorted(models, key=lambda m: m != budget.transfer_source)
 
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
@@ -363,10 +387,10 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   if stages is not None and not set(stages) <= set(budget.stages):
     raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
   os.makedirs(out_dir, exist_ok=True)
-  configs = plan(budget, models, seeds, overrides, config_file)
+  configs = plan(budget, models, seeds, overrides, config_file, out_dir)
   if not report_only:
     for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
-      for m in models:
+      for m in run_order(budget, models):
         if s in configs[m]:
           saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
                           budget.plateau_examples, only=stages)

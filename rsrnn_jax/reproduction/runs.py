@@ -79,7 +79,10 @@ def fingerprints(configs: dict, plateau_examples: int = 0) -> dict:
       fp[stage] = _digest({"train": fp["train"], "eval": c["eval"], "plateau_examples": int(plateau_examples),
                            "checkpoint_every": c["train"]["checkpoint_every"]})  # the plateau's checkpoints
     elif stage_profile(stage):
-      fp[stage] = _digest({"train": fp["train"], "attack": c["attack"], "eval_steps": c["eval"]["num_glimpses"]})
+      attack = dict(c["attack"])
+      if attack.get("transfer_workdir"):  # MODEL/seedS, not where the output folder is
+        attack["transfer_workdir"] = "/".join(os.path.normpath(attack["transfer_workdir"]).split(os.sep)[-2:])
+      fp[stage] = _digest({"train": fp["train"], "attack": attack, "eval_steps": c["eval"]["num_glimpses"]})
   return fp
 
 
