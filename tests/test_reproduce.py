@@ -6,6 +6,10 @@ import json
 import re
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -217,6 +221,31 @@ def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp
   # the fingerprint names the source run, not where the output folder is
   fp = lambda o: RUNS.fingerprints(R.plan(b, ("rsrnn", "ff_cnn"), (1,), out_dir=o)["rsrnn"][1])
   assert fp(out) == fp(str(tmp_path / "elsewhere")) != RUNS.fingerprints(alone(str(tmp_path / "c"))[1])
+
+
+_SIGTERM_CHILD = """
+import sys, time
+from rsrnn_jax.reproduction import run as R, runs as RUNS
+R.stop_cleanly_on_sigterm()
+def slow(config, run_dir):
+  time.sleep(60)
+configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+RUNS.run_model("rsrnn/seed0", {"train": configs["train"]}, sys.argv[1], {"train": slow})
+"""
+
+
+def test_sigterm_lets_the_interrupted_stage_record_its_time(tmp_path):
+  run_dir = str(tmp_path / "run")
+  child = subprocess.Popen([sys.executable, "-c", _SIGTERM_CHILD, run_dir], cwd=ROOT)
+  stages = os.path.join(run_dir, RUNS.STAGES_FILE)
+  deadline = time.time() + 120
+  while not os.path.exists(stages) and time.time() < deadline and child.poll() is None:
+    time.sleep(0.2)
+  time.sleep(1.0)
+  child.send_signal(signal.SIGTERM)
+  assert child.wait(timeout=60) == 128 + signal.SIGTERM
+  rec = RUNS.read_stages(run_dir)["train"]
+  assert rec["done"] is False and rec["seconds"] >= 1.0
 
 
 def _mkdir(path):

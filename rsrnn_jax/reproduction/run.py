@@ -29,6 +29,7 @@ import ast
 import dataclasses
 import logging
 import os
+import signal
 import sys
 
 from rsrnn_jax import configlib, workdir
@@ -419,6 +420,12 @@ def _parse_seeds(text: str | None):
   return seeds
 
 
+def stop_cleanly_on_sigterm() -> None:
+  """SIGTERM (``kill``, a scheduler's stop) raises SystemExit instead of ending the process at once, so the
+  interrupted stage still records the time it ran (a SIGKILL cannot be caught: that time is lost)."""
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -444,6 +451,7 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   budget = QUICK_BUDGET if args.quick else BUDGETS[args.budget]
+  stop_cleanly_on_sigterm()
   # Two host devices keep both CPU cores busy (what `make demo` uses); must be set before jax starts.
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   from rsrnn_jax import run
