@@ -267,3 +267,4 @@ register_variant(Variant(name="ff_cnn_at", model="ff_cnn", display="FF-CNN-AT", 
                          adversarial=True))
 
 DEFAULT_MODEL = "rsrnn"  # the configs' default model; the reproduction report animates its glimpses
+TRANSFER_SOURCE = "ff_cnn"  # the reproduction's black-box check: the transfer attack's source model

@@ -87,8 +87,8 @@ class Budget:
   adaptive_horizons: tuple = ()    # () = the profile's objectives
   adaptive_square_queries: int = 1000
   adaptive_large_eps_examples: int = 100
-  transfer_source: str = "ff_cnn"  # the adaptive transfer attack's source: this model's run of the same seed
-                                   # ("" = none; the source itself has none)
+  transfer_source: str = registry.TRANSFER_SOURCE  # the adaptive transfer attack's source: this model's run of
+                                   # the same seed ("" = none; the source itself has none)
 
   @property
   def checkpoint_steps(self) -> int:
