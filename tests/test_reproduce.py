@@ -205,6 +205,12 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   assert ff != ff_at
 
 
+def test_plateau_rule_counts_a_rise_of_exactly_one_point_as_reached():
+  assert RUNS.plateau_reached(100 * (0.8155 - 0.8055)) is True      # 1.0000000000000009 points: 20 of 2,000
+  assert RUNS.plateau_reached(100 * (0.8160 - 0.8055)) is False
+  assert RUNS.plateau_reached(-3.0) is True and RUNS.plateau_reached(None) is None
+
+
 def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp_path):
   b, out = R.FULL_BUDGET, str(tmp_path / "a")
   configs = R.plan(b, ("rsrnn", "ff_cnn", "ff_cnn_at"), (0, 1), out_dir=out)

@@ -98,7 +98,8 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
   """The content of ``verdicts.json``."""
   models = {}
   for m, c in rep.clean.items():
-    plateaus = [{"seed": s, "reached": r["plateau"]["reached"], "rise_points": r["plateau"]["rise_points"]}
+    plateaus = [{"seed": s, "reached": saved.plateau_reached(r["plateau"]["rise_points"]),
+                 "rise_points": r["plateau"]["rise_points"]}
                 for s, r in rep.runs[m].items() if r["plateau"]]
     models[m] = {"display": saved.display(m), "seeds": c["seeds"], "train_steps": c["steps"],
                  "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus}

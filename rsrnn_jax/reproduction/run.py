@@ -42,7 +42,6 @@ log = logging.getLogger("rsrnn_jax.reproduction.run")
 MODELS = registry.variant_names()
 DEMO_CONFIG = "configs/demo.py"  # the config file every model's run starts from (relative to the working dir)
 PLATEAU_FRACTIONS = (0.8, 0.9, 1.0)  # the checkpoints of the plateau check, as fractions of training
-PLATEAU_POINTS = 1.0  # plateau reached iff clean acc(100%) − acc(80%) ≤ this many points (at T_train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +283,7 @@ def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
 def plateau_check(config, run_dir: str, loaded, num_examples: int = 0) -> dict:
   """Clean accuracy at T_train of the checkpoints at 80%, 90% and 100% of training (:func:`plateau_steps`) on
   the first ``num_examples`` test images (0 = all); plateau reached iff acc(100%) − acc(80%) ≤
-  :data:`PLATEAU_POINTS` points. One jitted evaluation for the three checkpoints."""
+  ``runs.PLATEAU_POINTS`` points (:func:`runs.plateau_reached`). One jitted evaluation for the three checkpoints."""
   import jax
   import numpy as np
 
@@ -315,8 +314,8 @@ def plateau_check(config, run_dir: str, loaded, num_examples: int = 0) -> dict:
       accuracy.append(correct / max(total, 1))
   rise = None if None in (accuracy[0], accuracy[-1]) else 100 * (accuracy[-1] - accuracy[0])
   return {"fractions": list(PLATEAU_FRACTIONS), "steps": steps, "accuracy": accuracy, "train_glimpses": t_train,
-          "num_examples": total if batches else 0, "rise_points": rise, "max_rise_points": PLATEAU_POINTS,
-          "reached": None if rise is None else bool(rise <= PLATEAU_POINTS)}
+          "num_examples": total if batches else 0, "rise_points": rise, "max_rise_points": saved.PLATEAU_POINTS,
+          "reached": saved.plateau_reached(rise)}
 
 
 def save_figure_arrays(config, run_dir: str, loaded) -> str:

@@ -28,6 +28,7 @@ log = logging.getLogger("rsrnn_jax.reproduction.run")
 
 STAGES_FILE = "reproduce_stages.json"
 PLATEAU_FILE = "plateau.json"
+PLATEAU_POINTS = 1.0  # plateau reached iff clean acc(100%) − acc(80%) ≤ this many points (at T_train)
 # Our attacks: (the attack profile's stage, its entry in the suite's results; rsrnn_jax/attacks/suite.py).
 ATTACKS = {"paper": ("paper", "pgd_step"), "strongest": ("paper", "worst"), "adaptive": ("adaptive", "worst")}
 ATTACK_TITLES = {"paper": "paper attack (PGD-5 on step k)",
@@ -43,6 +44,12 @@ def display(name: str) -> str:
 def paper_key(name: str) -> str | None:
   """Run ``name``'s key in ``paper_numbers.PAPER`` (None: not in the paper)."""
   return registry.variant(name).paper_key
+
+
+def plateau_reached(rise_points) -> bool | None:
+  """The plateau rule on a rise acc(100%) − acc(80%) in points: reached iff ≤ :data:`PLATEAU_POINTS`, after
+  rounding away float error (a rise of exactly 1 point, 20 of 2,000 images, is within it); None if unknown."""
+  return None if rise_points is None else bool(round(float(rise_points), 9) <= PLATEAU_POINTS)
 
 
 def run_dir(out_dir: str, model: str, seed: int) -> str:

@@ -10,7 +10,7 @@ from rsrnn_jax.models import registry
 from rsrnn_jax.report.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key
+from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key, plateau_reached
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -158,7 +158,7 @@ def plateau(rep: Report) -> list[str]:
       p = r["plateau"]
       if not p:
         continue
-      reached = {True: "yes", False: "**no**", None: "–"}[p["reached"]]
+      reached = {True: "yes", False: "**no**", None: "–"}[plateau_reached(p["rise_points"])]
       rows.append([display(m), s, "/".join(map(str, p["steps"])), " / ".join(pct(a) for a in p["accuracy"]),
                    "–" if p["rise_points"] is None else f"{p['rise_points']:+.1f}", reached])
   if not rows:
