@@ -18,7 +18,7 @@ from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 class Report:
   runs: dict             # {model: {seed: run}} (runs.load_runs)
   configs: dict          # {model: {seed: {stage: config}}}
-  budget: object         # run.Budget
+  budget: object         # budgets.Budget
   acc: dict              # {attack: runs.attack_accuracies}
   clean: dict            # runs.clean_summary
   ours: list             # verdicts.judge entries (+ attack metadata)
