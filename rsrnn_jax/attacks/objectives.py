@@ -69,12 +69,8 @@ def step_logits(model, variables, images, *, num_steps: int, fixations: str = "a
 def reduce_horizon(logits, horizon: str, attack_step: int):
   """[T, B, K] → [B, K]: step k's logits (``step``), step N's (``tN``), the last step's (``last``) or the mean
   over all T given steps (``avg``, ``full``)."""
-  if step_horizon(horizon) is not None:
-    return logits[step_horizon(horizon) - 1]
-  if horizon == "step":
-    return logits[attack_step - 1]
-  if horizon == "last":
-    return logits[-1]
+  if (n := single_step(horizon, attack_step, logits.shape[0])) is not None:
+    return logits[n - 1]
   if horizon in ("avg", "full"):
     return jnp.mean(logits, axis=0)
   raise ValueError(f"unknown horizon {horizon!r}; choose one of {', '.join(HORIZONS)} or tN (step N)")
@@ -82,8 +78,8 @@ def reduce_horizon(logits, horizon: str, attack_step: int):
 
 def horizon_steps(horizon: str, attack_step: int, eval_steps: int) -> int:
   """Number of steps the model is unrolled for when attacked with ``horizon``."""
-  if step_horizon(horizon) is not None:
-    return step_horizon(horizon)
+  if (n := step_horizon(horizon)) is not None:
+    return n
   return eval_steps if horizon in _T_EVAL_HORIZONS else attack_step
 
 

@@ -35,9 +35,9 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
             ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
   adaptive: the honest headline (docs/attacks.md): APGD-CE (on step k, the mean of steps 1..k, the mean of
             steps 1..T_eval, step T_eval and each other step on its own), APGD-DLR (mean of steps
-            1..T_eval), APGD-T (DLR, top-9 targets, step k), BPDA through the fixation choice (several τ), the scanpath search (frozen scanpaths, then
-            steering the policy), Square (5000 queries) and a transfer attack from ``transfer_workdir``
-            (skipped when empty), 100 iterations each, with AutoAttack's robust flags: each attack runs only
+            1..T_eval), APGD-T (DLR, top-9 targets, step k), BPDA through the fixation choice (several τ),
+            the scanpath search (frozen scanpaths, then steering the policy), Square (5000 queries) and a
+            transfer attack from ``transfer_workdir`` (skipped when empty), 100 iterations each, with AutoAttack's robust flags: each attack runs only
             on the examples every earlier attack left robust at one of the steps its objective aims at
             (rsrnn_jax/attacks/flags.py). Headline: the worst case per example and step.
   Select with ``configs/demo.py:attack=NAME`` (or ``c.attack = attack_profile(NAME)`` in a config).
