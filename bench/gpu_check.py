@@ -222,34 +222,44 @@ def matmul_peak(sizes, accel) -> dict:
   return out
 
 
-def _model_flops(config, state, batch, rng, cache: dict) -> float:
-  """FLOPs of one train step from XLA's cost analysis of the unrolled step (a rolled loop counts once)."""
+def _flops_of(cost) -> float | None:
+  """The "flops" entry of a cost analysis: a dict, a one-element list of dicts, or None where the backend has none."""
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
+
+
+def _model_flops(config, state, batch, rng, cpu, cache: dict) -> float | None:
+  """FLOPs of one train step from XLA's cost analysis of the unrolled step (a rolled loop counts once), lowered
+  for the CPU: the count is the same program's on every backend, and the GPU's pre-compile analysis is empty."""
   key = (config.model.name, config.train.batch_size, config.model.dtype)
   if key not in cache:
     cfg = config.copy_and_resolve_references()
     cfg.model.unroll, cfg.model.remat = 0, False
     model, _ = train_state.model_from_config(cfg, _info(cfg))
-    fn = jax.jit(functools.partial(train_step.train_step, config=cfg))
-    cost = fn.lower(state.replace(apply_fn=model.apply), batch, rng).cost_analysis()
-    cache[key] = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+    mesh = mesh_of(cpu)
+    on_cpu = jax.device_put((state.replace(apply_fn=model.apply), batch), parallel.replicated(mesh))
+    with jax.set_mesh(mesh):
+      lowered = jax.jit(functools.partial(train_step.train_step, config=cfg)).lower(*on_cpu, rng)
+    cache[key] = _flops_of(lowered.cost_analysis())
   return cache[key]
 
 
-def train_job(spec: dict, sizes, tiny: bool, accel, peak: dict, flops_cache: dict) -> dict:
+def train_job(spec: dict, sizes, tiny: bool, accel, cpu, peak: dict, flops_cache: dict) -> dict:
   config = make_config(spec["model"], tiny=tiny, dtype=spec["dtype"], unroll=spec["unroll"],
                        remat=spec["remat"], batch=spec["batch"])
   mesh = mesh_of(accel)
   _, state, batch = benchlib.random_setup(config, spec["batch"], mesh)
   rng = jax.random.key(1)
+  flops = _model_flops(config, state, batch, rng, cpu, flops_cache)
   with jax.set_mesh(mesh):
-    flops = _model_flops(config, state, batch, rng, flops_cache)
     t, compiled = timed(train_step.make_train_step(config, mesh), (state, batch, rng), sizes,
                         next_args=lambda out, a: (out[0], a[1], a[2]))
-  tflops = flops / t["median_s"] / 1e12
+  tflops = flops / t["median_s"] / 1e12 if flops else None
   ref = peak.get("bf16_tflops" if spec["dtype"] == "bfloat16" else "f32_default_tflops")
   return {**spec, **t, "images_per_s": round(spec["batch"] / t["median_s"], 1),
-          "gflop_per_image": round(flops / spec["batch"] / 1e9, 3), "tflops_per_s": round(tflops, 2),
-          "of_matmul_peak": round(tflops / ref, 3) if ref else None, **memory(compiled, accel)}
+          "gflop_per_image": round(flops / spec["batch"] / 1e9, 3) if flops else None,
+          "tflops_per_s": round(tflops, 2) if tflops else None,
+          "of_matmul_peak": round(tflops / ref, 3) if tflops and ref else None, **memory(compiled, accel)}
 
 
 def attack_job(spec: dict, sizes, tiny: bool, accel) -> dict:
@@ -310,7 +320,7 @@ def jobs(sizes, tiny: bool, accel, cpu, result: dict):
   step, the numerics, then the other train and attack jobs interleaved, one axis changed at a time."""
   flops_cache: dict = {}
   train = [("train", json.dumps(s), functools.partial(lambda s: train_job(
-      s, sizes, tiny, accel, result.get("peak") or {}, flops_cache), s)) for s in train_specs(sizes, tiny)]
+      s, sizes, tiny, accel, cpu, result.get("peak") or {}, flops_cache), s)) for s in train_specs(sizes, tiny)]
   attack = [("attack", json.dumps(s), functools.partial(lambda s: attack_job(s, sizes, tiny, accel), s))
             for s in attack_specs(sizes, tiny)]
   yield "peak", "peak", lambda: matmul_peak(sizes, accel)
@@ -329,8 +339,16 @@ def run(args) -> dict:
                        "count": jax.device_count()},
             "versions": _versions(), "compilation_cache": jax.config.jax_compilation_cache_dir or None,
             "train": [], "attack": [], "skipped": [], "errors": []}
+  prior = _prior(args.out) if args.resume else None
+  if prior:
+    result["resumed"] = prior.get("resumed", []) + [{k: prior.get(k) for k in ("elapsed_s", "machine", "versions")}]
+    for k in ("peak", "numerics", "train", "attack"):
+      if k in prior:
+        result[k] = prior[k]
   seen: dict = {}  # longest time taken so far per kind of job (and per model for train jobs)
   for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result):
+    if prior and _done(result, kind, name):
+      continue
     key = (kind, json.loads(name).get("model")) if kind == "train" else (kind, None)
     estimate = seen.get(key, seen.get((kind, None), sizes["guess_s"][kind]))
     elapsed = time.perf_counter() - start
@@ -371,6 +389,22 @@ def _versions() -> dict:
   return out
 
 
+def _prior(out: str) -> dict | None:
+  """The JSON an earlier run wrote at ``out`` (``--resume``), or None where there is none."""
+  if not out or not os.path.exists(out):
+    return None
+  with open(out) as f:
+    return json.load(f)
+
+
+def _done(result: dict, kind: str, name: str) -> bool:
+  """Whether ``result`` (from an earlier run) already holds the row of job ``kind`` / ``name``."""
+  if kind in ("train", "attack"):
+    spec = json.loads(name)
+    return any(all(row.get(k) == v for k, v in spec.items()) for row in result[kind])
+  return kind in result
+
+
 def _save(result: dict, out: str) -> None:
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -380,7 +414,8 @@ def _save(result: dict, out: str) -> None:
 
 def tables(r: dict) -> str:
   lines = [f"device: {r['device']['kind']} ({r['device']['platform']}), jax {r['versions']['jax']}, "
-           f"{r.get('elapsed_s')} s of a {r['budget_s']:.0f} s budget"]
+           f"{r.get('elapsed_s')} s of a {r['budget_s']:.0f} s budget"
+           + "".join(f" (resuming a run of {p.get('elapsed_s')} s)" for p in r.get("resumed", []))]
   n = r.get("numerics")
   if n:
     lines += ["", f"numerics vs {n['reference']} (batch {n['batch']}, T = {n['steps']}): "
@@ -388,9 +423,9 @@ def tables(r: dict) -> str:
               "argmax fixations equal | train loss rel. err | CE rel. err | tol |", "|---|---|---|---|---|---|---|"]
     for name, v in n["logits"].items():
       t = n["train"].get(name, {})
+      loss, ce = (f"{t[k]:.2e}" if k in t else "not run" for k in ("rel_err_loss", "rel_err_ce"))
       lines.append(f"| {name} | {v['rel_err_forced']:.2e} | {v['rel_err_step1']:.2e} | "
-                   f"{v['argmax_fixations_equal']:.2f} | {t.get('rel_err_loss', float('nan')):.2e} | "
-                   f"{t.get('rel_err_ce', float('nan')):.2e} | {v['tol']:.0e} |")
+                   f"{v['argmax_fixations_equal']:.2f} | {loss} | {ce} | {v['tol']:.0e} |")
   p = r.get("peak")
   if p:
     lines += ["", f"matmul {p['n']}³ TFLOP/s: bf16 {p['bf16_tflops']}, f32 default {p['f32_default_tflops']}, "
@@ -420,6 +455,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (seconds; the test suite runs it)")
   p.add_argument("--budget_s", type=float, default=0.0, help="wall-time budget (default 420; --tiny 240)")
+  p.add_argument("--resume", action="store_true",
+                 help="keep the rows of the JSON at --out and run only the jobs it lacks (failed or skipped ones)")
   p.add_argument("--out", default=None, help="JSON path (default bench/results/gpu_check[_quick].json)")
   args = p.parse_args(argv)
   if args.out is None:

@@ -8,7 +8,7 @@ Models: every name in ``rsrnn_jax.models.MODELS`` (models added to the registry 
 Shapes: ``demo`` = configs/demo.py (96² canvas, retina 32², batch 64); ``imagenet`` = configs/imagenet.py's input
 (336², 224² for FF-CNN) and retina (64²) with the model at ``--imagenet_width`` (paper: 64; default 16 so a CPU
 step takes seconds, not minutes), float32 (bf16 is the GPU setting) and ``--imagenet_batch`` (default 16).
-Scan: unroll -1 (full, the CPU default) and 1 (rolled, the GPU default; ~60× slower conv gradients on XLA:CPU),
+Scan: unroll -1 (full, the training default) and 1 (rolled; ~60× slower conv gradients on XLA:CPU),
 rolled only at demo shapes unless ``--rolled_imagenet``; models without a glimpse loop run once.
 Each device count runs in its own subprocess (fixed when JAX starts). Per row: compile timed apart, ``--warmup``
 calls, then the median of ``--repeats`` calls each ended by block_until_ready. JSON → bench/results/.
@@ -76,7 +76,7 @@ def main(argv=None):
   p.add_argument("--models", default="all", help="comma-separated names or 'all' (the registry)")
   p.add_argument("--shapes", default="demo,imagenet")
   p.add_argument("--devices", default="1,2", help="host device counts, one subprocess each")
-  p.add_argument("--unroll", default="-1,1", help="-1 = full unroll (CPU default), 1 = rolled scan")
+  p.add_argument("--unroll", default="-1,1", help="-1 = full unroll (the training default), 1 = rolled scan")
   p.add_argument("--rolled_imagenet", action="store_true", help="also time the rolled scan at ImageNet shapes")
   p.add_argument("--demo_batch", type=int, default=64)
   p.add_argument("--imagenet_batch", type=int, default=16)

@@ -114,6 +114,21 @@ def test_gpu_check_grid_and_peaks():
   assert gpu_check.datasheet(Device()) == {}
 
 
+def test_gpu_check_flops_and_resume_bookkeeping(tmp_path):
+  """A backend without a cost analysis (the H200's pre-compile one is None) gives no FLOPs, not a crash; a resumed
+  run keeps the rows an earlier run wrote and reruns only the jobs it lacks."""
+  assert gpu_check._flops_of(None) is None and gpu_check._flops_of([]) is None and gpu_check._flops_of({}) is None
+  assert gpu_check._flops_of({"flops": 3}) == 3.0 and gpu_check._flops_of([{"flops": 2.5}]) == 2.5
+  spec = gpu_check.train_specs(gpu_check.FULL, tiny=False)[0]
+  result = {"train": [{**spec, "images_per_s": 1.0}], "attack": [], "peak": {}}
+  assert gpu_check._done(result, "train", json.dumps(spec)) and gpu_check._done(result, "peak", "peak")
+  other = {**spec, "remat": True}
+  assert not gpu_check._done(result, "train", json.dumps(other)) and not gpu_check._done(result, "numerics", "n")
+  assert gpu_check._prior(str(tmp_path / "none.json")) is None
+  (tmp_path / "r.json").write_text(json.dumps(result))
+  assert gpu_check._prior(str(tmp_path / "r.json")) == result
+
+
 @pytest.mark.slow
 def test_gpu_check_tiny(tmp_path):
   out = tmp_path / "gpu_check.json"
@@ -135,3 +150,14 @@ def test_gpu_check_tiny(tmp_path):
   assert {t["scan"] for t in r["train"]} == {"rolled", "unrolled"} and any(t["remat"] for t in r["train"])
   assert len(r["attack"]) == 2 and all(a["images_x_iterations_per_s"] > 0 for a in r["attack"])
   assert "PASS" in proc.stdout and "| rsrnn |" in proc.stdout
+  # --resume: the rows kept stay as they were, the two dropped ones are measured again, nothing else runs.
+  kept_train, kept_attack = r["train"][:2], r["attack"][:1]
+  out.write_text(json.dumps({**r, "train": kept_train, "attack": kept_attack}))
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gpu_check.py"), "--tiny", "--resume",
+                         "--budget_s", "3000", "--out", str(out)], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=1200)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  r2 = json.loads(out.read_text())
+  assert r2["train"][:2] == kept_train and r2["attack"][:1] == kept_attack and r2["numerics"] == n
+  assert [t["model"] for t in r2["train"]] == [t["model"] for t in r["train"]] and len(r2["attack"]) == 2
+  assert proc.stdout.count("[gpu_check]") == 2 and r2["resumed"][0]["elapsed_s"] == r["elapsed_s"]

@@ -153,9 +153,8 @@ def test_loop_unroll_values():
 
 
 def test_scan_unroll_auto():
-  """Auto (-1): full unroll only for training on CPU (weight gradients); evaluation and attacks roll the scan."""
-  cpu = jax.default_backend() == "cpu"
-  assert layers.scan_unroll(-1, 8, train=True) == (0 if cpu else 1)
+  """Auto (-1): full unroll for training on every backend; evaluation and attacks roll the scan."""
+  assert layers.scan_unroll(-1, 8, train=True) == 0
   assert layers.scan_unroll(-1, 8, train=False) == 1
   assert layers.scan_unroll(0, 8, train=False) == 0 and layers.scan_unroll(3, 8) == 3
   assert layers.scan_unroll(8, 8) == 0

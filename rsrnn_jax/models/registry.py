@@ -144,7 +144,7 @@ def preset(name: str, *, width: int = 64, stages=None, out_size: int = 64, densi
   m.name = name
   m.dtype = "float32"          # compute dtype: float32 | bfloat16 (params and optimiser state stay float32)
   m.norm = "group"             # batch | group | none (GroupNorm keeps the scan carry free of batch stats)
-  m.unroll = -1                # nn.scan unroll: -1 = auto (full for training on CPU, else rolled: layers.scan_unroll);
+  m.unroll = -1                # nn.scan unroll: -1 = auto (full to train, rolled to evaluate/attack: layers.scan_unroll);
                                # 0 = full; n = n steps per loop trip
   m.remat = False              # rematerialise each glimpse step (memory for long unrolls / attacks)
   m.sampler = ml_collections.ConfigDict(dict(
