@@ -2,6 +2,7 @@
 
   python bench/gpu_check.py [--budget_s 420] [--out bench/results/gpu_check.json]
   python bench/gpu_check.py --tiny     # the same code on CPU at toy sizes in seconds (tests/test_bench.py)
+  python bench/gpu_check.py --resume   # keep the rows of --out's JSON, run only the jobs it lacks
 
 Jobs run in priority order (peak, the configs/imagenet.py RS-RNN train step, numerics, then the rest with one
 axis changed at a time) until ``--budget_s`` (wall time since start) is spent; a job whose estimated time (the
@@ -397,6 +398,15 @@ def _prior(out: str) -> dict | None:
     return json.load(f)
 
 
+def resume_mismatch(prior: dict, device_kind: str, tiny: bool) -> str:
+  """Why ``--resume`` must not continue ``prior`` here (another device kind or size), or ""."""
+  kind = (prior.get("device") or {}).get("kind")
+  if kind != device_kind or bool(prior.get("tiny")) != tiny:
+    return (f"--resume: the JSON at --out was measured on {kind!r}{' (--tiny)' if prior.get('tiny') else ''}, "
+            f"this run is on {device_kind!r}{' (--tiny)' if tiny else ''}; pass another --out or drop --resume")
+  return ""
+
+
 def _done(result: dict, kind: str, name: str) -> bool:
   """Whether ``result`` (from an earlier run) already holds the row of job ``kind`` / ``name``."""
   if kind in ("train", "attack"):
@@ -463,6 +473,11 @@ def main(argv=None) -> int:
     args.out = benchlib.default_out("gpu_check", args.tiny)  # --tiny: gpu_check_quick.json (git ignores it)
   if args.tiny:
     jax.config.update("jax_disable_most_optimizations", True)  # toy sizes: compile time is all there is
+  prior = _prior(args.out) if args.resume else None
+  why = prior and resume_mismatch(prior, getattr(jax.devices()[0], "device_kind", ""), args.tiny)
+  if why:
+    print(why, file=sys.stderr)
+    return 2
   result = run(args)
   result.setdefault("machine", {})["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
   _save(result, args.out)

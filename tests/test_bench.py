@@ -125,6 +125,10 @@ def test_gpu_check_flops_and_resume_bookkeeping(tmp_path):
   other = {**spec, "remat": True}
   assert not gpu_check._done(result, "train", json.dumps(other)) and not gpu_check._done(result, "numerics", "n")
   assert gpu_check._prior(str(tmp_path / "none.json")) is None
+  h200 = {"device": {"kind": "NVIDIA H200"}, "tiny": False}
+  assert gpu_check.resume_mismatch(h200, "NVIDIA H200", tiny=False) == ""
+  assert "drop --resume" in gpu_check.resume_mismatch(h200, "NVIDIA A100-SXM4-80GB", tiny=False)
+  assert "drop --resume" in gpu_check.resume_mismatch(h200, "NVIDIA H200", tiny=True)
   (tmp_path / "r.json").write_text(json.dumps(result))
   assert gpu_check._prior(str(tmp_path / "r.json")) == result
 
