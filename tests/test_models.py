@@ -149,6 +149,24 @@ def test_train_mode_samples_random_start_in_range():
   assert not np.allclose(out["fixations"], other["fixations"])
 
 
+@pytest.mark.parametrize("name", ["rsrnn", "dram"])
+def test_training_skips_the_last_steps_dorsal_without_changing_what_is_used(name):
+  """Training runs the last step without the dorsal stream (its action is never used): every output the losses
+  read is the same as with the dorsal at every step (bpda_tau keeps the one-scan path and its forward values),
+  fixation RNG included; the last step's dorsal outputs are zeros."""
+  _, model, variables = _init(name)
+  rngs = {"fixation": jax.random.key(5)}
+  split = model.apply(variables, _images(3), num_steps=4, train=True, rngs=rngs)
+  whole = model.apply(variables, _images(3), num_steps=4, train=True, rngs=rngs, bpda_tau=1.0)
+  assert set(split) == set(whole)
+  np.testing.assert_array_equal(split["fixations"], whole["fixations"])  # the same sampled scanpaths
+  for k in ("logits", "baselines"):  # the last step runs in a program of its own: float rounding may differ
+    np.testing.assert_allclose(split[k], whole[k], rtol=1e-5, atol=1e-6)
+  for k in set(whole) - {"logits", "fixations", "baselines"}:
+    np.testing.assert_allclose(split[k][:-1], whole[k][:-1], rtol=1e-5, atol=1e-6)
+    assert not np.any(split[k][-1]) and np.any(whole[k][-1]), k
+
+
 def test_forced_fixations_replace_the_policy_only_where_masked():
   _, model, variables = _init()
   forced = jnp.broadcast_to(jnp.array([0.5, -0.25]), (4, B, 2))

@@ -11,8 +11,9 @@ Per step t (paper.md §3–§4, model.png):
   l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.models.dorsal`
 
 The loop is a Flax ``nn.scan`` over steps with parameters broadcast; its ``unroll`` comes from the config
-(``-1``: fully unrolled for training on CPU, where a rolled scan makes conv weight gradients ~60× slower;
-rolled elsewhere, evaluation and attacks on CPU included: :func:`rsrnn_jax.models.layers.scan_unroll`).
+(``-1``: fully unrolled for training, rolled for evaluation and attacks:
+:func:`rsrnn_jax.models.layers.scan_unroll`). In training the last step runs without the dorsal stream (its
+action is never used; the step's dorsal outputs are zeros), with the same fixation keys for the other steps.
 Fixations may be forced per step (``fixations`` + ``fixation_mask``): the initial fixation is the forced
 fixation of step 0, and the adversarial probability maps force the fixation of a chosen step; forcing every step
 freezes a scanpath (the attacks' frozen-scanpath surrogate). ``bpda_tau`` (attacks only) gives the fixation
@@ -50,7 +51,7 @@ class _Step(nn.Module):
   bpda_tau: float | None = None
 
   @nn.compact
-  def __call__(self, carry, xs, images):
+  def __call__(self, carry, xs, images, with_dorsal: bool = True):
     h, candidate, ior_map = carry
     forced, use_forced = xs
     fix = jnp.where(use_forced, forced, candidate)
@@ -83,6 +84,10 @@ class _Step(nn.Module):
     # Dorsal stream (chooses l_{t+1}); its inputs are detached so the policy loss trains only the dorsal
     # parameters and the classifier's features are shaped by the classification loss alone.
     pooled_f32 = jax.lax.stop_gradient(pooled.astype(jnp.float32))
+    baseline = nn.Dense(1, name="baseline")(pooled_f32)[:, 0]
+    out = {"logits": logits.astype(jnp.float32), "fixations": fix, "baselines": baseline}
+    if not with_dorsal:  # the last training step: its action would never be used (GlimpseRNN)
+      return (h, candidate, ior_map), out
     if self.bpda_tau is None:
       dorsal_in, dorsal_pooled = jax.lax.stop_gradient(dorsal_features), pooled_f32
     else:  # attacks (BPDA): the attacker differentiates through the dorsal stream and the fixation choice
@@ -90,11 +95,7 @@ class _Step(nn.Module):
     next_fix, log_prob, ior_map, maps = Dorsal(**self.dorsal_cfg, dtype=self.dtype, name="dorsal")(
         dorsal_in, dorsal_pooled, fix, ior_map, self.sampler, sample=self.sample,
         straight_through_tau=self.bpda_tau)
-    baseline = nn.Dense(1, name="baseline")(pooled_f32)[:, 0]
-
-    out = {"logits": logits.astype(jnp.float32), "fixations": fix, "log_probs": log_prob,
-           "baselines": baseline, **maps}
-    return (h, next_fix, ior_map), out
+    return (h, next_fix, ior_map), {**out, "log_probs": log_prob, **maps}
 
 
 class GlimpseRNN(nn.Module):
@@ -158,7 +159,7 @@ class GlimpseRNN(nn.Module):
     ior0 = jnp.ones((batch, self.ior_size, self.ior_size), jnp.float32)
 
     unroll = layers.scan_unroll(self.unroll, num_steps, train=train)
-    step_cls = nn.remat(_Step, static_argnums=()) if self.remat else _Step
+    step_cls = nn.remat(_Step, static_argnums=(4,)) if self.remat else _Step
     # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
     # to step when training updates them, and read-only (broadcast) in evaluation.
     if self.is_mutable_collection("batch_stats") and not self.is_initializing():
@@ -166,12 +167,20 @@ class GlimpseRNN(nn.Module):
     else:
       broadcast, carry = ("params", "batch_stats"), False
     scan = nn.scan(step_cls, variable_broadcast=broadcast, variable_carry=carry,
-                   split_rngs={"params": False, "fixation": True}, in_axes=(0, nn.broadcast),
-                   length=num_steps, unroll=unroll)
+                   split_rngs={"params": False, "fixation": True}, in_axes=(0, nn.broadcast, nn.broadcast),
+                   unroll=unroll)
     step = scan(num_classes=self.num_classes, sampler=self.sampler, encoder1=self.encoder1,
                 core=self.core, core_features=self.core_features, encoder2=self.encoder2,
                 norm=self.norm, dorsal_cfg=dict(self.dorsal or {}), mean=self.mean, std=self.std,
                 train=train, sample=sample, dtype=self.dtype,
                 bpda_tau=None if bpda_tau is None else float(bpda_tau), name="step")
-    _, outputs = step((h0, init_fixations, ior0), (fixations, fixation_mask), images)
-    return outputs
+    carry, xs = (h0, init_fixations, ior0), (fixations, fixation_mask)
+    # Training never uses the last step's action (losses.reinforce_loss), so that step runs without the dorsal
+    # stream: in one scan its forward and its backward (on a zero cotangent) would still run. Steps 0..T-2 get
+    # the same fixation keys as in one T-step scan (jax.random.split is prefix-stable), so the outputs used are
+    # the same; the last step's dorsal outputs are zeros.
+    if not (train and bpda_tau is None and num_steps > 1 and not self.is_initializing()):
+      return step(carry, xs, images, True)[1]
+    carry, head = step(carry, jax.tree_util.tree_map(lambda x: x[:-1], xs), images, True)
+    _, last = step(carry, jax.tree_util.tree_map(lambda x: x[-1:], xs), images, False)
+    return {k: jnp.concatenate([v, last[k] if k in last else jnp.zeros_like(v[-1:])]) for k, v in head.items()}
