@@ -177,8 +177,8 @@ class GlimpseRNN(nn.Module):
     carry, xs = (h0, init_fixations, ior0), (fixations, fixation_mask)
     # Training never uses the last step's action (losses.reinforce_loss), so that step runs without the dorsal
     # stream: in one scan its forward and its backward (on a zero cotangent) would still run. Steps 0..T-2 get
-    # the same fixation keys as in one T-step scan (jax.random.split is prefix-stable), so the outputs used are
-    # the same; the last step's dorsal outputs are zeros.
+    # the same fixation keys as in one T-step scan (jax.random.split is prefix-stable with JAX's default
+    # partitionable threefry), so the outputs used are the same; the last step's dorsal outputs are zeros.
     if not (train and bpda_tau is None and num_steps > 1 and not self.is_initializing()):
       return step(carry, xs, images, True)[1]
     carry, head = step(carry, jax.tree_util.tree_map(lambda x: x[:-1], xs), images, True)
