@@ -330,7 +330,7 @@ def jobs(sizes, tiny: bool, accel, cpu, result: dict):
   yield from train[1:3] + attack[:1] + train[3:5] + attack[1:2] + train[5:6] + attack[2:] + train[6:]
 
 
-def run(args) -> dict:
+def run(args, prior: dict | None = None) -> dict:
   sizes = TINY if args.tiny else FULL
   budget = args.budget_s or sizes["budget_s"]
   start = time.perf_counter()
@@ -340,7 +340,6 @@ def run(args) -> dict:
                        "count": jax.device_count()},
             "versions": _versions(), "compilation_cache": jax.config.jax_compilation_cache_dir or None,
             "train": [], "attack": [], "skipped": [], "errors": []}
-  prior = _prior(args.out) if args.resume else None
   if prior:
     result["resumed"] = prior.get("resumed", []) + [{k: prior.get(k) for k in ("elapsed_s", "machine", "versions")}]
     for k in ("peak", "numerics", "train", "attack"):
@@ -478,7 +477,7 @@ def main(argv=None) -> int:
   if why:
     print(why, file=sys.stderr)
     return 2
-  result = run(args)
+  result = run(args, prior)
   result.setdefault("machine", {})["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
   _save(result, args.out)
   print(tables(result))
