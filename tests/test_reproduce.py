@@ -407,6 +407,8 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert "Quick budget" in md and "paper.md §8" in md and "Nothing is missing" in md
   code = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["train"]["code"]  # the commit each stage ran on
   assert code == RUNS.code_version() and f"finished on commit `{code}`" in md
+  device = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["attack_adaptive"]["device"]  # and where
+  assert device == R.device_description() and f"on {device}" in md.split("Devices: ")[1].splitlines()[0]
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
   assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0]
   assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
@@ -428,8 +430,28 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv) == 0
   assert caplog.text.count("up to date, skipped") == len(R.QUICK_BUDGET.stages) * len(runs)
   assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
+  # --no_report (processes sharing one OUT): the stages are checked, the report is left as it is.
+  report_files = [os.path.join(out, f) for f in ("report.md", "verdicts.json")]
+  before = {p: os.path.getmtime(p) for p in report_files}
+  assert R.main(argv + ["--no_report"]) == 0
+  assert {p: os.path.getmtime(p) for p in report_files} == before
+  assert R.main(argv + ["--no_report", "--report_only"]) == 2
 
 
 def test_code_version_names_this_checkout():
   v = RUNS.code_version()
   assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", v), v
+
+
+def test_code_version_outside_git_comes_from_the_environment(tmp_path, monkeypatch):
+  monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
+  assert RUNS.code_version(str(tmp_path)) == "unknown"  # a copy of the tree without .git
+  monkeypatch.setenv(RUNS.CODE_VERSION_ENV, "0123456789ab")
+  assert RUNS.code_version(str(tmp_path)) == "0123456789ab"
+
+
+def test_stage_devices_counts_finished_stages_per_device():
+  run = lambda *recs: {"stages": {f"s{i}": r for i, r in enumerate(recs)}}
+  runs = {"a": {0: run({"done": True, "device": "2× cpu"}, {"done": True}, {"done": False, "device": "x"})},
+          "b": {0: run({"done": True, "device": "1× NVIDIA H200"}, {"done": True, "device": "1× NVIDIA H200"})}}
+  assert RUNS.stage_devices(runs) == {"1× NVIDIA H200": 2, "2× cpu": 1, "not recorded": 1}

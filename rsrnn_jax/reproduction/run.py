@@ -247,6 +247,14 @@ def run_attack(config, run_dir: str) -> None:
 STAGE_FNS = {"train": run_train, "eval": run_eval, "attack": run_attack}
 
 
+def device_description() -> str:
+  """What JAX computes on in this process, e.g. ``2× cpu`` or ``1× NVIDIA H200``: each finished stage records it
+  (the same attack on another device kind can differ by float rounding)."""
+  import jax
+  devices = jax.devices()
+  return f"{len(devices)}× {devices[0].device_kind}"
+
+
 def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = None,
          config_file: str = DEMO_CONFIG, out_dir: str = "reproduction") -> dict:
   """{model: {seed: {stage: config}}}: every run of ``budget`` (``seeds`` replaces the budget's list; a model's
@@ -279,21 +287,25 @@ def run_order(budget: Budget, models) -> list:
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
-              stages=None) -> str:
+              stages=None, report: bool = True) -> str:
   """Every stage of every run that is not up to date (seed by seed: every model's first seed first; ``stages``:
-  only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json``. Returns the
-  report's path."""
+  only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json`` (unless not
+  ``report``: several processes running parts of one ``out_dir`` at once). Returns the report's path ("" without
+  it)."""
   from rsrnn_jax.reproduction import report as reproduce_report
   if stages is not None and not set(stages) <= set(budget.stages):
     raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
   os.makedirs(out_dir, exist_ok=True)
   configs = plan(budget, models, seeds, overrides, config_file, out_dir)
   if not report_only:
+    device = device_description()
     for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
       for m in run_order(budget, models):
         if s in configs[m]:
           saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
-                          budget.plateau_examples, only=stages)
+                          budget.plateau_examples, only=stages, device=device)
+  if not report:
+    return ""
   path = reproduce_report.write(out_dir, configs, budget)
   log.info("report: %s", path)
   return path
@@ -339,6 +351,8 @@ def main(argv=None) -> int:
   p.add_argument("--stages", default="", help="comma-separated subset of the stages to run (default: all), "
                  "e.g. train,eval,attack_paper; the others are left as they are")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
+  p.add_argument("--no_report", action="store_true", help="run the stages and leave the report as it is (processes "
+                 "running parts of one OUT at once, e.g. one per model; then one --report_only)")
   args = p.parse_args(argv)
   models = tuple(m for m in args.models.split(",") if m)
   unknown = [m for m in models if m not in registry.variant_names()]
@@ -346,6 +360,8 @@ def main(argv=None) -> int:
     if unknown:
       raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.variant_names())}")
     seeds = _parse_seeds(args.seeds)
+    if args.report_only and args.no_report:
+      raise ValueError("--report_only and --no_report exclude each other: drop one")
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -359,7 +375,8 @@ def main(argv=None) -> int:
   handler = _log_to_file(args.out)
   try:
     reproduce(args.out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
-              config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None)
+              config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None,
+              report=not args.no_report)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -10,6 +10,7 @@ A run is one (model, seed): ``OUT/runs/<model>/seed<s>/``, a normal workdir with
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -134,18 +135,22 @@ def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> 
   return stages
 
 
-def code_version() -> str:
-  """The git commit of the code running now (``-dirty`` with uncommitted changes to tracked files), or
-  ``unknown`` outside a git checkout: recorded with every finished stage."""
-  here = os.path.dirname(os.path.abspath(__file__))
+CODE_VERSION_ENV = "RSRNN_JAX_CODE_VERSION"
+
+
+def code_version(here: str | None = None) -> str:
+  """The git commit of the code running now (``-dirty`` with uncommitted changes to tracked files). Outside a
+  git checkout (a copy of the tree sent to another machine): ``$RSRNN_JAX_CODE_VERSION`` if set, else
+  ``unknown``. Recorded with every finished stage."""
+  here = here or os.path.dirname(os.path.abspath(__file__))
   try:
     git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True, timeout=20)
     head = git("rev-parse", "--short=12", "HEAD")
     if head.returncode:
-      return "unknown"
+      return os.environ.get(CODE_VERSION_ENV) or "unknown"
     return head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "")
   except (OSError, subprocess.SubprocessError):
-    return "unknown"
+    return os.environ.get(CODE_VERSION_ENV) or "unknown"
 
 
 def code_versions(runs: dict) -> list[str]:
@@ -154,12 +159,21 @@ def code_versions(runs: dict) -> list[str]:
                  for st in r["stages"].values() if st.get("done") and st.get("code")})
 
 
+def stage_devices(runs: dict) -> dict[str, int]:
+  """{device: number of finished stages of ``runs`` recorded on it} (``not recorded`` for records older than
+  the field), most stages first."""
+  counts = collections.Counter(st.get("device", "not recorded") for seeds in runs.values() for r in seeds.values()
+                               for st in r["stages"].values() if st.get("done"))
+  return dict(counts.most_common())
+
+
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
-              only=None) -> dict:
+              only=None, device: str = "") -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
   ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
   returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``: the stages that
-  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it."""
+  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it. ``device``
+  (e.g. ``2× cpu``) is recorded with each finished stage, as is the code version."""
   fps = fingerprints(configs, plateau_examples)
   stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
   ran, current = set(), set()
@@ -185,7 +199,8 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
         stage_fns["eval"](config, path, plateau_examples=plateau_examples)
       else:
         stage_fns["attack" if stage_profile(stage) else stage](config, path)
-      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version())
+      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version(),
+                           **({"device": device} if device else {}))
     finally:  # an interrupted stage keeps its time: a resumed training adds to it
       stages[stage]["seconds"] += time.perf_counter() - tic
       write_stages(path, stages)

@@ -10,7 +10,8 @@ from rsrnn_jax.models import registry
 from rsrnn_jax.report.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key, plateau_reached
+from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, plateau_reached,
+                                          stage_devices)
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -341,6 +342,10 @@ def budget_and_time(rep: Report) -> list[str]:
   if codes:
     out += [f"Code: the stages finished on commit{'s' if len(codes) > 1 else ''} {', '.join(f'`{c}`' for c in codes)}"
             " (each stage record's `code`).", ""]
+  devices = stage_devices(rep.runs)
+  if devices:
+    out += ["Devices: " + ", ".join(f"{n} stage{'s' if n > 1 else ''} on {d}" for d, n in devices.items())
+            + " (each stage record's `device`; seconds on different devices do not add up to one machine's time).", ""]
   if rep.missing:
     out += [f"**Still missing** ({len(rep.missing)}): " + ", ".join(f"{m}/seed{s}/{st}" for m, s, st in rep.missing)
             + ". The report shows what is done; `make reproduce` runs the rest.", ""]
