@@ -443,11 +443,12 @@ def test_code_version_names_this_checkout():
   assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", v), v
 
 
-def test_code_version_outside_git_comes_from_the_environment(tmp_path, monkeypatch):
+def test_code_version_from_the_environment_wins(tmp_path, monkeypatch):
   monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
   assert RUNS.code_version(str(tmp_path)) == "unknown"  # a copy of the tree without .git
   monkeypatch.setenv(RUNS.CODE_VERSION_ENV, "0123456789ab")
   assert RUNS.code_version(str(tmp_path)) == "0123456789ab"
+  assert RUNS.code_version() == "0123456789ab"  # also in a checkout: a sent copy's .git may be stale
 
 
 def test_stage_devices_counts_finished_stages_per_device():

@@ -139,18 +139,20 @@ CODE_VERSION_ENV = "RSRNN_JAX_CODE_VERSION"
 
 
 def code_version(here: str | None = None) -> str:
-  """The git commit of the code running now (``-dirty`` with uncommitted changes to tracked files). Outside a
-  git checkout (a copy of the tree sent to another machine): ``$RSRNN_JAX_CODE_VERSION`` if set, else
-  ``unknown``. Recorded with every finished stage."""
+  """The code running now: ``$RSRNN_JAX_CODE_VERSION`` when set (a copy of the tree sent to another machine,
+  whose ``.git``, if any, need not match it), else the git commit (``-dirty`` with uncommitted changes to
+  tracked files), else ``unknown``. Recorded with every finished stage."""
+  if os.environ.get(CODE_VERSION_ENV):
+    return os.environ[CODE_VERSION_ENV]
   here = here or os.path.dirname(os.path.abspath(__file__))
   try:
     git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True, timeout=20)
     head = git("rev-parse", "--short=12", "HEAD")
     if head.returncode:
-      return os.environ.get(CODE_VERSION_ENV) or "unknown"
+      return "unknown"
     return head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "")
   except (OSError, subprocess.SubprocessError):
-    return os.environ.get(CODE_VERSION_ENV) or "unknown"
+    return "unknown"
 
 
 def code_versions(runs: dict) -> list[str]:
