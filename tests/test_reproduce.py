@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import run as R
 from rsrnn_jax.reproduction import runs as RUNS
@@ -325,6 +326,22 @@ def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, cap
   assert run(cfg(**{"train.learning_rate": 1e-4})) == everything
   assert "resuming at step 2" in caplog.text
   assert run(cfg(1), seed=1) == []
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+  run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
+  hold = ("import sys, time; from rsrnn_jax import workdir; held = workdir.locked(sys.argv[1]); "
+          "held.__enter__(); print('locked', flush=True); time.sleep(600)")
+  holder = subprocess.Popen([sys.executable, "-c", hold, run_dir], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+  fake = _FakeStages()
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(workdir.UserError, match=f"in use by PID {holder.pid}"):
+      RUNS.run_model("rsrnn/seed0", R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0), run_dir, fake.fns())
+  finally:
+    holder.kill()
+    holder.wait()
+  assert fake.calls == []
 
 
 def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):

@@ -175,41 +175,43 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
   ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
   returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``: the stages that
   may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it. ``device``
-  (e.g. ``2× cpu``) is recorded with each finished stage, as is the code version."""
+  (e.g. ``2× cpu``) is recorded with each finished stage, as is the code version. The run directory is locked
+  meanwhile (:func:`rsrnn_jax.workdir.locked`): a second process on the same run raises ``UserError``."""
   fps = fingerprints(configs, plateau_examples)
-  stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
-  ran, current = set(), set()
-  for stage, config in configs.items():
-    rec = stages.get(stage, {})
-    if (not ran & set(depends_on(stage)) and rec.get("done") and rec.get("fingerprint") == fps[stage]
-        and stage_outputs(stage, config, path)):
-      log.info("%s: %s up to date, skipped", name, stage)
-      current.add(stage)
-      continue
-    missing = [d for d in depends_on(stage) if d not in current]
-    if (only is not None and stage not in only) or missing:
-      log.info("%s: %s not run (%s)", name, stage,
-               f"waits for {', '.join(missing)}" if missing else "not in --stages")
-      continue
-    resumed = stage == "train" and latest_checkpoint_step(path) > 0
-    log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(path)})" if resumed else "")
-    stages[stage] = {"fingerprint": fps[stage], "done": False, "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
-    write_stages(path, stages)
-    tic = time.perf_counter()
-    try:
-      if stage == "eval":
-        stage_fns["eval"](config, path, plateau_examples=plateau_examples)
-      else:
-        stage_fns["attack" if stage_profile(stage) else stage](config, path)
-      stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version(),
-                           **({"device": device} if device else {}))
-    finally:  # an interrupted stage keeps its time: a resumed training adds to it
-      stages[stage]["seconds"] += time.perf_counter() - tic
+  with workdir.locked(path):  # one process per run: a second one is refused with the holder's name
+    stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
+    ran, current = set(), set()
+    for stage, config in configs.items():
+      rec = stages.get(stage, {})
+      if (not ran & set(depends_on(stage)) and rec.get("done") and rec.get("fingerprint") == fps[stage]
+          and stage_outputs(stage, config, path)):
+        log.info("%s: %s up to date, skipped", name, stage)
+        current.add(stage)
+        continue
+      missing = [d for d in depends_on(stage) if d not in current]
+      if (only is not None and stage not in only) or missing:
+        log.info("%s: %s not run (%s)", name, stage,
+                 f"waits for {', '.join(missing)}" if missing else "not in --stages")
+        continue
+      resumed = stage == "train" and latest_checkpoint_step(path) > 0
+      log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(path)})" if resumed else "")
+      stages[stage] = {"fingerprint": fps[stage], "done": False, "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
       write_stages(path, stages)
-    log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
-    ran.add(stage)
-    current.add(stage)
-  return stages
+      tic = time.perf_counter()
+      try:
+        if stage == "eval":
+          stage_fns["eval"](config, path, plateau_examples=plateau_examples)
+        else:
+          stage_fns["attack" if stage_profile(stage) else stage](config, path)
+        stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version(),
+                             **({"device": device} if device else {}))
+      finally:  # an interrupted stage keeps its time: a resumed training adds to it
+        stages[stage]["seconds"] += time.perf_counter() - tic
+        write_stages(path, stages)
+      log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
+      ran.add(stage)
+      current.add(stage)
+    return stages
 
 
 # ----------------------------------------------------------------------------------------------------------
