@@ -212,6 +212,12 @@ def test_plateau_rule_counts_a_rise_of_exactly_one_point_as_reached():
   assert RUNS.plateau_reached(-3.0) is True and RUNS.plateau_reached(None) is None
 
 
+def test_short_of_plateau_lists_the_runs_still_learning():
+  run = lambda rise: {"plateau": {"rise_points": rise}}
+  runs = {"gfnet_m": {0: run(0.4), 1: run(1.6)}, "rsrnn": {0: run(None), 1: {"plateau": None}}, "dram": {2: run(-2.0)}}
+  assert RUNS.short_of_plateau(runs) == [("gfnet_m", 1, 1.6)]
+
+
 def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp_path):
   b, out = R.FULL_BUDGET, str(tmp_path / "a")
   configs = R.plan(b, ("rsrnn", "ff_cnn", "ff_cnn_at"), (0, 1), out_dir=out)

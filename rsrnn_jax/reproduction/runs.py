@@ -161,6 +161,12 @@ def code_versions(runs: dict) -> list[str]:
                  for st in r["stages"].values() if st.get("done") and st.get("code")})
 
 
+def short_of_plateau(runs: dict) -> list[tuple]:
+  """[(model, seed, rise in points)] of every run of ``runs`` whose plateau check failed (still learning)."""
+  return [(m, s, r["plateau"]["rise_points"]) for m, seeds in runs.items() for s, r in seeds.items()
+          if r.get("plateau") and plateau_reached(r["plateau"]["rise_points"]) is False]
+
+
 def stage_devices(runs: dict) -> dict[str, int]:
   """{device: number of finished stages of ``runs`` recorded on it} (``not recorded`` for records older than
   the field), most stages first."""

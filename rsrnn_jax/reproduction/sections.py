@@ -11,7 +11,7 @@ from rsrnn_jax.report.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, plateau_reached,
-                                          stage_devices)
+                                          short_of_plateau, stage_devices)
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -109,6 +109,12 @@ def claims(rep: Report) -> list[str]:
           "value, worst case). **holds**: the interval is above 0; **fails**: below 0; **undecided**: it contains 0. "
           "A claim read at k and T_eval holds iff both hold and fails iff either fails. Rules: \"How the verdicts "
           "are computed\" below.", ""]
+  short = short_of_plateau(rep.runs)
+  if short:
+    out += ["**Short of the plateau**: " + ", ".join(f"{display(m)} seed {s} (+{rise:.1f} pt over its last 20% of "
+                                                     f"training)" for m, s, rise in short)
+            + ". The claims that compare with these models rest in part on a run that was still learning "
+            "(\"Plateau\" below).", ""]
   return out
 
 
@@ -344,7 +350,8 @@ def budget_and_time(rep: Report) -> list[str]:
             " (each stage record's `code`).", ""]
   devices = stage_devices(rep.runs)
   if devices:
-    out += ["Devices: " + ", ".join(f"{n} stage{'s' if n > 1 else ''} on {d}" for d, n in devices.items())
+    where = lambda d: "from before the field was recorded" if d == "not recorded" else f"on {d}"
+    out += ["Devices: " + ", ".join(f"{n} stage{'s' if n > 1 else ''} {where(d)}" for d, n in devices.items())
             + " (each stage record's `device`; seconds on different devices do not add up to one machine's time).", ""]
   if rep.missing:
     out += [f"**Still missing** ({len(rep.missing)}): " + ", ".join(f"{m}/seed{s}/{st}" for m, s, st in rep.missing)
