@@ -131,6 +131,19 @@ def test_claims_hold_fail_or_stay_undecided_on_hand_made_per_example_results():
   assert rows["recovery"]["verdict"] == V.HOLDS
 
 
+def test_pairs_show_which_models_carry_a_group_claim():
+  rng = np.random.default_rng(5)
+  data = _claims_data(rng, retina=(0.4, 0.4), crops=(0.5, 0.5), whole=(0.05, 0.05))
+  data["GF-Net-m"] = _claims_data(rng, retina=(0.1, 0.1), crops=(0.1, 0.1), whole=(0.1, 0.1))["RS-RNN"]  # weak
+  group = {r["claim"]["id"]: r["verdict"] for r in V.judge({"paper": data}, resamples=500)}
+  assert group["retina"] == V.HOLDS                     # (0.4 + 0.4) / 2 − (0.5 + 0.1) / 2 > 0 ...
+  pairs = {r["claim"]["id"]: r["verdict"] for r in V.judge({"paper": data}, V.PAIRS, resamples=500)}
+  assert pairs["retina:RS-RNN>DRAM"] == V.FAILS and pairs["retina:Base-Retina>DRAM"] == V.FAILS  # ... on one pair
+  assert pairs["retina:RS-RNN>GF-Net-m"] == V.HOLDS and pairs["crops:DRAM>S3TA"] == V.HOLDS
+  assert len(V.PAIRS) == 8 and V.pairs_of(V.CLAIMS[2]) == ()
+  assert {p["of"] for p in V.PAIRS} == {"retina", "crops"}
+
+
 def test_paper_numbers_go_through_the_same_rule_with_their_read_off_tolerance():
   assert "paper.md §8" in PAPER["source"]
   for section in ("table1", "accuracy_vs_gmacs", "adv_accuracy", "adv_accuracy_per_step", "asr"):
@@ -443,6 +456,8 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
     else:
       assert v["verdict"] == "not evaluated" and "DRAM" in v["missing"]
   assert len(_readme_tables().render_verdicts(verdicts)) == 2 + 2 + 3  # note, blank, header, separator, 3 claims
+  assert len(verdicts["pairs"]) == len(V.PAIRS) * 3 and all(v["verdict"] == "not evaluated" for v in verdicts["pairs"])
+  assert "## One model against one" in md
 
   # Second run: every stage of every run is skipped (no training, nothing rewritten but the report).
   watched = [os.path.join(RUNS.run_dir(out, m, s), f) for m, s in runs
@@ -459,6 +474,22 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv + ["--no_report"]) == 0
   assert {p: os.path.getmtime(p) for p in report_files} == before
   assert R.main(argv + ["--no_report", "--report_only"]) == 2
+
+
+def test_readme_verdicts_show_the_pairs_that_disagree_with_their_claim():
+  test = lambda est: {"k": {"estimate": est, "interval": [est - 0.01, est + 0.01]}}
+  entry = lambda i, text, verdict, est, **kw: {"id": i, "text": text, "attack": "paper", "verdict": verdict,
+                                              "tests": test(est), "missing": [], **kw}
+  data = {"budget": {"name": "full"}, "seeds": [0, 1, 2], "num_attacked_examples": 1000, "paper_tolerance": 0.01,
+          "claims": [entry("retina", "retina more robust than crops", "holds", 0.04)],
+          "pairs": [entry("retina:RS-RNN>DRAM", "RS-RNN more robust than DRAM", "fails", -0.06, of="retina"),
+                    entry("retina:RS-RNN>GF-Net-m", "RS-RNN more robust than GF-Net-m", "holds", 0.14, of="retina")],
+          "paper": [entry("retina", "retina more robust than crops", "holds", 0.11)],
+          "paper_pairs": [entry("retina:RS-RNN>DRAM", "RS-RNN more robust than DRAM", "holds", 0.10)]}
+  lines = _readme_tables().render_verdicts(data)
+  rows = [line for line in lines if line.startswith("| ") and "claim" not in line and "---" not in line]
+  assert [r.split(" | ")[0] for r in rows] == ["| retina more robust than crops", "| ↳ RS-RNN more robust than DRAM"]
+  assert "**fails**: at k -6.0 [-7.0, -5.0]" in rows[1] and "**holds**: at k +10.0" in rows[1]
 
 
 def test_code_version_names_this_checkout():

@@ -108,17 +108,26 @@ def render_verdicts(data: dict) -> list[str]:
   numbers judged by the same rule (± their read-off tolerance)."""
   if "claims" not in data:
     return _render_verdicts_before_issue_16(data)
-  ours = {(v["id"], v["attack"]): v for v in data["claims"]}
-  paper = {v["id"]: v for v in data["paper"]}
+  group = {(v["id"], v["attack"]): v["verdict"] for v in data["claims"]}
+  differ = {v["id"] for v in data.get("pairs", [])  # pairs that disagree with their claim under some attack
+            if v["verdict"] != "not evaluated" and v["verdict"] != group.get((v.get("of"), v["attack"]))}
+  pairs = [v for v in data.get("pairs", []) if v["id"] in differ]
+  ours = {(v["id"], v["attack"]): v for v in data["claims"] + pairs}
+  paper = {v["id"]: v for v in data["paper"] + data.get("paper_pairs", [])}
   attacks = list(dict.fromkeys(v["attack"] for v in data["claims"]))
-  claims = list(dict.fromkeys((v["id"], v["text"]) for v in data["claims"]))
+  claims = []
+  for cid, text in dict.fromkeys((v["id"], v["text"]) for v in data["claims"]):
+    claims.append((cid, text))
+    claims += [(pid, f"↳ {ptext}") for pid, ptext in dict.fromkeys((v["id"], v["text"]) for v in pairs
+                                                                    if v.get("of") == cid)]
   rows = [[text, *(_claim_cell(ours.get((cid, a))) for a in attacks), _claim_cell(paper.get(cid))]
           for cid, text in claims]
   seeds = "/".join(str(s) for s in data["seeds"])
   head = ["claim", *(f"ours, {ATTACK_COLUMNS.get(a, a)}" for a in attacks),
           f"the paper's own numbers (±{100 * data['paper_tolerance']:g} pt read-off)"]
   note = (f"Budget `{data['budget']['name']}`, seeds {seeds}, n = {data['num_attacked_examples']} attacked images; "
-          "Δ in points [95% interval].")
+          "Δ in points [95% interval]" + ("; ↳ rows: the pairs of models (one against one) whose verdict differs from "
+                                          "their claim's under some attack (every pair: the report)." if pairs else "."))
   return [note, "", *_table(head, rows)]
 
 

@@ -41,7 +41,8 @@ from rsrnn_jax.reproduction import figures as fig
 from rsrnn_jax.reproduction import sections, stats
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction.runs import ATTACK_TITLES, ATTACKS
-from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE, by_paper_key, judge, judge_paper, needed_models
+from rsrnn_jax.reproduction.verdicts import (CLAIMS, PAIRS, PAPER_TOLERANCE, by_paper_key, judge, judge_paper,
+                                              needed_models)
 
 RULE = ("holds if the 95% interval of the claimed difference is above 0, fails if it is below 0, else undecided; a "
         "claim tested at k and T_eval holds iff both hold and fails iff either fails")
@@ -49,7 +50,7 @@ RULE = ("holds if the 95% interval of the claimed difference is above 0, fails i
 
 def markdown(rep: sections.Report) -> str:
   """The report: every section of :mod:`rsrnn_jax.reproduction.sections` in order."""
-  out = sections.header(rep) + sections.claims(rep) + sections.table1(rep)
+  out = sections.header(rep) + sections.claims(rep) + sections.pairs(rep) + sections.table1(rep)
   if any(rep.acc.values()):
     out += sections.under_attack(rep) + sections.asr(rep)
   out += sections.sanity_checks(rep) + sections.where_they_look(rep) + sections.rules()
@@ -69,13 +70,13 @@ def _setup(runs: dict, configs: dict, n: int) -> dict:
           "teps": list(a.targeted_epsilons)}
 
 
-def _judge_ours(runs: dict, attacks) -> tuple[list, dict]:
+def _judge_ours(runs: dict, attacks, claims=CLAIMS) -> tuple[list, dict]:
   entries, infos = [], {}
   data = {}
   for a in attacks:
     per_model, infos[a] = saved.per_example_data(runs, a)
     data[a] = by_paper_key(per_model)
-  for v in judge(data):
+  for v in judge(data, claims):
     info = infos[v["attack"]]
     v.update(attack_title=ATTACK_TITLES[v["attack"]], epsilons=info["epsilons"], num_examples=info["num_examples"],
              seeds={saved.paper_key(m): s for m, s in info["seeds"].items()
@@ -86,7 +87,8 @@ def _judge_ours(runs: dict, attacks) -> tuple[list, dict]:
 
 def _claim_json(v: dict) -> dict:
   keep = ("estimate", "interval", "verdict", "sd", "tolerance")
-  out = {"id": v["claim"]["id"], "text": v["claim"]["text"], "attack": v["attack"], "verdict": v["verdict"],
+  out = {"id": v["claim"]["id"], **({"of": v["claim"]["of"]} if "of" in v["claim"] else {}),
+         "text": v["claim"]["text"], "attack": v["attack"], "verdict": v["verdict"],
          "tests": {n: {k: t[k] for k in keep if k in t} for n, t in v["tests"].items()}, "missing": v["missing"]}
   for key in ("attack_title", "epsilons", "num_examples", "seeds", "models"):
     if key in v:
@@ -115,6 +117,8 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
       "rule": RULE,
       "paper_tolerance": PAPER_TOLERANCE,
       "claims": [_claim_json(v) for v in rep.ours],
+      "pairs": [_claim_json(v) for v in rep.pairs],
+      "paper_pairs": [_claim_json(v) for v in rep.paper_pairs],
       "paper": [_claim_json(v) for v in rep.paper],
       "models": models,
       "compute_seconds": {st: sum(c[st] for c in rep.compute.values()) for st in rep.budget.stages},
@@ -130,13 +134,15 @@ def write(out_dir: str, configs: dict, budget) -> str:
   attacks = [a for a, (profile, _) in ATTACKS.items() if profile in budget.profiles]
   acc = {a: saved.attack_accuracies(runs, a) for a in attacks}
   ours, infos = _judge_ours(runs, attacks)
+  pairs, _ = _judge_ours(runs, attacks, PAIRS)
   expected = {m: {s: saved.fingerprints(c, budget.plateau_examples) for s, c in per.items()}
               for m, per in configs.items()}
   s = _setup(runs, configs, infos.get("paper", {}).get("num_examples", 0))
   clean = saved.clean_summary(runs)
   rep = sections.Report(runs=runs, configs=configs, budget=budget, acc=acc, clean=clean, ours=ours,
                         paper=judge_paper(), missing=saved.still_missing(runs, expected),
-                        compute=saved.compute_seconds(runs, budget.stages), figures={}, **s)
+                        compute=saved.compute_seconds(runs, budget.stages), figures={}, pairs=pairs,
+                        paper_pairs=judge_paper(claims=PAIRS), **s)
   computes = {m: next((r["compute"] for r in per.values() if r["compute"]), None) for m, per in runs.items()}
   rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, out_dir), "fixations": fig.fixations(runs, out_dir),
                  "gif": fig.glimpses_gif(runs, out_dir), "bars": fig.adv_bars(acc, s["k"], s["t"], out_dir),

@@ -32,6 +32,16 @@ CLAIMS = (
      "lower": ("S3TA", "FF-CNN")},
     {"id": "recovery", "text": "RS-RNN recovers with more glimpses", "model": "RS-RNN"},
 )
+
+
+def pairs_of(claim: dict) -> tuple:
+  """A group claim's one-model-against-one sub-claims (every higher × lower pair, ``of`` naming the claim): the
+  same test with one model per side, to see which pairs carry a group verdict. None for a one-model claim."""
+  return tuple({"id": f"{claim['id']}:{h}>{lo}", "of": claim["id"], "text": f"{h} more robust than {lo}",
+                "higher": (h,), "lower": (lo,)} for h in claim.get("higher", ()) for lo in claim.get("lower", ()))
+
+
+PAIRS = tuple(p for c in CLAIMS for p in pairs_of(c))
 READ_OUTS = ("k", "T")  # the read-out axis of the per-example data: accuracy at step k, at step T_eval
 PAPER_TOLERANCE = 0.01  # AAAI Fig. 4 read off to ±1 point per value (paper.md §8)
 
@@ -87,11 +97,11 @@ def judge_claim(claim: dict, data: dict, **bootstrap_kw) -> dict:
           "models": _model_summaries(data, dict.fromkeys(needed)), "missing": []}
 
 
-def judge(data_by_attack: dict, **bootstrap_kw) -> list[dict]:
-  """Every claim under every attack: [{"claim", "attack", "verdict", "tests", "models", "missing"}];
-  ``data_by_attack``: {attack: {paper key: [S, E, n, 2]}}."""
+def judge(data_by_attack: dict, claims=CLAIMS, **bootstrap_kw) -> list[dict]:
+  """Every claim (of ``claims``: :data:`CLAIMS` or :data:`PAIRS`) under every attack: [{"claim", "attack",
+  "verdict", "tests", "models", "missing"}]; ``data_by_attack``: {attack: {paper key: [S, E, n, 2]}}."""
   return [{"claim": c, "attack": a, **judge_claim(c, data, **bootstrap_kw)}
-          for c in CLAIMS for a, data in data_by_attack.items()]
+          for c in claims for a, data in data_by_attack.items()]
 
 
 def paper_test(values: dict, terms, tolerance: float = PAPER_TOLERANCE) -> dict:
@@ -107,11 +117,11 @@ def paper_test(values: dict, terms, tolerance: float = PAPER_TOLERANCE) -> dict:
   return {"estimate": estimate, "interval": interval, "tolerance": half, "verdict": verdict(interval)}
 
 
-def judge_paper(values: dict | None = None, tolerance: float = PAPER_TOLERANCE) -> list[dict]:
-  """Every claim on the paper's AAAI Fig. 4 numbers (or ``values``), attack "paper"."""
+def judge_paper(values: dict | None = None, tolerance: float = PAPER_TOLERANCE, claims=CLAIMS) -> list[dict]:
+  """Every claim of ``claims`` on the paper's AAAI Fig. 4 numbers (or ``values``), attack "paper"."""
   values = paper_accuracies() if values is None else values
   out = []
-  for c in CLAIMS:
+  for c in claims:
     missing = [m for m in needed_models(c) if m not in values]
     tests = {} if missing else {n: paper_test(values, terms, tolerance) for n, terms in claim_tests(c).items()}
     out.append({"claim": c, "attack": "paper", "missing": missing, "tests": tests,
