@@ -106,8 +106,6 @@ def _claim_cell(v: dict | None) -> str:
 def render_verdicts(data: dict) -> list[str]:
   """One row per claim: our verdict (with its 95% interval, in points) under each attack, and the paper's own
   numbers judged by the same rule (± their read-off tolerance)."""
-  if "claims" not in data:
-    return _render_verdicts_before_issue_16(data)
   group = {(v["id"], v["attack"]): v["verdict"] for v in data["claims"]}
   differ = {v["id"] for v in data.get("pairs", [])  # pairs that disagree with their claim under some attack
             if v["verdict"] != "not evaluated" and v["verdict"] != group.get((v.get("of"), v["attack"]))}
@@ -129,30 +127,6 @@ def render_verdicts(data: dict) -> list[str]:
           "Δ in points [95% interval]" + ("; ↳ rows: the pairs of models (one against one) whose verdict differs from "
                                           "their claim's under some attack (every pair: the report)." if pairs else "."))
   return [note, "", *_table(head, rows)]
-
-
-def _verdict_cell(v: dict | None) -> str:
-  if v is None:
-    return "not run by the paper"
-  if v.get("holds") is None:
-    return "not evaluated (missing: " + ", ".join(v.get("missing", [])) + ")"
-  word = "**holds**" if v["holds"] else "**does not hold**"
-  tests = ", ".join(f"{TEST_NAMES.get(name, name)} {100 * t['mean_diff']:+.1f} (margin {100 * t['margin']:.1f})"
-                    for name, t in v["tests"].items())
-  return f"{word}: Δ {tests}"
-
-
-def _render_verdicts_before_issue_16(data: dict) -> list[str]:
-  """The verdicts.json of the first reproduction (two-valued, one seed); remove once the committed file is a
-  run of the current code."""
-  ours = {(v["claim"]["id"], v["attack"]): v for v in data["ours"]}
-  paper = {v["claim"]["id"]: v for v in data["paper"]}
-  claims = list(dict.fromkeys((v["claim"]["id"], v["claim"]["text"]) for v in data["ours"]))
-  rows = [[text, _verdict_cell(ours.get((cid, "paper"))), _verdict_cell(ours.get((cid, "strongest"))),
-           _verdict_cell(paper.get(cid))] for cid, text in claims]
-  head = ["claim", f"ours, the paper's attack (n = {data['n']})", "ours, the strongest attack",
-          "the paper's own numbers"]
-  return _table(head, rows)
 
 
 RENDERERS = {
