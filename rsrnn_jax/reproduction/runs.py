@@ -155,10 +155,14 @@ def code_version(here: str | None = None) -> str:
     return "unknown"
 
 
+def _finished_stages(runs: dict):
+  """The record of every finished stage of ``runs`` ({model: {seed: run}})."""
+  return (st for seeds in runs.values() for r in seeds.values() for st in r["stages"].values() if st.get("done"))
+
+
 def code_versions(runs: dict) -> list[str]:
   """Every code version recorded by a finished stage of ``runs`` ({model: {seed: run}}), sorted."""
-  return sorted({st["code"] for seeds in runs.values() for r in seeds.values()
-                 for st in r["stages"].values() if st.get("done") and st.get("code")})
+  return sorted({st["code"] for st in _finished_stages(runs) if st.get("code")})
 
 
 def short_of_plateau(runs: dict) -> list[tuple]:
@@ -170,8 +174,7 @@ def short_of_plateau(runs: dict) -> list[tuple]:
 def stage_devices(runs: dict) -> dict[str, int]:
   """{device: number of finished stages of ``runs`` recorded on it} (``not recorded`` for records older than
   the field), most stages first."""
-  counts = collections.Counter(st.get("device", "not recorded") for seeds in runs.values() for r in seeds.values()
-                               for st in r["stages"].values() if st.get("done"))
+  counts = collections.Counter(st.get("device", "not recorded") for st in _finished_stages(runs))
   return dict(counts.most_common())
 
 

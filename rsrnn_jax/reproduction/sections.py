@@ -58,6 +58,11 @@ def _word(v: str) -> str:
   return f"**{v}**" if v in ("holds", "fails", "undecided") else v
 
 
+def _verdict(v: dict) -> str:
+  """A judged claim's verdict, with the models it lacks."""
+  return _word(v["verdict"]) + (f" (missing: {', '.join(v['missing'])})" if v["missing"] else "")
+
+
 def _eps(values) -> str:
   return "/".join(f"{e:g}" for e in values)
 
@@ -98,8 +103,7 @@ def claims(rep: Report) -> list[str]:
     if pv:
       pt = pv["tests"]
       pcell = (_interval(pt.get("T vs k")) if one else f"{_interval(pt.get('k'))} / {_interval(pt.get('T'))}")
-    verdict = _word(v["verdict"]) + (f" (missing: {', '.join(v['missing'])})" if v["missing"] else "")
-    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], _eps(v.get("epsilons", [])), *cells, verdict,
+    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], _eps(v.get("epsilons", [])), *cells, _verdict(v),
                  pcell if pv else "–", _word(pv["verdict"]) if pv else "not run by the paper"])
   out = ["## The paper's claims", ""]
   out += [table(["claim", "attack", "ε", f"ours: Δ at k={rep.k} [95% CI] (pt)", f"ours: Δ at T_eval={rep.t} [95% CI]",
@@ -128,10 +132,9 @@ def pairs(rep: Report) -> list[str]:
   rows = []
   for v in rep.pairs:
     tests, pv = v["tests"], paper.get(v["claim"]["id"]) if v["attack"] == "paper" else None
-    verdict = _word(v["verdict"]) + (f" (missing: {', '.join(v['missing'])})" if v["missing"] else "")
     pcell = f"{_interval(pv['tests'].get('k'))} / {_interval(pv['tests'].get('T'))}" if pv else "–"
     rows.append([v["claim"]["of"], v["claim"]["text"], ATTACK_TITLES[v["attack"]], _interval(tests.get("k")),
-                 _interval(tests.get("T")), verdict, pcell, _word(pv["verdict"]) if pv else "not run by the paper"])
+                 _interval(tests.get("T")), _verdict(v), pcell, _word(pv["verdict"]) if pv else "not run by the paper"])
   out = ["## One model against one: what carries the group claims", ""]
   out += [table(["claim", "pair", "attack", f"Δ at k={rep.k} [95% CI] (pt)", f"Δ at T_eval={rep.t} [95% CI]",
                  "verdict (ours)", "paper: Δ at 4 / 16 [± read-off]", "paper (same rule)"], rows), ""]
