@@ -48,6 +48,7 @@ class Budget:
   adaptive_examples: int = 0       # 0 = attack_examples (the same images)
   adaptive_batch: int = 50
   adaptive_iterations: int = 20    # APGD iterations (AutoAttack: 100)
+  adaptive_fab_iterations: int = 0 # FAB-T iterations per target (AutoAttack: 100; 0 = adaptive_iterations)
   adaptive_attacks: tuple = ()     # () = the profile's
   adaptive_horizons: tuple = ()    # () = the profile's objectives
   adaptive_square_queries: int = 1000
