@@ -380,8 +380,10 @@ def main(argv=None) -> int:
     return 2
   budget = QUICK_BUDGET if args.quick else BUDGETS[args.budget]
   stop_cleanly_on_sigterm()
-  # Two host devices keep both CPU cores busy (what `make demo` uses); must be set before jax starts.
-  os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  # Two host devices keep both CPU cores busy (what `make demo` uses), with the all-reduce timeouts raised so that
+  # a busy machine does not abort a run (the Makefile's DEMO_XLA_FLAGS); must be set before jax starts.
+  os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                        "--xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_timeout_seconds=900")
   from rsrnn_jax import run
   run.setup_logging()
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING

@@ -55,32 +55,35 @@ def _cell(v: dict | None) -> str:
   return f"**{v['verdict']}**: " + " / ".join(parts) + n
 
 
+def _geometry_rows(g: dict) -> list:
+  """The settings table's cells of one setting's geometry ("–" where its verdicts.json does not say)."""
+  if not g.get("image_side"):
+    return ["–"] * 6
+  return [g["image_side"], g["glimpse_side"], f"{g['image_side'] / g['glimpse_side']:.2f} : 1",
+          ", ".join(f"{c:g}" for c in g["crop_fractions"]),
+          f"{g['object_side']}, {100 * g['object_area_fraction']:.1f}%",
+          ", ".join(f"{s}²" for s in g["whole_image_input"])]
+
+
 def settings_table(found: dict) -> list[str]:
-  def geo(g, key):
-    return g.get(key)
-  rows = []
-  for label, fn in (
-      ("image side (px)", lambda g: geo(g, "image_side")),
-      ("glimpse side (px)", lambda g: geo(g, "glimpse_side")),
-      ("image : glimpse", lambda g: f"{g['image_side'] / g['glimpse_side']:.2f} : 1" if g.get("glimpse_side") else "–"),
-      ("crop fractions of the side", lambda g: ", ".join(f"{c:g}" for c in g.get("crop_fractions", []))),
-      ("object side (px), share of the image area", lambda g: f"{g['object_side']}, {100 * g['object_area_fraction']:.1f}%"),
-      ("whole-image models see (px)", lambda g: ", ".join(f"{s}²" for s in g.get("whole_image_input", []))),
-  ):
-    rows.append([label, *(fn(v["setting"]) for v in found.values())])
+  labels = ["image side (px)", "glimpse side (px)", "image : glimpse", "crop fractions of the side",
+            "object side (px), share of the image area", "whole-image models see (px)"]
+  cols = [_geometry_rows(v.get("setting") or {}) for v in found.values()]
   p = PAPER_GEOMETRY
   paper = [p["image_side"], p["glimpse_side"], f"{p['image_side'] / p['glimpse_side']:.2f} : 1",
            ", ".join(f"{c:g}" for c in p["crop_fractions"]), f"ImageNet mean {100 * p['object_area_fraction']:.1f}%",
            "224²"]
-  rows = [r + [paper[i]] for i, r in enumerate(rows)]
+  rows = [[label, *(c[i] for c in cols), paper[i]] for i, label in enumerate(labels)]
   rows.append(["attacks (paper / adaptive ε)", *(
       f"{'/'.join(f'{e:g}' for e in v['budget']['epsilons'])} / "
       f"{'/'.join(f'{e:g}' for e in v['budget']['adaptive_epsilons'])}" for v in found.values()), "1e-3..1e-2"])
   rows.append(["seeds, attacked images", *(f"{'/'.join(map(str, v['seeds']))}, {v['num_attacked_examples']}"
                                           for v in found.values()), "–"])
+  rows.append(["code", *(", ".join(f"`{c}`" for c in v.get("code_versions", [])) or "its report"
+                         for v in found.values()), "–"])
   out = ["## The settings", "", *_table(["", *found, "paper (ImageNet100)"], rows), ""]
   out += [f"- **{n}**: ε chosen as {v['setting']['why_epsilons']}." for n, v in found.items()
-          if v["setting"].get("why_epsilons")]
+          if (v.get("setting") or {}).get("why_epsilons")]
   return out + [""]
 
 
