@@ -392,20 +392,3 @@ def test_set_model_sets_the_models_training_fields():
   common.set_model(c, "dram")
   assert c.train.loss_steps == "all"  # switching back does not keep S3TA's value
 
-
-def test_fixation_hits_counts_the_fixations_whose_window_holds_the_item_centre():
-  """tools/fixation_hits.py (docs/zoo.md's GF-Net-m measurement): fixation (x, y) in [-1, 1] → pixels, against
-  the item's (row, col) corner + half its side."""
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "fixation_hits.py")
-  spec = importlib.util.spec_from_file_location("fixation_hits", path)
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
-  position = np.array([[10, 60], [0, 0]])                    # items 20 px wide on a 100-px image
-  fix = np.array([[[0.4, -0.6], [0.4, -0.6]]])                # (x, y) = (70, 20) px: the first item's centre
-  inside, dist = tool.hits(fix, position, 20, 100, half=5.0)
-  np.testing.assert_array_equal(inside, [[True, False]])
-  np.testing.assert_allclose(dist, [[0.0, np.hypot(10, 60)]])
-  cfg = tiny_config("dram").model
-  assert tool.window_half(cfg, 96) == 24.0 and tool.window_half(tiny_config("rsrnn").model, 96) == 12.0
