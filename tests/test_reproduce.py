@@ -510,7 +510,7 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
       assert v["seeds"] == {"RS-RNN": [0]}
     else:
       assert v["verdict"] == "not evaluated" and "DRAM" in v["missing"]
-  assert len(_readme_tables().render_verdicts(verdicts)) == 2 + 2 + 3  # note, blank, header, separator, 3 claims
+  assert len(_readme_tables().render_verdicts({"demo": verdicts})) == 2 + 2 + 3  # note, blank, header, sep., claims
   assert len(verdicts["pairs"]) == len(V.PAIRS) * 3 and all(v["verdict"] == "not evaluated" for v in verdicts["pairs"])
   assert "## One model against one" in md
 
@@ -552,14 +552,18 @@ def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagre
   assert "**paper_geometry**: 168² images, 32² glimpses, object 35% of the image" in lines[0]
   assert "code 0123456789ab" in lines[0]
   head = lines[2].split(" | ")
-  assert head[2:6] == ["demo: Δ at k / at T_eval", "demo: on images all get right",
-                       "paper_geometry: Δ at k / at T_eval", "paper_geometry: on images all get right"]
+  assert head[1:7] == ["demo: paper's attack", "demo: adaptive", "demo: adaptive, on images all get right",
+                       "paper_geometry: paper's attack", "paper_geometry: adaptive",
+                       "paper_geometry: adaptive, on images all get right"]
   rows = [line for line in lines[4:] if line.startswith("| ")]
   assert [r.split(" | ")[0] for r in rows] == ["| retina more robust than crops", "| ↳ RS-RNN more robust than DRAM"]
   cells = rows[0].split(" | ")
-  assert cells[2].startswith("**holds** +4.0") and cells[3].startswith("**fails** -3.0")
-  assert cells[4].startswith("**undecided** +1.0") and cells[5] == "–" and "**holds** +11.0" in cells[6]
-  assert "**fails** -6.0 [-7.0, -5.0]" in rows[1] and "**undecided** +0.0" in rows[1] and "**holds** +10.0" in rows[1]
+  assert cells[1] == "**holds** +4.0" and cells[2] == "–" and cells[3] == "–"   # only the paper attack here
+  assert cells[4] == "**undecided** +1.0" and cells[7].startswith("**holds** +11.0")
+  demo["claims_clean_correct"][0]["attack"] = "adaptive"
+  cells = [line for line in tables.render_verdicts({"demo": demo})[4:] if line.startswith("| ")][0].split(" | ")
+  assert cells[3] == "**fails** -3.0"
+  assert "**fails** -6.0" in rows[1] and "**undecided** +0.0" in rows[1] and "**holds** +10.0" in rows[1]
 
 
 def test_code_version_names_this_checkout():
