@@ -23,7 +23,7 @@ DEMO_STAGES = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 0))
 
 
 def get_config(arg: str = ""):
-  args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+  args = common.parse_args(arg, "configs/demo.py")
   variant = registry.variant(args.get("model", registry.DEFAULT_MODEL))  # a model, or e.g. ff_cnn_at
   model = registry.get(variant.model)
   c = common.get_base_config()
