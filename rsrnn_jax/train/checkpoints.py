@@ -150,12 +150,13 @@ def save(mgr, step: int, state, meta: dict) -> None:
   meta = {**meta, INTEGRITY_KEY: {"digest": digest}}
   _check_free_space(mgr, step, state)
   try:
-    with workdir_lib.deferred_interrupts(), _quiet_orbax():  # Ctrl-C waits for the save to complete
-      mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta)), force=True)
-      mgr.wait_until_finished()
-    if jax.process_index() == 0:
-      integrity.write_manifest(step_dir(mgr, step))
+    with workdir_lib.deferred_interrupts():  # Ctrl-C waits for the save and its manifest
+      with _quiet_orbax():
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+        mgr.wait_until_finished()
+      if jax.process_index() == 0:
+        integrity.write_manifest(step_dir(mgr, step))
   except Exception as e:
     _remove_partial(mgr, step)
     if workdir_lib.is_disk_full(e):
