@@ -139,6 +139,7 @@ def _adaptive_config(tiny_data):
   a.attack_horizons = ("apgd_dlr:step", "apgd_t:step")  # every attack of the profile, on step k only
   a.epsilons, a.targeted = (1e-3, 0.5), False  # at 1e-3 every attack runs; at 0.5 APGD-CE breaks every example
   a.num_examples, a.batch_size, a.num_iterations = 32, 8, 2
+  a.fab.targets = 2
   a.policy.taus, a.policy.candidates = (1.0,), 2
   a.prob_map.num_images = 0
   c.attack.checks.update(large_eps=0.0, square_queries=4, grad_examples=0, convergence_examples=8,
@@ -167,8 +168,8 @@ def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
         np.asarray(r.host["image"]), r.host["label"], mesh) for keeper, v in zip(r.keepers, results["verified"])]
   assert all(v["problems"] == [] for v in verified)
   unt = results["untargeted"]["attacks"]
-  assert list(unt) == ["apgd_ce_step", "apgd_dlr_step", "apgd_t_step", "bpda_step", "scanpath_step", "square_step",
-                       "worst"]
+  assert list(unt) == ["apgd_ce_step", "apgd_dlr_step", "apgd_t_step", "fab_t_step", "bpda_step", "scanpath_step",
+                       "square_step", "worst"]
   for i in range(2):  # the entries are the worst case after each attack: never rising along the cascade
     accs = [unt[n][i]["adv_acc"][1] for n in unt]
     assert accs == sorted(accs, reverse=True)
@@ -179,7 +180,8 @@ def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
   assert [row["attacked"] for row in first] == sorted(row["attacked"] for row in first)[::-1]
   rows = {row["attack"]: row for row in results["flags"]["per_eps"][1]["rows"]}  # ε = 0.5: the flags skip
   assert rows["apgd_ce_step"]["broke"] > 0 and rows["apgd_ce_step"]["robust_at_k"] == 0
-  assert all(rows[n]["attacked"] == 0 for n in ("apgd_t_step", "bpda_step", "scanpath_step", "square_step"))
+  assert all(rows[n]["attacked"] == 0 for n in ("apgd_t_step", "fab_t_step", "bpda_step", "scanpath_step",
+                                                "square_step"))
   assert results["policy_check"]["num_examples"] > 0  # check 9 ran the policy attacks on what APGD-CE broke
   assert results["headline"] == "worst" and results["notes"][0].startswith("transfer: skipped")
   assert [ch["id"] for ch in results["checks"]] == list(range(1, 12))

@@ -48,7 +48,7 @@ def test_adaptive_profile_plan_and_validation():
   # the other white-box attacks and before Square; the transfer attack skipped without a source
   each = ["apgd_ce_t1", "apgd_ce_t2", "apgd_ce_t3", "apgd_ce_t5", "apgd_ce_t6", "apgd_ce_t7"]
   assert list(p.untargeted) == ["apgd_ce_step", "apgd_ce_avg", "apgd_ce_full", "apgd_ce_last", "apgd_dlr_full",
-                                "apgd_t_step", "bpda_step", "scanpath_step", *each, "square_step"]
+                                "apgd_t_step", "fab_t_step", "bpda_step", "scanpath_step", *each, "square_step"]
   assert [p.untargeted[n].horizon for n in each] == ["t1", "t2", "t3", "t5", "t6", "t7"]
   assert p.flags and p.reference == "apgd_ce" and not p.run_square  # Square runs in the cascade
   assert p.notes and p.notes[0].startswith("transfer: skipped")
@@ -58,11 +58,11 @@ def test_adaptive_profile_plan_and_validation():
   # the demo's budget: 50 iterations, but AutoAttack's 100 on the means over steps (horizon_iterations)
   assert {n: s.opts["num_iterations"] for n, s in p.untargeted.items() if "num_iterations" in s.opts} == {
       "apgd_ce_step": 50, "apgd_ce_avg": 100, "apgd_ce_full": 100, "apgd_ce_last": 50, "apgd_dlr_full": 100,
-      "apgd_t_step": 50, "bpda_step": 50, "scanpath_step": 50} | {n: 50 for n in each}
+      "apgd_t_step": 50, "fab_t_step": 50, "bpda_step": 50, "scanpath_step": 50} | {n: 50 for n in each}
   no_fix = plan.make_plan(c, 5, has_steps=True, has_fixations=False)
   assert "bpda_step" not in no_fix.untargeted and any(n.startswith("bpda") for n in no_fix.notes)
   no_steps = plan.make_plan(c, 5, has_steps=False, has_fixations=False)  # FF-CNN: step k only
-  assert list(no_steps.untargeted) == ["apgd_ce_step", "apgd_t_step", "square_step"]
+  assert list(no_steps.untargeted) == ["apgd_ce_step", "apgd_t_step", "fab_t_step", "square_step"]
   overrides = profiles.profile_overrides(demo.get_config("attack=adaptive").attack)  # listed in the demo's report
   assert overrides["num_iterations"] == {"config": 50, "profile": 100}
   assert overrides["horizon_iterations"] == {"config": ["avg:100", "full:100"], "profile": []}

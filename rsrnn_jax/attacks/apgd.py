@@ -220,6 +220,15 @@ def run_result(out):
   return jnp.where(take_fooled, out["x_fooled"], out["x_best"])
 
 
+def ranked_targets(clean_logits, labels, num_targets: int):
+  """[B, n]: per example the n = min(``num_targets``, K − 1) classes ranked highest by ``clean_logits`` [B, K]
+  after the label (AutoAttack's targets of APGD-T and FAB-T)."""
+  num_classes = clean_logits.shape[-1]
+  masked = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, clean_logits)
+  ranked = jnp.argsort(-masked, axis=-1)
+  return ranked[:, :min(num_targets, num_classes - 1)].astype(labels.dtype)
+
+
 def _check_args(loss, norm, num_steps, num_restarts, num_targets, eot_samples, rng, targeted, target):
   core._check_norm(norm)
   if loss not in APGD_LOSSES:
@@ -262,12 +271,9 @@ def apgd(logits_fn, images, labels, *, eps, num_steps: int, norm: str = "linf", 
 
   _, clean_logits_of = make_evaluator(logits_fn, labels, None, "ce", eot_samples)
   clean_logits = clean_logits_of(x, _draw_keys(k_clean, 0, eot_samples))
-  num_classes = clean_logits.shape[-1]
   if targeted and target is None:
-    num_targets = min(num_targets, num_classes - 1)
-    ranked = jnp.argsort(-jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, clean_logits),
-                         axis=-1)
-    targets = ranked[:, :num_targets].astype(labels.dtype)  # [B, num_targets]
+    targets = ranked_targets(clean_logits, labels, num_targets)  # [B, min(num_targets, K − 1)]
+    num_targets = targets.shape[1]
   else:
     num_targets = 1
     targets = None if target is None else jnp.asarray(target, labels.dtype).reshape(-1, 1)

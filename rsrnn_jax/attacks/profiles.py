@@ -17,7 +17,7 @@ PROFILES = ("paper", "strong", "adaptive")
 # The fields that define a profile.
 PROFILE_FIELDS = ("attacks", "reference", "flags", "norm", "step_size", "num_iterations", "num_restarts",
                   "random_start", "losses", "horizons", "attack_horizons", "horizon_iterations", "eot_samples",
-                  "apgd_targets", "policy")
+                  "apgd_targets", "fab", "policy")
 # The result each profile's headline robust accuracy is read from.
 HEADLINES = {"paper": "pgd_step", "strong": registry.WORST, "adaptive": registry.WORST}
 # The attack options a profile's reference attack must take (check 3 raises them).
@@ -35,11 +35,12 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
             ``fixations="sample"``. Headline number: the per-example, per-step worst case over every attack.
   adaptive: the honest headline (docs/attacks.md): APGD-CE (on step k, the mean of steps 1..k, the mean of
             steps 1..T_eval, step T_eval and each other step on its own), APGD-DLR (mean of steps
-            1..T_eval), APGD-T (DLR, top-9 targets, step k), BPDA through the fixation choice (several τ),
-            the scanpath search (frozen scanpaths, then steering the policy), Square (5000 queries) and a
-            transfer attack from ``transfer_workdir`` (skipped when empty), 100 iterations each, with AutoAttack's robust flags: each attack runs only
-            on the examples every earlier attack left robust at one of the steps its objective aims at
-            (rsrnn_jax/attacks/flags.py). Headline: the worst case per example and step.
+            1..T_eval), APGD-T (DLR, top-9 targets, step k), FAB-T (top-9 targets, step k), BPDA through the
+            fixation choice (several τ), the scanpath search (frozen scanpaths, then steering the policy), Square
+            (5000 queries) and a transfer attack from ``transfer_workdir`` (skipped when empty), 100 iterations
+            each, with AutoAttack's robust flags: each attack runs only on the examples every earlier attack left
+            robust at one of the steps its objective aims at (rsrnn_jax/attacks/flags.py). Headline: the worst
+            case per example and step.
   Select with ``configs/demo.py:attack=NAME`` (or ``c.attack = attack_profile(NAME)`` in a config).
   Fields in PROFILE_FIELDS define the profile; a report lists any that differ from the named profile.
   """
@@ -66,6 +67,11 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
                                # "full:100" (the attacks that take num_iterations: pgd, apgd_*, bpda, transfer)
   a.eot_samples = 1            # EOT draws (averaged logits) per forward pass when fixations="sample"
   a.apgd_targets = 9           # APGD-T: target classes (the highest-ranked after the label)
+  a.fab = ml_collections.ConfigDict(dict(  # FAB / FAB-T (rsrnn_jax/attacks/fab.py; AutoAttack's parameters)
+      num_iterations=0,        # iterations per run (AutoAttack: 100; 0 = num_iterations)
+      num_restarts=1,          # FAB: runs (the first from the image, the others from random starts); FAB-T: per target
+      targets=9,               # FAB-T: target classes (the highest-ranked after the label)
+  ))
   a.policy = ml_collections.ConfigDict(dict(  # the attacks on the fixation policy (bpda, scanpath)
       taus=(0.5, 1.0, 2.0),    # BPDA: straight-through temperatures τ (one APGD-CE each; worst per example)
       candidates=8,            # scanpath search: the model's own clean scanpath + (candidates − 1) random ones
@@ -124,7 +130,7 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
     a.eot_samples = 8
     a.checks.square_queries = 5000
   if name == "adaptive":
-    a.attacks = ("apgd_ce", "apgd_dlr", "apgd_t", "bpda", "scanpath", "square", "transfer")
+    a.attacks = ("apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "bpda", "scanpath", "square", "transfer")
     a.reference = "apgd_ce"
     a.flags = True
     a.num_iterations = 100     # AutoAttack's budget for every APGD (also the targeted PGD's iterations)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from rsrnn_jax.attacks import core, policy
 from rsrnn_jax.attacks.apgd import apgd
+from rsrnn_jax.attacks.fab import fab
 from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn, step_horizon
 
 WORST = "worst"
@@ -282,6 +283,37 @@ def _apgd_validate(a) -> None:
     _require(int(a[key]) >= 1, f"config.attack.{key} must be >= 1, got {a[key]!r}")
 
 
+def fab_attack(victim, images, labels, *, eps, rng, norm, targeted, num_iterations, num_restarts, num_targets):
+  """FAB (``num_targets`` = 0) or FAB-T over the top ``num_targets`` classes: AutoAttack's minimum-norm attack,
+  whose closest adversarial point counts if it lies inside the ε-ball."""
+  if targeted:
+    raise ValueError("the FAB entries are untargeted (FAB-T picks its own targets); the suite's targeted attack "
+                     "is PGD")
+  return fab(victim.logits_fn(), images, labels, eps=eps, norm=norm, targeted=num_targets > 0,
+             num_targets=max(num_targets, 1), num_restarts=num_restarts, num_steps=num_iterations, rng=rng)
+
+
+def _fab_options(targets: bool):
+  return lambda a: dict(num_iterations=int(a.fab.num_iterations) or int(a.num_iterations),
+                        num_restarts=int(a.fab.num_restarts), num_targets=int(a.fab.targets) if targets else 0)
+
+
+def _fab_cost(o) -> float:
+  # an iteration: the boundaries' forward and backward passes (FAB: one backward per class, 10 assumed), then
+  # the forward pass that tells whether the new point fools the model
+  backward = 2 if o["num_targets"] else 2 * 10
+  return max(o["num_targets"], 1) * o["num_restarts"] * ((2 + backward) * o["num_iterations"]) + 1
+
+
+def _fab_validate(a) -> None:
+  _require("fab" in a, "config.attack has no fab section (a config made before FAB joined the adaptive "
+           "profile): build it with configs.common.attack_profile")
+  _require(int(a.fab.num_iterations) >= 0, f"config.attack.fab.num_iterations must be >= 0 (0 = "
+           f"config.attack.num_iterations), got {a.fab.num_iterations!r}")
+  for key in ("num_restarts", "targets"):
+    _require(int(a.fab[key]) >= 1, f"config.attack.fab.{key} must be >= 1, got {a.fab[key]!r}")
+
+
 def transfer_attack(victim, images, labels, *, eps, rng, norm, targeted, num_iterations):
   """APGD-CE on the source model that ``prepare`` loaded (``victim.resources``: its step-k logits function);
   the images are then judged on the attacked model (a black-box check of the white-box attacks)."""
@@ -326,6 +358,10 @@ register(AttackEntry(name="apgd_dlr", run=apgd_attack, options=_apgd_options("dl
                      cost=_apgd_cost, validate=_apgd_validate))
 register(AttackEntry(name="apgd_t", run=apgd_attack, options=_apgd_options("dlr", True), title="APGD-T",
                      cost=_apgd_cost, validate=_apgd_validate))
+register(AttackEntry(name="fab", run=fab_attack, options=_fab_options(False), title="FAB", horizons="step",
+                     cost=_fab_cost, validate=_fab_validate))
+register(AttackEntry(name="fab_t", run=fab_attack, options=_fab_options(True), title="FAB-T", horizons="step",
+                     cost=_fab_cost, validate=_fab_validate))
 register(AttackEntry(
     name="bpda", run=policy.bpda_attack, title="BPDA (straight-through fixations)", horizons="step", policy=True,
     options=lambda a: dict(taus=tuple(float(t) for t in a.policy.taus), num_iterations=_policy_iterations(a),
