@@ -648,7 +648,8 @@ def test_an_attack_stopped_while_it_writes_leaves_the_previous_results_and_verif
   other = _copy(trained, tmp_path / "other")
   monkeypatch.undo()
   run.main(_small_attack_config(tiny_data, **{"attack.seed": 1}), other, "attack")
-  os.replace(os.path.join(other, "attack_paper", "adversarial_eps0.01.npz"), os.path.join(out, "adversarial_eps0.01.npz"))
+  name = "adversarial_eps0.01.npz"
+  os.replace(os.path.join(other, "attack_paper", name), os.path.join(out, name))
   with pytest.raises(ValueError, match="adversarial_eps0.01.npz differs from manifest.json .*different runs"):
     run.main(_small_attack_config(tiny_data), workdir, "verify")
   assert outputs.read_manifest(out)["run_id"] == json.load(open(os.path.join(out, "results.json")))["run_id"]

@@ -316,7 +316,8 @@ def locate(workdir: str, checkpoint_path: str = "") -> tuple[str, int | None]:
   path = os.path.abspath(checkpoint_path)
   if os.path.isfile(path):
     raise workdir_lib.UserError(f"config.eval.checkpoint_path={checkpoint_path} is a file; pass a checkpoints "
-                                f"directory (WORKDIR/checkpoints) or one step directory in it (WORKDIR/checkpoints/400)")
+                                "directory (WORKDIR/checkpoints) or one step directory in it (e.g. "
+                                "WORKDIR/checkpoints/400)")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"checkpoint path {checkpoint_path!r} does not exist")
   base = os.path.basename(path.rstrip("/"))
