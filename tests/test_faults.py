@@ -594,7 +594,7 @@ def test_checkpoint_path_to_a_file_and_a_config_argument_without_equals_say_what
     run.main(c, str(tmp_path / "out"), "eval")
   with pytest.raises(ValueError, match=r"KEY=VALUE pairs .*got 'model'"):
     configlib.load_file(os.path.join(ROOT, "configs", "demo.py:model"))
-  with pytest.raises(ValueError, match=r"KEY one of model, attack .*got 'modle=dram'"):
+  with pytest.raises(ValueError, match=r"KEY one of model, attack, setting .*got 'modle=dram'"):
     configlib.load_file(os.path.join(ROOT, "configs", "demo.py:modle=dram"))
 
 
