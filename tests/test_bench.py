@@ -84,11 +84,15 @@ def test_input_pipeline_quick(tmp_path):
   assert input_pipeline.main(["--quick", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   assert result["synthetic_images"]["images"] == 64 + 32
-  for draft in ("draft_off", "draft_on"):
+  for name in ("pil", "pil_draft", "turbo"):
     for split in ("train", "eval"):
-      assert result["transforms"][draft][split]["images_per_cpu_s"] > 0
-  assert {(r["split"], r["workers"]) for r in result["pipeline"]} == {("train", 0), ("eval", 0)}
-  assert all(r["images"] > 0 and r["images_per_s"] > 0 for r in result["pipeline"])
+      assert result["transforms"][name][split]["images_per_cpu_s"] > 0
+  assert result["decoders"]["simplejpeg"]["images_per_cpu_s"] > 0 and result["decoders"]["opencv"]["images"] == 64
+  assert {(r["split"], r["workers"], r["variant"]) for r in result["pipeline"]} == {
+      (s, 0, v) for s in ("train", "eval") for v in ("before", "after")}
+  assert all(r["images"] > 0 and r["images_per_s"] > 0 and "load_average_1" in r for r in result["pipeline"])
+  assert [(m["split"], m["workers"]) for m in result["pipeline_medians"]] == [("train", 0), ("eval", 0)]
+  assert all(m["ratio_per_cpu_s"] > 0 for m in result["pipeline_medians"]) and "fed" not in result
   assert result["float_conversion"]["mb_per_image_float32"] == pytest.approx(336 * 336 * 12 / 2**20, abs=1e-3)
 
 
