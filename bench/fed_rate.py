@@ -60,6 +60,7 @@ def measure(config, data_cfg, *, workers: int, steps: int, warmup: int = 3, repe
   import jax
 
   from rsrnn_jax import data
+  from rsrnn_jax.data import dali
   from rsrnn_jax.train import parallel
   config = config.copy_and_resolve_references()
   mean, std = config.data.mean, config.data.std  # the model's normalisation
@@ -85,7 +86,8 @@ def measure(config, data_cfg, *, workers: int, steps: int, warmup: int = 3, repe
   del batches
   f, r = statistics.median(fed), statistics.median(resident)
   return {"workers": workers, "batch": batch, "steps": steps, "repeats": repeats,
-          "decoder": str(config.data.decoder), "image_dtype": str(config.data.image_dtype),
+          "decoder": str(config.data.decoder), "decoder_used": dali.resolve(str(config.data.decoder)),
+          "image_dtype": str(config.data.image_dtype),
           "fed_images_per_s": round(f, 1), "resident_images_per_s": round(r, 1),
           "starvation_ratio": round(f / r, 3), "fed_all": [round(x, 1) for x in fed],
           "resident_all": [round(x, 1) for x in resident], "compile_s": round(compile_s, 2),

@@ -291,7 +291,7 @@ def attack_job(spec: dict, sizes, tiny: bool, accel) -> dict:
           "images_x_iterations_per_s": round(n * iters / t["median_s"], 1), **memory(compiled, accel)}
 
 
-def fed_job(sizes, tiny: bool) -> dict:
+def fed_job(sizes, tiny: bool, decoder: str = "turbo") -> dict:
   """The fed rate of the configs/imagenet.py RS-RNN step (module docstring) on this host's cores."""
   import tempfile
   config = make_config("rsrnn", tiny=tiny, dtype="bfloat16", unroll=0, batch=sizes["batches"][0])
@@ -300,6 +300,7 @@ def fed_job(sizes, tiny: bool) -> dict:
     data_cfg, stats = synthetic_imagenet.prepared_config(root, sizes["fed_images"],
                                                          image_size=int(config.data.image_size),
                                                          eval_resize=int(config.data.eval_resize), prefetch=4)
+    data_cfg.decoder = decoder
     prepare_s = time.perf_counter() - tic
     row = fed_rate.measure(config, data_cfg, workers=sizes["fed_workers"], steps=sizes["fed_steps"],
                            repeats=3 if not tiny else 1)
@@ -339,7 +340,7 @@ def attack_specs(sizes, tiny: bool) -> list[dict]:
 # Driver: budget, JSON, tables.
 
 
-def jobs(sizes, tiny: bool, accel, cpu, result: dict):
+def jobs(sizes, tiny: bool, accel, cpu, result: dict, fed_decoder: str = "turbo"):
   """(kind, name, thunk) in priority order: the matrix-product peak (seconds), the configs/imagenet.py train
   step, the numerics, then the other train and attack jobs interleaved, one axis changed at a time."""
   flops_cache: dict = {}
@@ -350,7 +351,7 @@ def jobs(sizes, tiny: bool, accel, cpu, result: dict):
   yield "peak", "peak", lambda: matmul_peak(sizes, accel)
   yield train[0]
   yield "numerics", "numerics", lambda: numerics(sizes, tiny, accel, cpu)
-  yield "fed", "fed", lambda: fed_job(sizes, tiny)
+  yield "fed", "fed", lambda: fed_job(sizes, tiny, fed_decoder)
   yield from train[1:3] + attack[:1] + train[3:5] + attack[1:2] + train[5:6] + attack[2:] + train[6:]
 
 
@@ -370,7 +371,7 @@ def run(args, prior: dict | None = None) -> dict:
       if k in prior:
         result[k] = prior[k]
   seen: dict = {}  # longest time taken so far per kind of job (and per model for train jobs)
-  for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result):
+  for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result, args.fed_decoder):
     if prior and _done(result, kind, name):
       continue
     key = (kind, json.loads(name).get("model")) if kind == "train" else (kind, None)
@@ -474,7 +475,7 @@ def tables(r: dict) -> str:
   f = r.get("fed")
   if f:
     lines += ["", f"fed rate ({f['model']} {f['dtype']} {f['scan']}, batch {f['batch']}, {f['workers']} workers on "
-              f"{f['cpus']} cores, decoder {f['decoder']}, {f['image_dtype']} hand-over): "
+              f"{f['cpus']} cores, decoder {f.get('decoder_used', f['decoder'])}, {f['image_dtype']} hand-over): "
               f"{f['fed_images_per_s']} img/s fed vs {f['resident_images_per_s']} resident = starvation ratio "
               f"{f['starvation_ratio']}"]
   if r["attack"]:
@@ -497,6 +498,8 @@ def main(argv=None) -> int:
   p.add_argument("--resume", action="store_true",
                  help="keep the rows of the JSON at --out and run only the jobs it lacks (failed or skipped ones)")
   p.add_argument("--out", default=None, help="JSON path (default bench/results/gpu_check[_quick].json)")
+  p.add_argument("--fed_decoder", default="turbo", choices=("turbo", "pil", "dali"),
+                 help="config.data.decoder of the fed-rate job ('dali' falls back to 'turbo' without DALI)")
   args = p.parse_args(argv)
   if args.out is None:
     args.out = benchlib.default_out("gpu_check", args.tiny)  # --tiny: gpu_check_quick.json (git ignores it)

@@ -228,7 +228,7 @@ def _args(argv):
   p.add_argument("--images", type=int, default=400,
                  help="synthetic train images (plus 32 validation images); raised to what --workers needs")
   p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--batches", type=int, default=16, help="timed batches per pipeline run (at least 4 × workers)")
+  p.add_argument("--batches", type=int, default=32, help="timed batches per pipeline run (at least 4 × workers)")
   p.add_argument("--rounds", type=int, default=3, help="alternated before/after rounds (medians reported)")
   p.add_argument("--transform_images", type=int, default=400, help="images timed one at a time per transform")
   p.add_argument("--workers", default="0,1,2", help="grain worker processes to time (comma-separated)")
