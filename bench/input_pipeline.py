@@ -282,8 +282,8 @@ def table(result: dict) -> str:
   for name, r in result["decoders"].items():
     lines.append(f"| {name} | {r.get('images_per_cpu_s', r.get('unavailable'))} |")
   t = result["transforms"]
-  lines += ["", "| transform (one core), images / CPU-s | pil (before) | pil + draft | turbo (after) | after ÷ before |",
-            "|---|---|---|---|---|"]
+  lines += ["", "| transform (one core), images / CPU-s | pil (before) | pil + draft | turbo (after) | after ÷ "
+            "before |", "|---|---|---|---|---|"]
   for split in ("train", "eval"):
     a, b, c = (t[k][split]["images_per_cpu_s"] for k in ("pil", "pil_draft", "turbo"))
     lines.append(f"| {split} | {a} | {b} | {c} | {c / a:.2f}× |")

@@ -1,8 +1,8 @@
 """JPEG decoding and the crop transforms on the host, fast: ``config.data.decoder`` picks the implementation.
 
 * ``"turbo"`` (default): libjpeg-turbo through ``simplejpeg`` (decode straight to RGB, no PIL image object), the
-  crop's resize with OpenCV, the flip as a reversed view that the copy into the batch makes for free. About 2.5×
-  fewer CPU-seconds per image than ``"pil"`` (bench/input_pipeline.py). Same crop boxes and flips as ``"pil"``
+  crop's resize with OpenCV, the flip as a reversed view that the copy into the batch makes for free. 1.55× the
+  images per CPU-second of ``"pil"`` in the train transform (bench/README.md § Latest numbers). Same crop boxes and flips as ``"pil"``
   from the same generator (both call :func:`transforms.random_resized_crop_box`, then draw the flip); the pixels
   differ by the resize filter: OpenCV's bilinear (enlarging) or area average (shrinking), per axis, on the
   integer crop box, where PIL's antialiased bilinear also weighs the pixels just outside the box (mean absolute
@@ -10,8 +10,8 @@
 * ``"pil"``: :mod:`rsrnn_jax.data.transforms` as before (torchvision's PIL semantics); the reference.
 * ``"dali"``: the training crops are decoded on the GPU by NVIDIA DALI (nvJPEG), :mod:`rsrnn_jax.data.dali`;
   workers only read the records and draw the boxes. Needs ``nvidia-dali-cuda*`` (not in requirements.txt) and a
-  GPU: without either, :func:`rsrnn_jax.data.dali.resolve` logs one line and falls back to ``"turbo"``. Evaluation batches always
-  decode on the host (``"turbo"``).
+  GPU: without either, :func:`rsrnn_jax.data.dali.resolve` logs one line and falls back to ``"turbo"``.
+  Evaluation batches always decode on the host (``"turbo"``).
 Non-JPEG data (the PNG fast path of the cluttered set, arrays from ``tfds.testing.mock_data``) and JPEGs that
 libjpeg-turbo's RGB conversion refuses (CMYK) go through :func:`transforms.decode`.
 """

@@ -355,7 +355,8 @@ class _TrainBatch:
       if self.gpu_decode:  # records and crop boxes only: dali.decoded turns them into images on the GPU
         return {**dali.encoded_batch(data, rngs), "label": labels.astype(np.int32)}
       images = np.stack([self.task.train(d, r) for d, r in zip(data, rngs)])
-    return {"image": images if self.image_dtype == "uint8" else unit_float(images), "label": labels.astype(np.int32)}
+    images = images if self.image_dtype == "uint8" else unit_float(images)
+    return {"image": images, "label": labels.astype(np.int32)}
 
 
 class _EvalBatch:
