@@ -261,6 +261,9 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   tr = RUNS.fingerprints(cfg(**{"train.learning_rate": 1e-3}))
   assert all(tr[s] != base[s] for s in base)
   assert RUNS.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
+  # how batches are decoded and handed over: the same batches of the cluttered data, so the same runs
+  assert RUNS.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
+  assert RUNS.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
   seed1 = RUNS.fingerprints(R.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
   assert all(seed1[s] != base[s] for s in base)
   ff, ff_at = (RUNS.fingerprints(R.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
