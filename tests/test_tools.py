@@ -58,3 +58,30 @@ def test_fixation_hits_counts_the_fixations_whose_window_holds_the_item_centre()
   np.testing.assert_allclose(dist, [[0.0, np.hypot(10, 60)]])
   cfg = tiny_config("dram").model
   assert tool.window_half(cfg, 96) == 24.0 and tool.window_half(tiny_config("rsrnn").model, 96) == 12.0
+
+
+def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
+  tool = _tool("keep_runs")
+
+  def run(name, stages, steps):
+    d = tmp_path / "repro" / "demo" / "runs" / name / "seed0"
+    for s in steps:
+      (d / "checkpoints" / str(s)).mkdir(parents=True)
+    (d / "eval").mkdir(parents=True, exist_ok=True)
+    (d / "attack_paper").mkdir()
+    (d / "attack_paper.tmp-x").mkdir()
+    (d / "tensorboard").mkdir()
+    (d / "reproduce_stages.json").write_text(json.dumps({s: {"done": True} for s in stages}))
+    (d / "config.json").write_text("{}")
+    return str(d)
+
+  fresh = run("rsrnn", ["train"], [260, 2080, 2340, 2600])
+  paper_done = run("dram", ["train", "eval", "attack_paper"], [2340, 2600])
+  finished = run("ff_cnn", ["train", "eval", "attack_paper", "attack_adaptive"], [2600])
+  training = run("s3ta", [], [260])
+  kept = set(tool.keep(fresh))
+  assert {f"{fresh}/checkpoints/{s}" for s in (2080, 2340, 2600)} <= kept and f"{fresh}/checkpoints/260" not in kept
+  assert f"{fresh}/reproduce_stages.json" in kept and f"{fresh}/attack_paper" in kept
+  assert not any("tensorboard" in p or ".tmp" in p for p in kept)
+  assert [p for p in tool.keep(paper_done) if "checkpoints" in p] == [f"{paper_done}/checkpoints/2600"]
+  assert not any("checkpoints" in p for p in tool.keep(finished)) and tool.keep(training) == []

@@ -1,0 +1,62 @@
+"""The files of a reproduction's runs that carry its work to another machine or session, for `git add -f`.
+
+  git add -f $(python tools/keep_runs.py reproduction)
+
+Run folders (`OUT/<setting>/runs/<model>/seed<s>/`) are git-ignored: checkpoints are large. This lists, for every
+run, what the report and the stages still to run need: the stage record, the config, the metrics, the eval
+outputs (results, compute, figures, plateau), every attack folder, and the **last checkpoint** while a stage after
+training is still missing (the attacks need it; the plateau check of a missing eval stage also needs the
+checkpoints at 80% and 90% of training, so those are kept too until eval is done). A run restored from these files
+skips every finished stage (its fingerprints match) and resumes at the first missing one. Standard library only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+SMALL = ("reproduce_stages.json", "config.json", "config_history.jsonl", "metrics.jsonl", "compute.json",
+         "figures.npz", "plateau.json", "eval")
+STAGES_AFTER_TRAIN = ("eval", "attack_paper", "attack_adaptive")
+
+
+def _checkpoints(run: str) -> list[int]:
+  folder = os.path.join(run, "checkpoints")
+  return sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
+
+
+def keep(run: str) -> list[str]:
+  """The paths (files and folders) of one run folder to carry."""
+  with open(os.path.join(run, "reproduce_stages.json")) as f:
+    stages = json.load(f)
+  if not stages.get("train", {}).get("done"):
+    return []  # an unfinished training resumes from its checkpoints only where they are: nothing worth carrying
+  out = [os.path.join(run, n) for n in SMALL if os.path.exists(os.path.join(run, n))]
+  out += [os.path.join(run, d) for d in sorted(os.listdir(run)) if d.startswith("attack_") and not d.count(".tmp")]
+  missing = [s for s in STAGES_AFTER_TRAIN if not stages.get(s, {}).get("done")]
+  steps = _checkpoints(run)
+  if missing and steps:
+    wanted = steps[-3:] if "eval" in missing else steps[-1:]  # the plateau check reads 80% / 90% / 100%
+    out += [os.path.join(run, "checkpoints", str(s)) for s in wanted]
+  return out
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  root = argv[0] if argv else "reproduction"
+  paths = []
+  for setting in sorted(os.listdir(root)):
+    runs = os.path.join(root, setting, "runs")
+    if not os.path.isdir(runs):
+      continue
+    for model in sorted(os.listdir(runs)):
+      for seed in sorted(os.listdir(os.path.join(runs, model))):
+        run = os.path.join(runs, model, seed)
+        if os.path.exists(os.path.join(run, "reproduce_stages.json")):
+          paths += keep(run)
+  print("\n".join(paths))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
