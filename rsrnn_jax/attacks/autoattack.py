@@ -9,9 +9,10 @@ The versions of the authors' code (autoattack/autoattack.py, ``set_version``), e
   (one draw of the model; randomness only from the key).
 
 Robust flags, as in the authors' code: the attacks run in that order, each only on the examples that every
-earlier attack left correctly classified (re-packed into batches of ``batch_size``; the last one padded, so each
-attack compiles once); an example is broken when the attack's image is misclassified by one forward pass (one
-draw for ``rand``). The attacks are this package's own: :func:`rsrnn_jax.attacks.apgd.apgd` (two departures
+earlier attack left correctly classified, and so does each restart of APGD and each target of APGD-T / FAB-T
+(targets: the classes ranked highest by the clean logits after the label); examples are re-packed into batches
+of ``batch_size`` (the last one padded, so each attack compiles once); an example is broken when the attack's
+image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own: :func:`rsrnn_jax.attacks.apgd.apgd` (two departures
 from the authors' APGD, in its docstring), :func:`rsrnn_jax.attacks.fab.fab` and
 :func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under ``norm="l2"`` Square is skipped and the result says
 so). bench/autoattack_reference.py compares the result with the authors' code.
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsrnn_jax.attacks import core
-from rsrnn_jax.attacks.apgd import apgd
+from rsrnn_jax.attacks.apgd import apgd, ranked_targets
 from rsrnn_jax.attacks.fab import fab
 
 VERSIONS = ("standard", "plus", "rand")
@@ -36,34 +37,37 @@ _EOT_DRAWS = 20  # version rand
 _SQUARE_SCHEDULE = 10000  # AutoAttack runs Square with p's schedule of a 10,000-query budget (not rescaled)
 
 
-def _apgd(loss, targeted=False, restarts=1, eot=None):
-  def run(logits_fn, x, y, key, *, eps, norm, iterations, queries):
+def _apgd(loss, targeted=False, eot=None):
+  def run(logits_fn, x, y, target, key, *, eps, norm, iterations, queries):
     return apgd(logits_fn, x, y, eps=eps, num_steps=iterations, norm=norm, loss=loss, targeted=targeted,
-                num_targets=9, num_restarts=restarts, rng=key, eot_samples=eot)
+                target=target if targeted else None, rng=key, eot_samples=eot)
   return run
 
 
 def _fab(targeted, restarts=1):
-  def run(logits_fn, x, y, key, *, eps, norm, iterations, queries):
-    return fab(logits_fn, x, y, eps=eps, norm=norm, targeted=targeted, num_targets=9, num_restarts=restarts,
-               num_steps=iterations, rng=key)
+  def run(logits_fn, x, y, target, key, *, eps, norm, iterations, queries):
+    return fab(logits_fn, x, y, eps=eps, norm=norm, targeted=targeted, target=target if targeted else None,
+               num_restarts=restarts, num_steps=iterations, rng=key)
   return run
 
 
-def _square(logits_fn, x, y, key, *, eps, norm, iterations, queries):
+def _square(logits_fn, x, y, target, key, *, eps, norm, iterations, queries):
   return core.square_attack(logits_fn, x, y, eps=eps, num_queries=queries, rng=key,
                             schedule_queries=_SQUARE_SCHEDULE)
 
 
-# Each version's attacks, in the order they run: (name, run, classes the attack needs).
+TARGETS = "targets"  # passes: one per target class (9, at most K − 1)
+# Each version's attacks in the order they run: (name, run, passes, classes needed). Every pass runs on the
+# examples still robust (AutoAttack's restarts and targets do the same): a number of passes, or TARGETS.
 _VERSION_ATTACKS = {
-    "standard": (("apgd-ce", _apgd("ce"), 2), ("apgd-t", _apgd("dlr", True), 4), ("fab-t", _fab(True), 2),
-                 ("square", _square, 2)),
-    "plus": (("apgd-ce", _apgd("ce", restarts=5), 2), ("apgd-dlr", _apgd("dlr", restarts=5), 3),
-             ("fab", _fab(False, restarts=5), 2), ("square", _square, 2), ("apgd-t", _apgd("dlr", True), 4),
-             ("fab-t", _fab(True), 2)),
-    "rand": (("apgd-ce", _apgd("ce", eot=_EOT_DRAWS), 2), ("apgd-dlr", _apgd("dlr", eot=_EOT_DRAWS), 3)),
+    "standard": (("apgd-ce", _apgd("ce"), 1, 2), ("apgd-t", _apgd("dlr", True), TARGETS, 4),
+                 ("fab-t", _fab(True), TARGETS, 2), ("square", _square, 1, 2)),
+    "plus": (("apgd-ce", _apgd("ce"), 5, 2), ("apgd-dlr", _apgd("dlr"), 5, 3), ("fab", _fab(False, 5), 1, 2),
+             ("square", _square, 1, 2), ("apgd-t", _apgd("dlr", True), TARGETS, 4),
+             ("fab-t", _fab(True), TARGETS, 2)),
+    "rand": (("apgd-ce", _apgd("ce", eot=_EOT_DRAWS), 1, 2), ("apgd-dlr", _apgd("dlr", eot=_EOT_DRAWS), 1, 3)),
 }
+_NUM_TARGETS = 9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,32 +164,35 @@ def autoattack(logits_fn, images, labels, *, eps, norm: str = "linf", version: s
   randomised = version == "rand"
   size = min(int(batch_size), len(x))
   keys = jax.random.split(rng, len(runs) + 1)
-  predict = jax.jit(lambda v, key: jnp.argmax(logits_fn(v, key) if randomised else logits_fn(v), axis=-1))
+  score = jax.jit(lambda v, key: (logits_fn(v, key) if randomised else logits_fn(v)).astype(jnp.float32))
 
   logits = np.asarray((logits_fn(x[:size], keys[0]) if randomised else logits_fn(x[:size])))
   _fail(logits.ndim == 2 and logits.shape[0] == size and logits.shape[1] >= 2,
         f"logits_fn must return logits [B, K] with K >= 2 classes, got shape {logits.shape}")
   k = logits.shape[1]
   _fail(y.min() >= 0 and y.max() < k, f"labels must be classes in [0, {k}), got values in [{y.min()}, {y.max()}]")
-  need = max((a[2] for a in runs), default=2)
+  need = max((a[3] for a in runs), default=2)
   _fail(k >= need, f"logits_fn returns {k} classes; the attacks of version {version!r} need >= {need} (DLR loss): "
         "choose attacks= without them")
 
-  robust = np.ones(len(x), bool)
+  clean = np.zeros((len(x), k), np.float32)
   for j, (rows, n) in enumerate(_chunks(np.arange(len(x)), size)):
-    robust[rows[:n]] = np.asarray(predict(x[rows], jax.random.fold_in(keys[0], j)))[:n] == y[rows[:n]]
+    clean[rows[:n]] = np.asarray(score(x[rows], jax.random.fold_in(keys[0], j)))[:n]
+  robust = np.argmax(clean, -1) == y
+  targets = np.asarray(ranked_targets(jnp.asarray(clean), jnp.asarray(y), _NUM_TARGETS))
   broken_by = np.where(robust, "", "clean").astype(object)
   adv, accuracy, seconds = x.copy(), {"clean": float(robust.mean())}, {}
-  for i, (name, run, _) in enumerate(runs):
+  for i, (name, run, passes, _) in enumerate(runs):
     start = time.perf_counter()
     attack = jax.jit(functools.partial(run, logits_fn, eps=float(eps), norm=norm, iterations=int(iterations),
                                        queries=int(queries)))
-    for j, (rows, n) in enumerate(_chunks(np.flatnonzero(robust), size)):
-      key = jax.random.fold_in(keys[i + 1], j)
-      images_j = attack(x[rows], y[rows], key)
-      wrong = np.asarray(predict(images_j, jax.random.fold_in(key, 1)))[:n] != y[rows[:n]]
-      hit = rows[:n][wrong]
-      robust[hit], broken_by[hit], adv[hit] = False, name, np.asarray(images_j)[:n][wrong]
+    for p in range(targets.shape[1] if passes == TARGETS else passes):
+      for j, (rows, n) in enumerate(_chunks(np.flatnonzero(robust), size)):
+        key = jax.random.fold_in(jax.random.fold_in(keys[i + 1], p), j)
+        images_j = attack(x[rows], y[rows], targets[rows, min(p, targets.shape[1] - 1)], key)
+        wrong = np.argmax(np.asarray(score(images_j, jax.random.fold_in(key, 1))), -1)[:n] != y[rows[:n]]
+        hit = rows[:n][wrong]
+        robust[hit], broken_by[hit], adv[hit] = False, name, np.asarray(images_j)[:n][wrong]
     accuracy[name], seconds[name] = float(robust.mean()), time.perf_counter() - start
     if verbose:
       logging.info("autoattack %s: robust accuracy %.2f%% (%.1f s)", name, 100 * accuracy[name], seconds[name])
