@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
-# XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training).
-DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
+# XLA:CPU keeps both cores busier when the batch is split over 2 host devices (1.9-2.6x faster training). On a busy
+# machine one device's thread can wait more than XLA's 40 s for the other at an all-reduce, which aborts the
+# process: the timeouts are raised to 15 min (docs/faults.md).
+DEMO_XLA_FLAGS ?= --xla_force_host_platform_device_count=2 --xla_cpu_collective_call_terminate_timeout_seconds=900 \
+  --xla_cpu_collective_timeout_seconds=900
 
 .PHONY: demo test test-slow test-all install data clean bench bench-quick bench-gpu bench-gpu-wheels reproduce
 

@@ -12,6 +12,14 @@ about 6× the compute of a clean FF-CNN step). Any model: `--config.train.advers
 --config.train.adversarial.eps=0.03` (docs/training_variants.md).
 Data: 28×28 Fashion-MNIST items on a 96×96 canvas with clutter fragments (rsrnn_jax/data/cluttered.py),
 built from the Debian package dataset-fashion-mnist. Pixels in [0, 1].
+
+Settings: `configs/demo.py:setting=NAME` (combine as `:setting=paper_geometry,model=dram`):
+  demo            (default) the 96² canvas above: image : glimpse = 3 : 1.
+  paper_geometry  the paper's ImageNet100 proportions (docs/design.md § The paper-geometry setting): a 168² image
+                  for the same 32² glimpses (336 : 64 = 5.25 : 1), crops of 0.25 and 0.5 of the side as before,
+                  the item drawn 100² (35% of the image: ImageNet's mean object scale 0.358) with the demo's
+                  clutter scaled with it (8 fragments of 32²); the whole-image models (S3TA, FF-CNN) see the image
+                  resized to 112² (the paper's 224 : 336). Glimpse models cost what they cost in the demo.
 Expected result (2 CPU cores, 2 fake XLA devices; see README for the measured numbers): RS-RNN reaches
 about 78% test accuracy on the full 10k test set at step 4 and step 8 (four seeds: 77.9–78.6% at step 4,
 77.7–78.6% at step 8; the first, central glimpse alone 69.4–69.8%) in about 11 minutes of training.
@@ -22,8 +30,14 @@ from rsrnn_jax.models import registry
 DEMO_STAGES = ((16, 1, 1), (32, 1, 1), (64, 1, 1), (64, 1, 0))
 
 
+SETTINGS = ("demo", "paper_geometry")
+
+
 def get_config(arg: str = ""):
   args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+  setting = args.get("setting", "demo")
+  if setting not in SETTINGS:
+    raise ValueError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
   variant = registry.variant(args.get("model", registry.DEFAULT_MODEL))  # a model, or e.g. ff_cnn_at
   model = registry.get(variant.model)
   c = common.get_base_config()
@@ -94,6 +108,8 @@ def get_config(arg: str = ""):
     c.attack.checks.large_eps_examples = 100
     c.attack.checks.convergence_examples = 0        # every example the cascade left robust
     c.attack.checks.square_queries = 1000
+  if setting == "paper_geometry":
+    paper_geometry(c, model)
   if c.attack.profile == "strong":                  # ~1 h on 2 cores: 100 it × 2 restarts × 2 losses × 3 objectives
     c.attack.num_examples = 100
     c.attack.epsilons = (0.01, 0.03)
@@ -102,3 +118,13 @@ def get_config(arg: str = ""):
     c.attack.checks.convergence_examples = 100
     c.attack.checks.square_queries = 1000
   return c
+
+
+def paper_geometry(c, model) -> None:
+  """The paper's proportions on the demo's models (docs/design.md § The paper-geometry setting)."""
+  c.data.canvas_size = 168                          # 168 : 32 = 336 : 64, the paper's image : glimpse
+  c.data.item_size = 100                            # 100² / 168² = 0.354 ≈ ImageNet's mean object scale 0.358
+  c.data.num_clutter, c.data.clutter_size = 8, 32   # the demo's 8 fragments of 9/28 of an item, scaled with it
+  c.data.mean, c.data.std = (0.19,), (0.32,)        # measured on the training split
+  if model.whole_image:
+    c.model.input_size = 112                        # the paper's 224² for 336² glimpse-model images

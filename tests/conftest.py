@@ -1,7 +1,9 @@
 """Test configuration: 4 fake CPU devices (set before jax is imported) and fast XLA compiles."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# The all-reduce timeouts raised as in the Makefile: on a busy machine one fake device can wait > 40 s for another.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
+                      "--xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_timeout_seconds=900")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -160,6 +160,47 @@ def test_generation_is_deterministic_and_places_the_item():
   assert np.all(bare * outside == 0)
 
 
+def test_items_drawn_larger_keep_their_place_and_the_generation_its_determinism():
+  """``item_size``: items resized before pasting (fragments cut from the resized items), positions inside the
+  canvas for the larger item, the same bytes from the same seed."""
+  items, _ = _fake_items(60, 3)
+  kw = dict(canvas_size=80, num_clutter=3, clutter_size=12, split="test", item_size=40)
+  canvas, pos = cluttered.generate(items, seed=0, **kw)
+  np.testing.assert_array_equal(canvas, cluttered.generate(items, seed=0, **kw)[0])
+  assert canvas.shape == (60, 80, 80) and pos.min() >= 0 and pos.max() <= 80 - 40
+  big = cluttered.scale_items(items, 40)
+  assert big.shape == (60, 40, 40) and big.dtype == np.uint8
+  assert cluttered.scale_items(items, 28) is items
+  for i, (r, c) in enumerate(pos):
+    assert np.all(canvas[i, r:r + 40, c:c + 40] >= big[i])  # the enlarged item, never erased by clutter
+  with pytest.raises(ValueError, match="clutter_size"):
+    cluttered.config_for(80, 3, 41, item_size=40)
+  with pytest.raises(ValueError, match="canvas_size"):
+    cluttered.config_for(30, 3, 8, item_size=40)
+
+
+def test_paper_geometry_setting_has_the_papers_proportions():
+  """configs/demo.py:setting=paper_geometry: image : glimpse = 336 : 64, crops 0.25 / 0.5 of the side, the item
+  at ImageNet's mean object scale (0.358 of the image area), whole-image models at the paper's 224 : 336."""
+  from rsrnn_jax import configlib
+  cfgs = {m: configlib.load_file("configs/demo.py", f"setting=paper_geometry,model={m}")
+          for m in ("rsrnn", "dram", "gfnet_m", "ff_cnn", "s3ta")}
+  d = cfgs["rsrnn"].data
+  assert d.canvas_size / cfgs["rsrnn"].model.sampler.out_size == 336 / 64
+  assert tuple(cfgs["dram"].model.sampler.scales) == (0.25, 0.5) and tuple(cfgs["gfnet_m"].model.sampler.scales) == (0.25,)
+  assert abs(d.item_size ** 2 / d.canvas_size ** 2 - 0.358) < 0.01
+  assert cfgs["ff_cnn"].model.input_size / d.canvas_size == cfgs["s3ta"].model.input_size / d.canvas_size == 224 / 336
+  assert "input_size" not in cfgs["rsrnn"].model
+  name = cluttered.config_for(d.canvas_size, d.num_clutter, d.clutter_size, item_size=d.item_size).name
+  assert name == cluttered.PAPER_GEOMETRY_CONFIG.name == "c168_n8_f32_i100"
+  assert cluttered.ClutteredFashionMnist.get_builder_config(name) is cluttered.PAPER_GEOMETRY_CONFIG
+  assert cluttered.ClutteredFashionMnist.get_builder_config("c168_n8_f32_i100_s3").seed == 3
+  demo = configlib.load_file("configs/demo.py", "model=rsrnn")
+  assert demo.data.canvas_size == 96 and "item_size" not in demo.data  # the demo's config is unchanged
+  with pytest.raises(ValueError, match="unknown setting"):
+    configlib.load_file("configs/demo.py", "setting=nonesuch")
+
+
 def test_clutter_comes_from_other_items_with_ink():
   items = np.zeros((1000, 28, 28), np.uint8)
   items[:, 10:20, 10:20] = 200  # ink only in the middle: uniform 9x9 crops hit >= 10% ink only ~60% of the time

@@ -89,20 +89,73 @@ def test_spatial_basis_is_the_cosine_basis():
                              rtol=1e-6)
 
 
-def test_crop_d_has_one_encoder_per_scale_and_the_dorsal_stream_looks_through_the_large_crop():
+def test_crop_d_has_one_encoder_per_scale():
   cfg, model, variables = _init("dram")
   assert cfg.model.sampler.scales == (0.25, 0.5) and model.sampler.view_index == 1
   step = variables["params"]["step"]
   assert {"encoder1_0", "encoder1_1"} <= set(step) and "encoder1_2" not in step
   assert samplers.CropSampler(out_size=8, scales=(0.5, 0.25)).view_index == 0
-  # The saliency network sees the features of one view (not the two scales concatenated), and that view is
-  # the large crop: changing only pixels outside the small crop (side 8 of 32 at the centre) changes it.
-  assert step["dorsal"]["saliency_conv"]["kernel"].shape[2] == cfg.model.encoder1[-1][0]
+
+
+def _outside_the_large_crop(x):
+  """``x`` with every pixel outside the centre's 0.5 crop (DRAM's large crop at the first fixation, and the 2 px
+  its bilinear samples reach beyond it) replaced."""
+  lo, hi = S // 4 - 2, 3 * S // 4 + 2
+  inside = jnp.zeros((S, S, 1)).at[lo:hi, lo:hi].set(1.0)
+  return x * inside + 0.5 * (1 - inside)
+
+
+@pytest.mark.parametrize("name", ["base_retina", "dram", "gfnet_m"])
+def test_one_d_models_glance_at_the_whole_image_once(name):
+  """The 1-D models' dorsal stream reads a glance (the whole image at the glimpse side, its own CNN, once):
+  pixels outside every crop change the saliency, and the next fixation can be anywhere on the image. Without
+  the glance a crop model's saliency sees only its largest crop."""
+  cfg, model, variables = _init(name)
+  assert cfg.model.glance and "glance" in variables["params"] and "glance" not in variables["params"]["step"]
+  assert isinstance(model.dorsal_view, samplers.ImageView)
   x = _images()
-  outside = jnp.ones((S, S, 1)).at[S // 2 - 4:S // 2 + 4, S // 2 - 4:S // 2 + 4].set(0.0)
   a = model.apply(variables, x, num_steps=1, train=False)
-  b = model.apply(variables, x * (1 - outside) + 0.5 * outside, num_steps=1, train=False)
+  b = model.apply(variables, _outside_the_large_crop(x), num_steps=1, train=False)
   assert not np.allclose(a["saliency"][0], b["saliency"][0])
+  locs = dorsal.cell_locations(model.dorsal_view, jnp.zeros((1, 2)), 4)
+  np.testing.assert_allclose([locs.min(), locs.max()], [-1.0, 1.0])  # the whole image, wherever the fixation
+  if name == "dram":  # the same model without the glance: its saliency is blind outside the large crop
+    blind = model.clone(glance=False)
+    v = blind.init({"params": jax.random.key(0), "fixation": jax.random.key(1)}, x, num_steps=1, train=False)
+    a = blind.apply(v, x, num_steps=1, train=False)
+    b = blind.apply(v, _outside_the_large_crop(x), num_steps=1, train=False)
+    np.testing.assert_allclose(a["saliency"][0], b["saliency"][0], atol=1e-6)
+    assert blind.dorsal_view is blind.sampler
+
+
+def test_the_glance_is_trained_by_the_policy_loss_only():
+  """The glance CNN changes where the model looks, never what it answers at a given fixation: the classification
+  loss has no gradient into it, the REINFORCE log-probabilities have."""
+  _, model, variables = _init("gfnet_m")
+  x = _images()
+
+  def grads(f):
+    return jax.grad(lambda p: f(model.apply({**variables, "params": p}, x, num_steps=2, train=False)))(
+        variables["params"])["glance"]
+
+  norm = lambda g: sum(float(jnp.abs(v).sum()) for v in jax.tree_util.tree_leaves(g))  # noqa: E731
+  assert norm(grads(lambda o: o["logits"].sum())) == 0.0
+  assert norm(grads(lambda o: o["log_probs"].sum())) > 0.0
+
+
+def test_whole_image_models_can_resize_their_input():
+  """``input_size``: the whole-image models see the image resized first (the paper-geometry setting's 2/3),
+  differentiably, so attacks on the full image see through the resize."""
+  for name in ("ff_cnn", "s3ta"):
+    cfg, model, variables = _init(name, "batch")
+    small = model.clone(input_size=S // 2)
+    v = small.init(jax.random.key(0), _images(), num_steps=2, train=False)
+    x = _images(1)
+    resized = jax.image.resize(x, (B, S // 2, S // 2, 1), "linear", antialias=True)
+    np.testing.assert_allclose(small.apply(v, x, num_steps=2, train=False)["logits"],
+                               model.clone().apply(v, resized, num_steps=2, train=False)["logits"], atol=1e-5)
+    g = jax.grad(lambda im: small.apply(v, im, num_steps=2, train=False)["logits"].sum())(x)
+    assert g.shape == x.shape and float(jnp.abs(g).sum()) > 0
 
 
 def test_ff_cnn_repeats_logits_over_steps():
@@ -319,7 +372,8 @@ def test_presets_compose_the_shared_parts():
   assert p["rsrnn"].encoder1 + p["rsrnn"].encoder2 == vgg and p["rsrnn"].core == "conv_gru"
   for name in ("base_retina", "dram", "gfnet_m"):
     assert p[name].encoder1 == vgg and p[name].encoder2 == () and p[name].core == "gru"
-    assert p[name].core_features == 512
+    assert p[name].core_features == 512 and p[name].glance  # the dorsal stream's glance (paper.md §3, v1)
+  assert "glance" not in p["rsrnn"]  # RS-RNN's dorsal stream reads its own retinal maps (AAAI draft)
   assert p["base_retina"].sampler.kind == "retina"
   assert (p["dram"].sampler.kind, p["gfnet_m"].sampler.kind) == ("crop", "crop")
   assert p["s3ta"].stages == p["ff_cnn"].stages == vgg

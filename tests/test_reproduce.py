@@ -144,6 +144,54 @@ def test_pairs_show_which_models_carry_a_group_claim():
   assert {p["of"] for p in V.PAIRS} == {"retina", "crops"}
 
 
+def test_clean_correct_verdict_is_not_carried_by_a_weak_model():
+  """A crop model at 30% clean whose correct examples all survive the attack is the most robust model on the
+  examples everyone gets right, though its accuracy under attack is the lowest: the group verdict holds, the
+  clean-correct verdict fails."""
+  rng = np.random.default_rng(7)
+  n = 400
+  clean = {m: np.ones((2, n, 2), bool) for m in ("RS-RNN", "Base-Retina", "DRAM", "GF-Net-m")}
+  data = {}
+  for m in ("RS-RNN", "Base-Retina", "DRAM"):  # 80% accurate under attack, everything right clean
+    data[m] = np.stack([np.stack([np.stack([_correct(rng, n, 0.8)] * 2, -1)] * 2)] * 2)
+  weak = np.zeros(n, bool)
+  weak[:120] = True                              # GF-Net-m: right on 30% of the images, clean and attacked
+  data["GF-Net-m"] = np.broadcast_to(weak[None, None, :, None], (2, 2, n, 2)).copy()
+  clean["GF-Net-m"] = np.broadcast_to(weak[None, :, None], (2, n, 2)).copy()
+  claim = V.CLAIMS[0]
+  assert V.judge_claim(claim, data, resamples=300)["verdict"] == V.HOLDS
+  kept = V.clean_correct_examples(clean, V.needed_models(claim))
+  np.testing.assert_array_equal(kept, weak)
+  row = V.judge_claim(claim, data, clean, resamples=300)
+  assert row["num_examples"] == 120 and row["verdict"] == V.FAILS
+  assert row["models"]["GF-Net-m"]["k"]["mean"] == 1.0
+  # A model without clean data is missing; no common clean-correct example: not evaluated.
+  assert V.judge_claim(claim, data, {m: c for m, c in clean.items() if m != "DRAM"})["missing"] == ["DRAM"]
+  none_right = {**clean, "DRAM": np.zeros((2, n, 2), bool)}
+  assert V.judge_claim(claim, data, none_right)["verdict"] == V.NOT_EVALUATED
+  rows = V.judge({"paper": data}, V.CLAIMS[:1], {"paper": clean}, resamples=300)
+  assert rows[0]["verdict"] == V.FAILS and rows[0]["num_examples"] == 120
+
+
+def test_settings_give_their_config_variant_and_their_own_epsilons():
+  from rsrnn_jax.reproduction import settings as SET
+  full, quick = R.BUDGETS["full"], R.QUICK_BUDGET
+  assert list(SET.SETTINGS) == ["demo", "paper_geometry"]
+  for st in SET.SETTINGS.values():
+    b = st.budget(full)
+    assert (b.epsilons, b.adaptive_epsilons) == (st.epsilons, st.adaptive_epsilons) and len(b.adaptive_epsilons) >= 2
+    assert b.train_steps == full.train_steps and b.seeds == full.seeds  # only the ε grids differ
+    assert st.budget(quick) is quick                                      # the smoke test keeps its own
+  pg = R.stage_configs("gfnet_m", SET.PAPER_GEOMETRY.budget(full), seed=1, setting=SET.PAPER_GEOMETRY)
+  c, adaptive = pg["train"], pg["attack_adaptive"].attack
+  assert (c.data.canvas_size, c.data.item_size, c.model.sampler.out_size) == (168, 100, 32)
+  assert tuple(c.attack.epsilons) == SET.PAPER_GEOMETRY.epsilons
+  assert tuple(adaptive.epsilons) == SET.PAPER_GEOMETRY.adaptive_epsilons and c.seed == 1
+  demo = R.model_config("gfnet_m", full)
+  assert demo.data.canvas_size == 96 and "item_size" not in demo.data
+  assert R.main(["--setting", "nonesuch", "--report_only"]) == 2
+
+
 def test_paper_numbers_go_through_the_same_rule_with_their_read_off_tolerance():
   assert "paper.md §8" in PAPER["source"]
   for section in ("table1", "accuracy_vs_gmacs", "adv_accuracy", "adv_accuracy_per_step", "asr"):
@@ -406,11 +454,15 @@ def _readme_tables():
 
 @pytest.mark.slow
 def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_path, caplog):
-  out = str(tmp_path / "repro")
+  top = str(tmp_path / "repro")
+  out = os.path.join(top, "demo")  # the setting's runs, report and verdicts
   # One seed here (the test budget); the per-seed stages and the bootstrap over seeds are tested above.
-  argv = ["--quick", "--seeds", "0", "--out", out, "--models", ",".join(QUICK_MODELS), *_tiny_data_args(tiny_data)]
+  argv = ["--quick", "--seeds", "0", "--out", top, "--setting", "demo", "--models", ",".join(QUICK_MODELS),
+          *_tiny_data_args(tiny_data)]
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
   assert R.main(argv) == 0
+  side = open(os.path.join(top, "report.md")).read()  # the settings side by side (here one)
+  assert "## The settings" in side and "[demo](demo/report.md)" in side and "## The paper's claims in both" in side
   for name in ("report.md", "verdicts.json", "accuracy_vs_gmacs.png", "adv_accuracy_bars.png",
                "adv_accuracy_per_step.png", "fixations.png", "rsrnn_glimpses.gif", "reproduce.log"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
@@ -447,6 +499,9 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert device == R.device_description() and f"on {device}" in md.split("Devices: ")[1].splitlines()[0]
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
   assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0]
+  assert verdicts["setting"]["name"] == "demo" and verdicts["setting"]["image_side"] == 32
+  assert verdicts["setting"]["glimpse_side"] == 16 and len(verdicts["claims_clean_correct"]) == 3 * 3
+  assert set(verdicts["under_attack"]) == {"paper", "strongest", "adaptive"} and "rsrnn" in verdicts["sanity"]
   assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
   for v in verdicts["claims"]:  # RS-RNN's recovery gets a verdict and an interval; the others name what is missing
     if v["id"] == "recovery":
@@ -469,7 +524,7 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert caplog.text.count("up to date, skipped") == len(R.QUICK_BUDGET.stages) * len(runs)
   assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
   # --no_report (processes sharing one OUT): the stages are checked, the report is left as it is.
-  report_files = [os.path.join(out, f) for f in ("report.md", "verdicts.json")]
+  report_files = [os.path.join(out, f) for f in ("report.md", "verdicts.json")] + [os.path.join(top, "report.md")]
   before = {p: os.path.getmtime(p) for p in report_files}
   assert R.main(argv + ["--no_report"]) == 0
   assert {p: os.path.getmtime(p) for p in report_files} == before
@@ -510,3 +565,45 @@ def test_stage_devices_counts_finished_stages_per_device():
   runs = {"a": {0: run({"done": True, "device": "2× cpu"}, {"done": True}, {"done": False, "device": "x"})},
           "b": {0: run({"done": True, "device": "1× NVIDIA H200"}, {"done": True, "device": "1× NVIDIA H200"})}}
   assert RUNS.stage_devices(runs) == {"1× NVIDIA H200": 2, "2× cpu": 1, "not recorded": 1}
+
+
+def _setting_verdicts(name, side, accs, verdict):
+  """A minimal verdicts.json of one setting: geometry, clean accuracy per model, one claim, its pairs."""
+  claim = lambda cid, v, **kw: {"id": cid, "text": cid, "attack": "paper", "attack_title": "PGD", "verdict": v,  # noqa: E731
+                                "missing": [], "tests": {"k": {"estimate": 0.05, "interval": [0.01, 0.09]}}, **kw}
+  return {"setting": {"name": name, "image_side": side, "glimpse_side": 32, "crop_fractions": [0.25, 0.5],
+                      "object_side": 28, "object_area_fraction": 28 * 28 / side ** 2, "whole_image_input": [side],
+                      "why_epsilons": "a test"},
+          "budget": {"epsilons": [0.01], "adaptive_epsilons": [0.02, 0.03]}, "seeds": [0, 1],
+          "num_attacked_examples": 1000,
+          "models": {m: {"display": registry.variant(m).display, "clean_at_train": {"mean": a, "sd": 0.0, "n": 2}}
+                     for m, a in accs.items()},
+          "claims": [claim("retina", verdict)], "claims_clean_correct": [claim("retina", "fails", num_examples=412)],
+          "pairs": [claim("retina:A>B", "fails", of="retina")], "paper": [claim("retina", "holds")],
+          "under_attack": {"paper": {"rsrnn": {"eps": [0.01], "k": [0.3], "T": [0.35]}}},
+          "sanity": {"rsrnn": {"adaptive": {"runs": 2, "failed": {"9. policy attacks": 1}}}}}
+
+
+def test_side_by_side_report_puts_the_settings_together(tmp_path):
+  from rsrnn_jax.reproduction import side_by_side as SBS
+  from rsrnn_jax import workdir
+  names = ("demo", "paper_geometry")
+  assert SBS.write(str(tmp_path), names) == ""  # nothing to put side by side: nothing written
+  for n in names:
+    (tmp_path / n).mkdir()
+  workdir.write_json(str(tmp_path / "demo" / "verdicts.json"),
+                     _setting_verdicts("demo", 96, {"rsrnn": 0.78, "gfnet_m": 0.53}, "holds"))
+  workdir.write_json(str(tmp_path / "paper_geometry" / "verdicts.json"),
+                     _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.80, "gfnet_m": 0.79}, "undecided"))
+  md = open(SBS.write(str(tmp_path), names)).read()
+  assert "[demo](demo/report.md)" in md and "[paper_geometry](paper_geometry/report.md)" in md
+  settings = md.split("## The settings")[1].split("\n## ")[0]
+  assert "| image : glimpse | 3.00 : 1 | 5.25 : 1 | 5.25 : 1 |" in settings
+  # Table 1: GF-Net-m's gap to RS-RNN (paper: 81.71 − 81.94) is outside 5 points in one setting only.
+  t1 = md.split("## Table 1")[1].split("\n## ")[0]
+  row = next(line for line in t1.splitlines() if line.startswith("| GF-Net-m |"))
+  assert "-25.0 | **no**" in row and "-1.0 | yes" in row
+  claims = md.split("## The paper's claims in both settings")[1].split("\n## ")[0]
+  row = next(line for line in claims.splitlines() if line.startswith("| retina |"))
+  assert row.count("**holds**") == 2 and "**undecided**" in row and "(n = 412)" in row  # ours ×1, paper ×1
+  assert "## Pairs that disagree" in md and "9. policy attacks (1/2)" in md

@@ -14,9 +14,10 @@ and NAME picks its renderer and its source file:
   adaptive  docs/results/demo_attack_adaptive/results.json (`--mode=attack` with `attack=adaptive` on the demo
             checkpoint): the run's setup in one line, then robust accuracy per step (the worst case per example
             over every attack) per ε, and the sanity checks that did not pass
-  verdicts  reproduction/verdicts.json (`make reproduce`): each claim of the paper (holds / fails / undecided, with
-            its 95% interval) under each attack of the reproduction, beside the same rule applied to the paper's
-            own numbers
+  verdicts  reproduction/<setting>/verdicts.json (`make reproduce`), one column group per data setting: each claim
+            of the paper (holds / fails / undecided, with its 95% interval) under each attack of the reproduction,
+            on all attacked images and on those every compared model gets right, beside the same rule applied to
+            the paper's own numbers
 
   python tools/readme_tables.py            # rewrite the blocks in README.md
   python tools/readme_tables.py --check    # exit 1 (and print a diff) if README.md differs from the rendering
@@ -68,7 +69,6 @@ def render_demo(results: dict) -> list[str]:
   return [setup, "", *_table(header, rows)]
 
 
-TEST_NAMES = {"k": "at k", "T": "at T_eval", "T vs k": "k → T_eval"}  # the test names in verdicts.json
 ATTACK_COLUMNS = {"paper": "the paper's attack", "strongest": "the strongest attack of profile paper",
                   "adaptive": "the adaptive attack"}
 
@@ -90,49 +90,76 @@ def render_adaptive(results: dict) -> list[str]:
           *_table(["robust accuracy (%) at step", *map(str, steps)], rows)]
 
 
-def _test_text(name: str, t: dict) -> str:
-  lo, hi = t["interval"]
-  return f"{TEST_NAMES.get(name, name)} {100 * t['estimate']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+SETTINGS = ("demo", "paper_geometry")  # rsrnn_jax/reproduction/settings.py, in its order (a test checks it)
 
 
-def _claim_cell(v: dict | None) -> str:
+def _compact(v: dict | None) -> str:
+  """A verdict as `**holds** +3.9 [+1.5, +6.3] / +4.6 [...]` (at k / at T_eval, or k → T_eval)."""
   if v is None:
-    return "not run"
+    return "–"
   if v["verdict"] == "not evaluated":
-    return "not evaluated (missing: " + ", ".join(v.get("missing", [])) + ")"
-  return f"**{v['verdict']}**: " + ", ".join(_test_text(n, t) for n, t in v["tests"].items())
+    return "not evaluated"
+  tests = [t for n, t in v["tests"].items()]
+  return f"**{v['verdict']}** " + " / ".join(
+      f"{100 * t['estimate']:+.1f} [{100 * t['interval'][0]:+.1f}, {100 * t['interval'][1]:+.1f}]" for t in tests)
 
 
-def render_verdicts(data: dict) -> list[str]:
-  """One row per claim: our verdict (with its 95% interval, in points) under each attack, and the paper's own
-  numbers judged by the same rule (± their read-off tolerance)."""
-  group = {(v["id"], v["attack"]): v["verdict"] for v in data["claims"]}
-  differ = {v["id"] for v in data.get("pairs", [])  # pairs that disagree with their claim under some attack
-            if v["verdict"] != "not evaluated" and v["verdict"] != group.get((v.get("of"), v["attack"]))}
-  pairs = [v for v in data.get("pairs", []) if v["id"] in differ]
-  ours = {(v["id"], v["attack"]): v for v in data["claims"] + pairs}
-  paper = {v["id"]: v for v in data["paper"] + data.get("paper_pairs", [])}
-  attacks = list(dict.fromkeys(v["attack"] for v in data["claims"]))
-  claims = []
-  for cid, text in dict.fromkeys((v["id"], v["text"]) for v in data["claims"]):
-    claims.append((cid, text))
-    claims += [(pid, f"↳ {ptext}") for pid, ptext in dict.fromkeys((v["id"], v["text"]) for v in pairs
-                                                                    if v.get("of") == cid)]
-  rows = [[text, *(_claim_cell(ours.get((cid, a))) for a in attacks), _claim_cell(paper.get(cid))]
-          for cid, text in claims]
-  seeds = "/".join(str(s) for s in data["seeds"])
-  head = ["claim", *(f"ours, {ATTACK_COLUMNS.get(a, a)}" for a in attacks),
-          f"the paper's own numbers (±{100 * data['paper_tolerance']:g} pt read-off)"]
-  note = (f"Budget `{data['budget']['name']}`, seeds {seeds}, n = {data['num_attacked_examples']} attacked images; "
-          "Δ in points [95% interval]" + ("; ↳ rows: the pairs of models (one against one) whose verdict differs from "
-                                          "their claim's under some attack (every pair: the report)." if pairs else "."))
+def render_verdicts(by_setting: dict) -> list[str]:
+  """One row per claim and attack, one column group per data setting (all attacked images; the images every
+  compared model classifies correctly clean), and the paper's own numbers judged by the same rule; ↳ rows: the
+  one-against-one pairs that disagree with their claim in some setting."""
+  def index(entries):
+    return {(v["id"], v["attack"]): v for v in entries}
+  ours = {n: index(d["claims"]) for n, d in by_setting.items()}
+  clean = {n: index(d.get("claims_clean_correct", [])) for n, d in by_setting.items()}
+  pairs = {n: index(d.get("pairs", [])) for n, d in by_setting.items()}
+  differ = {k[0] for n, d in by_setting.items() for k, v in pairs[n].items()
+            if v["verdict"] not in ("not evaluated", ours[n].get((v.get("of"), k[1]), {}).get("verdict"))}
+  first = next(iter(by_setting.values()))
+  paper = {v["id"]: v for d in by_setting.values() for v in d["paper"] + d.get("paper_pairs", [])}
+  attacks = list(dict.fromkeys(v["attack"] for d in by_setting.values() for v in d["claims"]))
+  texts = {v["id"]: v["text"] for d in by_setting.values() for v in d["claims"] + d.get("pairs", [])}
+  rows = []
+  for cid in dict.fromkeys(v["id"] for d in by_setting.values() for v in d["claims"]):
+    for pid in [cid] + sorted(p for p in differ if p.split(":")[0] == cid):
+      for a in attacks:
+        row = [texts[pid] if pid == cid else f"↳ {texts[pid]}", ATTACK_COLUMNS.get(a, a)]
+        for n in by_setting:
+          row += [_compact((ours if pid == cid else pairs)[n].get((pid, a))),
+                  _compact(clean[n].get((pid, a))) if pid == cid else ""]
+        row.append(_compact(paper.get(pid)) if a == "paper" else "")
+        rows.append(row)
+  head = ["claim", "attack"]
+  for n in by_setting:
+    head += [f"{n}: Δ at k / at T_eval", f"{n}: on images all get right"]
+  head.append(f"paper's own numbers (±{100 * first['paper_tolerance']:g} pt)")
+  notes = []
+  for n, d in by_setting.items():
+    g = d.get("setting") or {}
+    geo = (f"{g['image_side']}² images, {g['glimpse_side']}² glimpses, object {100 * g['object_area_fraction']:.0f}% "
+           "of the image, " if g else "")
+    code = f", code {', '.join(d['code_versions'])}" if d.get("code_versions") else ""
+    notes.append(f"**{n}**: {geo}budget `{d['budget']['name']}`, seeds {'/'.join(map(str, d['seeds']))}, "
+                 f"n = {d['num_attacked_examples']} attacked images{code}")
+  note = ("; ".join(notes) + ". Δ in points [95% interval]; \"on images all get right\": only the attacked images "
+          "every compared model classifies correctly clean; ↳ rows: pairs (one against one) whose verdict differs "
+          "from their claim's in some setting.")
   return [note, "", *_table(head, rows)]
+
+
+def load_settings(folder: str = "reproduction") -> dict:
+  """{setting: verdicts.json} for every setting with committed verdicts, in :data:`SETTINGS` order."""
+  found = {n: _load(os.path.join(folder, n, "verdicts.json")) for n in SETTINGS
+           if os.path.exists(os.path.join(ROOT, folder, n, "verdicts.json"))}
+  if not found:
+    raise FileNotFoundError(f"no {folder}/<setting>/verdicts.json for any of {', '.join(SETTINGS)}")
+  return found
 
 
 RENDERERS = {
     "demo": ("docs/results/demo_eval.json", render_demo),
     "adaptive": ("docs/results/demo_attack_adaptive/results.json", render_adaptive),
-    "verdicts": ("reproduction/verdicts.json", render_verdicts),
+    "verdicts": ("reproduction", render_verdicts),
 }
 
 
@@ -143,7 +170,8 @@ def render(text: str) -> str:
     if name not in RENDERERS:
       raise ValueError(f"README block 'table:{name}' has no renderer; use one of {', '.join(RENDERERS)}")
     path, fn = RENDERERS[name]
-    return match.group(1) + "\n".join(fn(_load(path))) + "\n" + match.group(4)
+    source = load_settings(path) if fn is render_verdicts else _load(path)
+    return match.group(1) + "\n".join(fn(source)) + "\n" + match.group(4)
   return BLOCK.sub(replace, text)
 
 

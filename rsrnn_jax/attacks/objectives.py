@@ -211,7 +211,7 @@ def scanpath_cells(model, scanpath):
   _check_glimpse(model)
   scanpath = jnp.asarray(scanpath, jnp.float32)
   size = _saliency_size(model)
-  return jax.vmap(lambda f, g: dorsal.nearest_cell(model.sampler, f, g, size))(scanpath[:-1], scanpath[1:])
+  return jax.vmap(lambda f, g: dorsal.nearest_cell(model.dorsal_view, f, g, size))(scanpath[:-1], scanpath[1:])
 
 
 def steering_objective(model, variables, scanpath, *, weight: float = 1.0, horizon: str = "step",

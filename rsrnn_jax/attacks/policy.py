@@ -57,7 +57,7 @@ def random_scanpaths(rng, model, *, num_paths: int, num_steps: int, batch: int, 
     fix = jnp.zeros((batch, 2), jnp.float32)
     path = [fix]
     for t, k in enumerate(jax.random.split(key, max(num_steps - 1, 1))[:num_steps - 1]):
-      locs = dorsal.cell_locations(model.sampler, fix, size)  # [B, s², 2]
+      locs = dorsal.cell_locations(model.dorsal_view, fix, size)  # [B, s², 2]
       seen = jnp.stack(path, axis=1)  # [B, t + 1, 2]
       d2 = jnp.sum((locs[:, :, None, :] - seen[:, None, :, :]) ** 2, axis=-1)  # [B, s², t + 1]
       free = jnp.min(d2, axis=-1) > radius ** 2

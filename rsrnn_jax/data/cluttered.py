@@ -19,9 +19,15 @@ Splits: ``train`` (60,000) and ``test`` (10,000), from the official splits; exam
 Determinism: everything random is drawn up front from ``np.random.default_rng(SeedSequence([seed, split_id]))``
 (``split_id`` 0 = train, 1 = test), so the same config and source files give identical bytes.
 
-Configs are named ``c{canvas}_n{clutter}_f{fragment}`` (plus ``_s{seed}`` when seed != 0). Predefined:
-``c96_n8_f9`` (default: 96² canvas, 8 fragments of 9², item = 8.5% of the canvas, clutter ≈ 7%) and
-``c60_n4_f8`` (the RAM paper's 60² / 4×8² recipe). Any other values: ``config_for(canvas, clutter, fragment)``,
+Items can be drawn larger than 28×28 (``item_size``): every item of the split is first resized to
+``item_size``² (bilinear, PIL), and fragments are cut from the resized items, so ``clutter_size`` is always in
+canvas pixels.
+
+Configs are named ``c{canvas}_n{clutter}_f{fragment}`` (plus ``_i{item}`` when item_size != 28 and ``_s{seed}``
+when seed != 0). Predefined: ``c96_n8_f9`` (default: 96² canvas, 8 fragments of 9², item = 8.5% of the canvas,
+clutter ≈ 7%), ``c60_n4_f8`` (the RAM paper's 60² / 4×8² recipe) and ``c168_n8_f32_i100`` (the paper's
+proportions: a 168² image for 32² glimpses = 336 : 64, the item 35% of the image as ImageNet's objects on
+average, the demo's clutter scaled with the item; docs/design.md). Any other values: ``config_for(canvas, clutter, fragment)``,
 or just the name, e.g. ``tfds.data_source('cluttered_fashion_mnist/c128_n16_f12', ...)``: names are parsed.
 
 The raw files come from ``find_fashion_mnist(source_dir)`` (builder kwarg ``source_dir``; default: the Debian
@@ -38,6 +44,7 @@ from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from rsrnn_jax.data import fashion_mnist
 
@@ -70,47 +77,56 @@ class ClutteredConfig(tfds.core.BuilderConfig):
   num_clutter: int = 8
   clutter_size: int = 9
   seed: int = 0
+  item_size: int = ITEM_SIZE
 
   def __reduce__(self):  # unpickle to the canonical object: TFDS compares configs by identity
-    return config_for, (self.canvas_size, self.num_clutter, self.clutter_size, self.seed)
+    return config_for, (self.canvas_size, self.num_clutter, self.clutter_size, self.seed, self.item_size)
 
 
-def config_name(canvas_size: int, num_clutter: int, clutter_size: int, seed: int = 0) -> str:
+def config_name(canvas_size: int, num_clutter: int, clutter_size: int, seed: int = 0,
+                item_size: int = ITEM_SIZE) -> str:
   name = f"c{canvas_size}_n{num_clutter}_f{clutter_size}"
+  if item_size != ITEM_SIZE:
+    name += f"_i{item_size}"
   return name if seed == 0 else f"{name}_s{seed}"
 
 
-_NAME_RE = re.compile(r"^c(\d+)_n(\d+)_f(\d+)(?:_s(\d+))?$")
+_NAME_RE = re.compile(r"^c(\d+)_n(\d+)_f(\d+)(?:_i(\d+))?(?:_s(\d+))?$")
 
 
-def _make_config(canvas_size: int, num_clutter: int, clutter_size: int, seed: int = 0) -> ClutteredConfig:
-  if canvas_size < ITEM_SIZE:
-    raise ValueError(f"canvas_size must be >= {ITEM_SIZE}, got {canvas_size}")
-  if not 1 <= clutter_size <= ITEM_SIZE:
-    raise ValueError(f"clutter_size must be in [1, {ITEM_SIZE}], got {clutter_size}")
+def _make_config(canvas_size: int, num_clutter: int, clutter_size: int, seed: int = 0,
+                 item_size: int = ITEM_SIZE) -> ClutteredConfig:
+  if item_size < 1:
+    raise ValueError(f"item_size must be >= 1, got {item_size}")
+  if canvas_size < item_size:
+    raise ValueError(f"canvas_size must be >= item_size ({item_size}), got {canvas_size}")
+  if not 1 <= clutter_size <= item_size:
+    raise ValueError(f"clutter_size must be in [1, item_size = {item_size}], got {clutter_size}")
   if num_clutter < 0 or seed < 0:
     raise ValueError("num_clutter and seed must be >= 0")
   return ClutteredConfig(
-      name=config_name(canvas_size, num_clutter, clutter_size, seed),
-      description=(f"{canvas_size}x{canvas_size} canvas, one 28x28 Fashion-MNIST item, {num_clutter} clutter "
-                   f"fragments of {clutter_size}x{clutter_size}, seed {seed}"),
-      canvas_size=canvas_size, num_clutter=num_clutter, clutter_size=clutter_size, seed=seed)
+      name=config_name(canvas_size, num_clutter, clutter_size, seed, item_size),
+      description=(f"{canvas_size}x{canvas_size} canvas, one Fashion-MNIST item drawn {item_size}x{item_size}, "
+                   f"{num_clutter} clutter fragments of {clutter_size}x{clutter_size}, seed {seed}"),
+      canvas_size=canvas_size, num_clutter=num_clutter, clutter_size=clutter_size, seed=seed,
+      item_size=item_size)
 
 
 _CONFIGS: dict[str, ClutteredConfig] = {}  # one object per name: tfds compares configs by identity
 
 
-def config_for(canvas_size: int = 96, num_clutter: int = 8, clutter_size: int = 9,
-               seed: int = 0) -> ClutteredConfig:
+def config_for(canvas_size: int = 96, num_clutter: int = 8, clutter_size: int = 9, seed: int = 0,
+               item_size: int = ITEM_SIZE) -> ClutteredConfig:
   """The builder config for these values (the predefined object when one matches)."""
-  name = config_name(canvas_size, num_clutter, clutter_size, seed)
+  name = config_name(canvas_size, num_clutter, clutter_size, seed, item_size)
   if name not in _CONFIGS:
-    _CONFIGS[name] = _make_config(canvas_size, num_clutter, clutter_size, seed)
+    _CONFIGS[name] = _make_config(canvas_size, num_clutter, clutter_size, seed, item_size)
   return _CONFIGS[name]
 
 
 DEFAULT_CONFIG = config_for(96, 8, 9)
-_PREDEFINED = [DEFAULT_CONFIG, config_for(60, 4, 8)]
+PAPER_GEOMETRY_CONFIG = config_for(168, 8, 32, item_size=100)
+_PREDEFINED = [DEFAULT_CONFIG, config_for(60, 4, 8), PAPER_GEOMETRY_CONFIG]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,25 +142,34 @@ class ClutterPlan:
   clutter_position: np.ndarray  # int32 [N, K, 2]: fragment top-left on the canvas
 
 
+def scale_items(images: np.ndarray, item_size: int) -> np.ndarray:
+  """The items uint8 [N, 28, 28] resized to [N, item_size, item_size] (bilinear; deterministic)."""
+  if images.shape[1:] == (item_size, item_size):
+    return images
+  size = (item_size, item_size)
+  return np.stack([np.asarray(Image.fromarray(x).resize(size, Image.Resampling.BILINEAR)) for x in images])
+
+
 def make_plan(images: np.ndarray, *, canvas_size: int, num_clutter: int, clutter_size: int, seed: int,
               split: str) -> ClutterPlan:
-  """Draws positions, clutter sources and crops for every item of ``images`` (uint8 [N, 28, 28])."""
+  """Draws positions, clutter sources and crops for every item of ``images`` (uint8 [N, m, m], m ≤ canvas)."""
   n, h, w = images.shape
-  if (h, w) != (ITEM_SIZE, ITEM_SIZE):
-    raise ValueError(f"expected {ITEM_SIZE}x{ITEM_SIZE} items, got {h}x{w}")
+  if h != w or h > canvas_size or clutter_size > h:
+    raise ValueError(f"expected square items at most {canvas_size} px with fragments of {clutter_size} px "
+                     f"inside them, got {h}x{w}")
   if num_clutter and n < 2:
     raise ValueError("clutter needs at least 2 items in the split")
   k, f, s = num_clutter, clutter_size, canvas_size
   rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split]]))
-  position = rng.integers(0, s - ITEM_SIZE + 1, size=(n, 2)).astype(np.int32)
+  position = rng.integers(0, s - h + 1, size=(n, 2)).astype(np.int32)
   offset = rng.integers(1, max(n, 2), size=(n, k))  # never 0: a fragment comes from another item
   source = (np.arange(n)[:, None] + offset) % n
-  crops = rng.integers(0, ITEM_SIZE - f + 1, size=(_CROP_DRAWS, n, k, 2))
+  crops = rng.integers(0, h - f + 1, size=(_CROP_DRAWS, n, k, 2))
   clutter_position = rng.integers(0, s - f + 1, size=(n, k, 2)).astype(np.int32)
 
   # Pick, per fragment, the first draw with enough ink (else the inkiest), from the summed-area table.
-  ink = np.zeros((n, ITEM_SIZE + 1, ITEM_SIZE + 1), np.int16)  # <= 784 fits
-  ink[:, 1:, 1:] = (images > _INK_THRESHOLD).cumsum(1, dtype=np.int16).cumsum(2, dtype=np.int16)
+  ink = np.zeros((n, h + 1, h + 1), np.int32)
+  ink[:, 1:, 1:] = (images > _INK_THRESHOLD).cumsum(1, dtype=np.int32).cumsum(2, dtype=np.int32)
   src = source[None]
   r, c = crops[..., 0], crops[..., 1]
   counts = ink[src, r + f, c + f] - ink[src, r, c + f] - ink[src, r + f, c] + ink[src, r, c]  # [D, N, K]
@@ -182,8 +207,9 @@ def render(images: np.ndarray, plan: ClutterPlan, start: int, stop: int, *, canv
 
 
 def generate(images: np.ndarray, *, canvas_size: int, num_clutter: int, clutter_size: int, seed: int,
-             split: str) -> tuple[np.ndarray, np.ndarray]:
+             split: str, item_size: int = ITEM_SIZE) -> tuple[np.ndarray, np.ndarray]:
   """All canvases uint8 [N, S, S] and item positions int32 [N, 2] of a split, in memory."""
+  images = scale_items(images, item_size)
   plan = make_plan(images, canvas_size=canvas_size, num_clutter=num_clutter, clutter_size=clutter_size,
                    seed=seed, split=split)
   canvas = np.zeros((len(images), canvas_size, canvas_size), np.uint8)
@@ -214,7 +240,7 @@ def encode_png_gray(image: np.ndarray) -> bytes:
 
 
 class ClutteredFashionMnist(tfds.core.GeneratorBasedBuilder):
-  """Cluttered Fashion-MNIST: a 28x28 item at a random position on a larger canvas, among clutter."""
+  """Cluttered Fashion-MNIST: an item at a random position on a larger canvas, among clutter."""
 
   name = NAME
   VERSION = tfds.core.Version("1.0.0")
@@ -235,8 +261,8 @@ class ClutteredFashionMnist(tfds.core.GeneratorBasedBuilder):
     m = _NAME_RE.match(name)
     if m is None:
       return None
-    s, k, f, seed = (int(g) if g else 0 for g in m.groups())
-    return config_for(s, k, f, seed)
+    s, k, f, item, seed = (int(g) if g else 0 for g in m.groups())
+    return config_for(s, k, f, seed, item or ITEM_SIZE)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.canvas_size
@@ -263,6 +289,7 @@ class ClutteredFashionMnist(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, folder, split: str) -> Iterator[tuple[int, dict]]:
     cfg = self.builder_config
     images, labels = fashion_mnist.load_fashion_mnist(folder, split)
+    images = scale_items(images, cfg.item_size)
     plan = make_plan(images, canvas_size=cfg.canvas_size, num_clutter=cfg.num_clutter,
                      clutter_size=cfg.clutter_size, seed=cfg.seed, split=split)
     n = len(images)

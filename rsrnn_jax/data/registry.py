@@ -89,7 +89,8 @@ def labels_multi_hot(labels) -> bool:
 
 def _cluttered_builder(cfg, data_dir):
   config = cluttered.config_for(int(field(cfg, "canvas_size", 96)), int(field(cfg, "num_clutter", 8)),
-                                int(field(cfg, "clutter_size", 9)), int(field(cfg, "clutter_seed", 0)))
+                                int(field(cfg, "clutter_size", 9)), int(field(cfg, "clutter_seed", 0)),
+                                int(field(cfg, "item_size", cluttered.ITEM_SIZE)))
   return cluttered.ClutteredFashionMnist(config=config, data_dir=data_dir, source_dir=field(cfg, "source_dir"))
 
 

@@ -22,13 +22,15 @@ class FeedForwardCNN(nn.Module):
   norm: str = "batch"
   mean: Sequence[float] = (0.5,)
   std: Sequence[float] = (0.25,)
+  input_size: int = 0          # the side the image is resized to first (0: as given; docs/zoo.md)
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, *, num_steps: int, train: bool, sample_fixations=None, fixations=None,
                fixation_mask=None, init_fixations=None):
     del sample_fixations, fixations, fixation_mask, init_fixations  # no fixations: whole image
-    x = layers.normalize_pixels(images, self.mean, self.std).astype(self.dtype)
+    x = layers.normalize_pixels(layers.resize_square(images, self.input_size), self.mean, self.std)
+    x = x.astype(self.dtype)
     x = layers.ConvStages(self.stages, norm=self.norm, dtype=self.dtype, name="backbone")(x, train=train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(layers.global_avg_pool(x))
     logits = logits.astype(jnp.float32)

@@ -10,6 +10,13 @@ Per step t (paper.md §3–§4, model.png):
   p_t       = Classifier(z_t)                              logits at every step
   l_{t+1}, log π_t, M_t = Dorsal(features_t, l_t, M_{t−1})  the attention module of :mod:`rsrnn_jax.models.dorsal`
 
+The dorsal stream reads the core's maps (RS-RNN: ConvGRU and Encoder2 outputs, in retinal coordinates) or, for
+the 1-D models, a glance when ``glance`` is set: the whole image resized to the glimpse side, seen once by a
+dorsal CNN of its own (the v1 paper's "Dorsal CNN with a broad field of view"; it costs one glimpse pass, the
+extra point at the start of the 1-D models' curves in the AAAI draft's Fig. 3), its features in image
+coordinates (:class:`rsrnn_jax.models.samplers.ImageView`). Without it they read their own glimpse's features,
+so a model whose glimpse is a small crop can only look next within that crop (docs/zoo.md).
+
 The loop is a Flax ``nn.scan`` over steps with parameters broadcast; its ``unroll`` comes from the config
 (``-1``: fully unrolled for training, rolled for evaluation and attacks:
 :func:`rsrnn_jax.models.layers.scan_unroll`). In training the last step runs without the dorsal stream (its
@@ -27,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.models import layers
+from rsrnn_jax.models import layers, samplers
 from rsrnn_jax.models.dorsal import Dorsal
 
 Dtype = Any
@@ -51,7 +58,7 @@ class _Step(nn.Module):
   bpda_tau: float | None = None
 
   @nn.compact
-  def __call__(self, carry, xs, images, with_dorsal: bool = True):
+  def __call__(self, carry, xs, images, glance, with_dorsal: bool = True):
     h, candidate, ior_map = carry
     forced, use_forced = xs
     fix = jnp.where(use_forced, forced, candidate)
@@ -75,7 +82,7 @@ class _Step(nn.Module):
       h = layers.GRUCore(self.core_features, dtype=self.dtype, name="core")(
           h, layers.global_avg_pool(x))
       pooled = h
-      # The dorsal stream's view (the largest crop for Crop-D): feature cells aligned with view_grid.
+      # The dorsal stream's view: the glance (whole image), else the glimpse (the largest crop for Crop-D).
       dorsal_features = feats[self.sampler.view_index]
     else:
       raise ValueError(f"unknown core {self.core!r}; use 'conv_gru' or 'gru'")
@@ -92,8 +99,11 @@ class _Step(nn.Module):
       dorsal_in, dorsal_pooled = jax.lax.stop_gradient(dorsal_features), pooled_f32
     else:  # attacks (BPDA): the attacker differentiates through the dorsal stream and the fixation choice
       dorsal_in, dorsal_pooled = dorsal_features, pooled.astype(jnp.float32)
+    view = self.sampler
+    if glance is not None:  # the dorsal CNN's own features: trained by the policy loss, never detached
+      dorsal_in, view = glance, samplers.ImageView()
     next_fix, log_prob, ior_map, maps = Dorsal(**self.dorsal_cfg, dtype=self.dtype, name="dorsal")(
-        dorsal_in, dorsal_pooled, fix, ior_map, self.sampler, sample=self.sample,
+        dorsal_in, dorsal_pooled, fix, ior_map, view, sample=self.sample,
         straight_through_tau=self.bpda_tau)
     return (h, next_fix, ior_map), {**out, "log_probs": log_prob, **maps}
 
@@ -109,11 +119,17 @@ class GlimpseRNN(nn.Module):
   norm: str = "group"
   dorsal: dict = None
   ior_size: int = 32
+  glance: bool = False
   mean: Sequence[float] = (0.5,)
   std: Sequence[float] = (0.25,)
   unroll: int = -1
   remat: bool = False
   dtype: Dtype = jnp.float32
+
+  @property
+  def dorsal_view(self):
+    """The coordinates the dorsal maps live in: the whole image (glance) or the sampler's view."""
+    return samplers.ImageView() if self.glance else self.sampler
 
   @nn.compact
   def __call__(self, images, *, num_steps: int, train: bool, sample_fixations: bool | None = None,
@@ -158,8 +174,15 @@ class GlimpseRNN(nn.Module):
     h0 = jnp.broadcast_to(h0, (batch, *h0.shape[1:]))
     ior0 = jnp.ones((batch, self.ior_size, self.ior_size), jnp.float32)
 
+    glance = None
+    if self.glance:  # the whole image at the glimpse side, seen once by the dorsal CNN
+      small = layers.resize_square(images, self.sampler.out_size)
+      small = layers.normalize_pixels(small, self.mean, self.std).astype(self.dtype)
+      glance = layers.ConvStages(self.encoder1, norm=self.norm, dtype=self.dtype, name="glance")(
+          small, train=train)
+
     unroll = layers.scan_unroll(self.unroll, num_steps, train=train)
-    step_cls = nn.remat(_Step, static_argnums=(4,)) if self.remat else _Step
+    step_cls = nn.remat(_Step, static_argnums=(5,)) if self.remat else _Step
     # BatchNorm statistics (norm="batch") are created at init like parameters (broadcast), carried from step
     # to step when training updates them, and read-only (broadcast) in evaluation.
     if self.is_mutable_collection("batch_stats") and not self.is_initializing():
@@ -167,7 +190,8 @@ class GlimpseRNN(nn.Module):
     else:
       broadcast, carry = ("params", "batch_stats"), False
     scan = nn.scan(step_cls, variable_broadcast=broadcast, variable_carry=carry,
-                   split_rngs={"params": False, "fixation": True}, in_axes=(0, nn.broadcast, nn.broadcast),
+                   split_rngs={"params": False, "fixation": True},
+                   in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                    unroll=unroll)
     step = scan(num_classes=self.num_classes, sampler=self.sampler, encoder1=self.encoder1,
                 core=self.core, core_features=self.core_features, encoder2=self.encoder2,
@@ -180,7 +204,7 @@ class GlimpseRNN(nn.Module):
     # the same fixation keys as in one T-step scan (jax.random.split is prefix-stable with JAX's default
     # partitionable threefry), so the outputs used are the same; the last step's dorsal outputs are zeros.
     if not (train and bpda_tau is None and num_steps > 1 and not self.is_initializing()):
-      return step(carry, xs, images, True)[1]
-    carry, head = step(carry, jax.tree_util.tree_map(lambda x: x[:-1], xs), images, True)
-    _, last = step(carry, jax.tree_util.tree_map(lambda x: x[-1:], xs), images, False)
+      return step(carry, xs, images, glance, True)[1]
+    carry, head = step(carry, jax.tree_util.tree_map(lambda x: x[:-1], xs), images, glance, True)
+    _, last = step(carry, jax.tree_util.tree_map(lambda x: x[-1:], xs), images, glance, False)
     return {k: jnp.concatenate([v, last[k] if k in last else jnp.zeros_like(v[-1:])]) for k, v in head.items()}

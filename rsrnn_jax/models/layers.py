@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rsrnn_jax.models import fastops
@@ -119,6 +120,14 @@ def normalize_pixels(images, mean: Sequence[float], std: Sequence[float]):
   mean = jnp.asarray(mean, images.dtype)
   std = jnp.asarray(std, images.dtype)
   return (images - mean) / std
+
+
+def resize_square(images, side: int):
+  """[B,H,W,C] images resized to side × side (bilinear, antialiased when shrinking; differentiable, so attacks
+  see through it). ``side`` 0 or the images' own side: unchanged."""
+  if not side or images.shape[-3:-1] == (side, side):
+    return images
+  return jax.image.resize(images, (*images.shape[:-3], side, side, images.shape[-1]), "linear", antialias=True)
 
 
 def scan_unroll(unroll: int, num_steps: int, *, train: bool = True) -> int:

@@ -187,6 +187,7 @@ def _one_d_core(m, stages, *, crops=None):
   m.encoder1, m.encoder2 = stages, ()
   m.core = "gru"
   m.core_features = stages[-1][0]
+  m.glance = True              # the dorsal stream looks at the whole image once (GlimpseRNN, docs/zoo.md)
   if crops:
     m.sampler.kind = "crop"
     m.sampler.scales = crops
@@ -219,6 +220,7 @@ def _build_glimpse(model_cfg, **common):
       sampler=make_sampler(model_cfg.sampler), encoder1=_stages(model_cfg.encoder1), core=model_cfg.core,
       core_features=int(model_cfg.core_features), encoder2=_stages(model_cfg.encoder2),
       dorsal=dict(model_cfg.dorsal.to_dict()), ior_size=int(model_cfg.ior_size),
+      glance=bool(model_cfg.get("glance", False)),
       unroll=int(model_cfg.unroll), remat=bool(model_cfg.remat), **common)
 
 
@@ -226,11 +228,12 @@ def _build_s3ta(model_cfg, **common):
   a = model_cfg.attention
   return S3TA(stages=_stages(model_cfg.stages), core_features=int(model_cfg.core_features),
               heads=int(a.heads), key_features=int(a.key_features), value_features=int(a.value_features),
-              basis_size=int(a.basis_size), unroll=int(model_cfg.unroll), **common)
+              basis_size=int(a.basis_size), unroll=int(model_cfg.unroll),
+              input_size=int(model_cfg.get("input_size", 0)), **common)
 
 
 def _build_ff_cnn(model_cfg, **common):
-  return FeedForwardCNN(stages=_stages(model_cfg.stages), **common)
+  return FeedForwardCNN(stages=_stages(model_cfg.stages), input_size=int(model_cfg.get("input_size", 0)), **common)
 
 
 def _describe_glimpse(model_cfg) -> dict:

@@ -75,13 +75,15 @@ class S3TA(nn.Module):
   mean: Sequence[float] = (0.5,)
   std: Sequence[float] = (0.25,)
   unroll: int = -1
+  input_size: int = 0          # the side the image is resized to first (0: as given; docs/zoo.md)
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, *, num_steps: int, train: bool, sample_fixations=None, fixations=None,
                fixation_mask=None, init_fixations=None):
     del sample_fixations, fixations, fixation_mask, init_fixations  # covert attention: no fixations
-    x = layers.normalize_pixels(images, self.mean, self.std).astype(self.dtype)
+    x = layers.normalize_pixels(layers.resize_square(images, self.input_size), self.mean, self.std)
+    x = x.astype(self.dtype)
     feats = layers.ConvStages(self.stages, norm=self.norm, dtype=self.dtype, name="backbone")(x, train=train)
     batch, h, w, _ = feats.shape
     basis = jnp.broadcast_to(spatial_basis(h, w, self.basis_size, self.dtype), (batch, h, w, self.basis_size ** 2))

@@ -10,12 +10,17 @@ A sampler is a small frozen dataclass over the pure functions of :mod:`rsrnn_jax
 * ``view_to_image(u, fix)``: view coordinates → image coordinates, used to turn the chosen cell of the
   dorsal probability map into the next fixation.
 
+:class:`ImageView` is the view of a dorsal stream that looks at the whole image (the 1-D models' glance, a
+"Dorsal CNN with a broad field of view"): its coordinates are the image's, whatever the fixation.
+
 Models hold a sampler built from the config (:func:`make_sampler`); nothing else branches on its kind.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Sequence
+
+import jax.numpy as jnp
 
 from rsrnn_jax.models import retina
 
@@ -72,6 +77,17 @@ class CropSampler:
 
   def view_to_image(self, u, fix):
     return retina.crop_to_image(u, fix, scale=max(self.scales))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageView:
+  """The whole image as a view: view coordinates are image coordinates (the glance of the 1-D models)."""
+
+  def view_grid(self, fix, size: int):
+    return retina.view_grid(fix.shape[0], size, fix.dtype)
+
+  def view_to_image(self, u, fix):
+    return jnp.broadcast_to(u, (fix.shape[0], *u.shape[1:]))
 
 
 def make_sampler(cfg) -> RetinaSampler | CropSampler:

@@ -53,6 +53,7 @@ class Budget:
   adaptive_horizons: tuple = ()    # () = the profile's objectives
   adaptive_square_queries: int = 1000
   adaptive_large_eps_examples: int = 100
+  setting_epsilons: bool = True    # the data setting's ε grids replace the ones above (reproduction/settings.py)
   transfer_source: str = registry.TRANSFER_SOURCE  # the adaptive transfer attack's source: this model's run of
                                    # the same seed ("" = none; the source itself has none)
 
@@ -101,7 +102,7 @@ DEFAULT_BUDGET = Budget(
 # Smoke test: every stage and every figure, two seeds (one for FF-CNN-AT), numbers meaningless.
 QUICK_BUDGET = Budget(
     name="quick", train_steps=4, batch_size=8, seeds=(0, 1), adversarial_seeds=1,
-    at_iterations=1, at_step_size=1.0, checkpoint_every=2, glimpses=2, eval_steps=3, eval_examples=16,
+    at_iterations=1, at_step_size=1.0, setting_epsilons=False, checkpoint_every=2, glimpses=2, eval_steps=3, eval_examples=16,
     eval_batch=16, plateau_examples=16, figure_images=2, attack_examples=8, attack_batch=8, epsilons=(0.1,),
     targeted_epsilons=(0.1,), large_eps=0.0, iteration_factor=1, extra_restarts=0, square_queries=0,
     square_examples=8, grad_examples=0, prob_map_images=0, prob_map_grid=4, adaptive_epsilons=(0.1,),

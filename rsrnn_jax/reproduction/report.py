@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 
 from rsrnn_jax import workdir
+from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import figures as fig
 from rsrnn_jax.reproduction import sections, stats
 from rsrnn_jax.reproduction import runs as saved
@@ -50,7 +51,8 @@ RULE = ("holds if the 95% interval of the claimed difference is above 0, fails i
 
 def markdown(rep: sections.Report) -> str:
   """The report: every section of :mod:`rsrnn_jax.reproduction.sections` in order."""
-  out = sections.header(rep) + sections.claims(rep) + sections.pairs(rep) + sections.table1(rep)
+  out = sections.header(rep) + sections.claims(rep) + sections.clean_correct(rep) + sections.pairs(rep)
+  out += sections.table1(rep)
   if any(rep.acc.values()):
     out += sections.under_attack(rep) + sections.asr(rep)
   out += sections.sanity_checks(rep) + sections.where_they_look(rep) + sections.rules()
@@ -70,15 +72,18 @@ def _setup(runs: dict, configs: dict, n: int) -> dict:
           "teps": list(a.targeted_epsilons)}
 
 
-def _judge_ours(runs: dict, attacks, claims=CLAIMS) -> tuple[list, dict]:
+def _judge_ours(runs: dict, attacks, claims=CLAIMS, clean_correct: bool = False) -> tuple[list, dict]:
+  """Every claim under every attack on our runs (``clean_correct``: on the examples every compared model
+  classifies correctly clean only)."""
   entries, infos = [], {}
-  data = {}
+  data, clean = {}, {}
   for a in attacks:
     per_model, infos[a] = saved.per_example_data(runs, a)
-    data[a] = by_paper_key(per_model)
-  for v in judge(data, claims):
+    data[a], clean[a] = by_paper_key(per_model), by_paper_key(infos[a]["clean"])
+  for v in judge(data, claims, clean if clean_correct else None):
     info = infos[v["attack"]]
-    v.update(attack_title=ATTACK_TITLES[v["attack"]], epsilons=info["epsilons"], num_examples=info["num_examples"],
+    v.setdefault("num_examples", info["num_examples"])
+    v.update(attack_title=ATTACK_TITLES[v["attack"]], epsilons=info["epsilons"],
              seeds={saved.paper_key(m): s for m, s in info["seeds"].items()
                     if saved.paper_key(m) in needed_models(v["claim"])})
     entries.append(v)
@@ -96,7 +101,47 @@ def _claim_json(v: dict) -> dict:
   return out
 
 
-def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
+def geometry(configs: dict, setting=None) -> dict:
+  """The setting's geometry, read from the runs' configs: image side, glimpse side, crop fractions, object size."""
+  cfg = {m: next(iter(per.values()))["train"] for m, per in configs.items()}
+  any_cfg = next(iter(cfg.values()))
+  d = any_cfg.data
+  glimpse = [c.model.sampler for c in cfg.values() if registry.get(c.model.name).has_fixations]
+  crops = sorted({float(s) for g in glimpse if g.kind == "crop" for s in g.scales})
+  whole = {int(c.model.get("input_size", 0)) or int(d.canvas_size) for c in cfg.values()
+           if registry.get(c.model.name).whole_image}
+  side, item = int(d.canvas_size), int(d.get("item_size", 28))
+  return {"name": getattr(setting, "name", "demo"), "config_args": getattr(setting, "config_args", ""),
+          "why_epsilons": getattr(setting, "why_epsilons", ""), "data": d.name,
+          "data_config": {k: d.get(k) for k in ("canvas_size", "item_size", "num_clutter", "clutter_size") if k in d},
+          "image_side": side, "glimpse_side": int(glimpse[0].out_size) if glimpse else None,
+          "crop_fractions": crops, "object_side": item, "object_area_fraction": item * item / (side * side),
+          "whole_image_input": sorted(whole)}
+
+
+def _under_attack(acc: dict) -> dict:
+  """{attack: {model: accuracy at k and T_eval per ε, mean and sd over seeds, and clean}} for verdicts.json."""
+  keep = ("eps", "seeds", "k", "k_sd", "T", "T_sd", "asr_k")
+  return {a: {m: {key: v[key] for key in keep} for m, v in per.items()} for a, per in acc.items()}
+
+
+def _sanity(runs: dict, profiles) -> dict:
+  """{model: {profile: {"runs": n, "failed": {check name: runs that failed it}}}} for verdicts.json."""
+  out = {}
+  for m, seeds in runs.items():
+    for p in profiles:
+      done = [r["attack"][p]["checks"] for r in seeds.values() if r["attack"].get(p)]
+      failed = {}
+      for checks in done:
+        for c in checks:
+          if c["status"] == "fail":
+            failed[c["name"]] = failed.get(c["name"], 0) + 1
+      if done:
+        out.setdefault(m, {})[p] = {"runs": len(done), "failed": failed}
+  return out
+
+
+def verdicts_json(rep: sections.Report, infos: dict, seeds: dict, setting=None) -> dict:
   """The content of ``verdicts.json``."""
   models = {}
   for m, c in rep.clean.items():
@@ -106,6 +151,8 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
     models[m] = {"display": saved.display(m), "seeds": c["seeds"], "train_steps": c["steps"],
                  "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus}
   return {
+      "setting": geometry(rep.configs, setting),
+      "code_versions": saved.code_versions(rep.runs),
       "num_attacked_examples": infos.get("paper", {}).get("num_examples", 0),
       "seeds": sorted({s for per in seeds.values() for s in per}),
       "seeds_per_model": seeds,
@@ -118,23 +165,28 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict) -> dict:
       "paper_tolerance": PAPER_TOLERANCE,
       "claims": [_claim_json(v) for v in rep.ours],
       "pairs": [_claim_json(v) for v in rep.pairs],
+      "claims_clean_correct": [_claim_json(v) for v in rep.clean_correct],
       "paper_pairs": [_claim_json(v) for v in rep.paper_pairs],
       "paper": [_claim_json(v) for v in rep.paper],
       "models": models,
+      "under_attack": _under_attack(rep.acc),
+      "sanity": _sanity(rep.runs, rep.budget.profiles),
       "compute_seconds": {st: sum(c[st] for c in rep.compute.values()) for st in rep.budget.stages},
       "still_missing": [list(x) for x in rep.missing],
   }
 
 
-def write(out_dir: str, configs: dict, budget) -> str:
+def write(out_dir: str, configs: dict, budget, setting=None) -> str:
   """Loads the runs of ``configs`` ({model: {seed: {stage: config}}}) from ``out_dir/runs``, judges the claims,
-  draws the figures, writes ``out_dir/report.md`` and ``out_dir/verdicts.json``; returns the report's path."""
+  draws the figures, writes ``out_dir/report.md`` and ``out_dir/verdicts.json`` (naming ``setting``, a
+  :class:`rsrnn_jax.reproduction.settings.Setting`); returns the report's path."""
   seeds = {m: list(per) for m, per in configs.items()}
   runs = saved.load_runs(out_dir, seeds, budget.profiles)
   attacks = [a for a, (profile, _) in ATTACKS.items() if profile in budget.profiles]
   acc = {a: saved.attack_accuracies(runs, a) for a in attacks}
   ours, infos = _judge_ours(runs, attacks)
   pairs, _ = _judge_ours(runs, attacks, PAIRS)
+  clean_correct, _ = _judge_ours(runs, attacks, CLAIMS, clean_correct=True)
   expected = {m: {s: saved.fingerprints(c, budget.plateau_examples) for s, c in per.items()}
               for m, per in configs.items()}
   s = _setup(runs, configs, infos.get("paper", {}).get("num_examples", 0))
@@ -142,12 +194,12 @@ def write(out_dir: str, configs: dict, budget) -> str:
   rep = sections.Report(runs=runs, configs=configs, budget=budget, acc=acc, clean=clean, ours=ours,
                         paper=judge_paper(), missing=saved.still_missing(runs, expected),
                         compute=saved.compute_seconds(runs, budget.stages), figures={}, pairs=pairs,
-                        paper_pairs=judge_paper(claims=PAIRS), **s)
+                        paper_pairs=judge_paper(claims=PAIRS), clean_correct=clean_correct, **s)
   computes = {m: next((r["compute"] for r in per.values() if r["compute"]), None) for m, per in runs.items()}
   rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, out_dir), "fixations": fig.fixations(runs, out_dir),
                  "gif": fig.glimpses_gif(runs, out_dir), "bars": fig.adv_bars(acc, s["k"], s["t"], out_dir),
                  "per_step": fig.adv_per_step(acc, s["k"], out_dir)}
   path = os.path.join(out_dir, "report.md")
   workdir.write_text(path, markdown(rep))  # atomic: a failed re-draw keeps the previous report
-  workdir.write_json(os.path.join(out_dir, "verdicts.json"), verdicts_json(rep, infos, seeds))
+  workdir.write_json(os.path.join(out_dir, "verdicts.json"), verdicts_json(rep, infos, seeds, setting))
   return path

@@ -34,7 +34,10 @@ import sys
 from rsrnn_jax import configlib, workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import runs as saved
+from rsrnn_jax.reproduction import settings as data_settings
+from rsrnn_jax.reproduction import side_by_side
 from rsrnn_jax.reproduction.budgets import BUDGETS, DEFAULT_BUDGET, FULL_BUDGET, QUICK_BUDGET, Budget  # noqa: F401
+from rsrnn_jax.reproduction.settings import DEMO, Setting
 
 log = logging.getLogger("rsrnn_jax.reproduction.run")
 
@@ -132,10 +135,11 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
 
 
 def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
-                 config_file: str = DEMO_CONFIG, *, seed: int = 0, profile: str = "paper"):
-  """``configs/demo.py:model=NAME,attack=PROFILE`` (``config_file``) with ``seed``, cut to ``budget``, then
-  ``overrides`` (dotted keys)."""
-  c = configlib.load_file(config_file, f"model={name},attack={profile}")
+                 config_file: str = DEMO_CONFIG, *, seed: int = 0, profile: str = "paper",
+                 setting: Setting = DEMO):
+  """``configs/demo.py:model=NAME,attack=PROFILE`` (``config_file``, plus ``setting``'s variant) with ``seed``,
+  cut to ``budget`` (its ε grids already the setting's: :meth:`Setting.budget`), then ``overrides``."""
+  c = configlib.load_file(config_file, setting.config_arg(f"model={name},attack={profile}"))
   c.seed = int(seed)
   _cut_training(c, budget)
   a = c.attack
@@ -149,14 +153,14 @@ def model_config(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | N
 
 
 def stage_configs(name: str, budget: Budget = DEFAULT_BUDGET, overrides: dict | None = None,
-                  config_file: str = DEMO_CONFIG, *, seed: int = 0) -> dict:
+                  config_file: str = DEMO_CONFIG, *, seed: int = 0, setting: Setting = DEMO) -> dict:
   """{stage: config} of one run, in stage order: train and eval (and attack_paper) share the paper-profile
   config; attack_<profile> takes that profile's."""
-  paper = model_config(name, budget, overrides, config_file, seed=seed)
+  paper = model_config(name, budget, overrides, config_file, seed=seed, setting=setting)
   out = {"train": paper, "eval": paper}
   for p in budget.profiles:
     out[f"attack_{p}"] = paper if p == "paper" else model_config(name, budget, overrides, config_file, seed=seed,
-                                                                 profile=p)
+                                                                 profile=p, setting=setting)
   return out
 
 
@@ -257,11 +261,12 @@ def device_description() -> str:
 
 
 def plan(budget: Budget, models=MODELS, seeds=None, overrides: dict | None = None,
-         config_file: str = DEMO_CONFIG, out_dir: str = "reproduction") -> dict:
-  """{model: {seed: {stage: config}}}: every run of ``budget`` (``seeds`` replaces the budget's list; a model's
-  seed limit still applies), each adaptive stage's transfer attack pointed at :func:`transfer_source_dir`."""
-  configs = {m: {s: stage_configs(m, budget, overrides, config_file, seed=s) for s in budget.seeds_for(m, seeds)}
-             for m in models}
+         config_file: str = DEMO_CONFIG, out_dir: str = "reproduction", setting: Setting = DEMO) -> dict:
+  """{model: {seed: {stage: config}}}: every run of ``budget`` in ``setting`` (``seeds`` replaces the budget's
+  list; a model's seed limit still applies), each adaptive stage's transfer attack pointed at
+  :func:`transfer_source_dir`."""
+  configs = {m: {s: stage_configs(m, budget, overrides, config_file, seed=s, setting=setting)
+                 for s in budget.seeds_for(m, seeds)} for m in models}
   for m, per_seed in configs.items():
     for s, stages in per_seed.items():
       a = stages["attack_adaptive"].attack if "attack_adaptive" in stages else None
@@ -288,16 +293,17 @@ def run_order(budget: Budget, models) -> list:
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
-              stages=None, report: bool = True) -> str:
-  """Every stage of every run that is not up to date (seed by seed: every model's first seed first; ``stages``:
-  only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json`` (unless not
-  ``report``: several processes running parts of one ``out_dir`` at once). Returns the report's path ("" without
-  it)."""
+              stages=None, report: bool = True, setting: Setting = DEMO) -> str:
+  """Every stage of every run of ``setting`` that is not up to date (seed by seed: every model's first seed first;
+  ``stages``: only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json``
+  (unless not ``report``: several processes running parts of one ``out_dir`` at once). ``out_dir`` holds one
+  setting (the command line's ``OUT/<setting>``). Returns the report's path ("" without it)."""
   from rsrnn_jax.reproduction import report as reproduce_report
+  budget = setting.budget(budget)
   if stages is not None and not set(stages) <= set(budget.stages):
     raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
   os.makedirs(out_dir, exist_ok=True)
-  configs = plan(budget, models, seeds, overrides, config_file, out_dir)
+  configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
   if not report_only:
     device = device_description()
     for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
@@ -307,7 +313,7 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
                           budget.plateau_examples, only=stages, device=device)
   if not report:
     return ""
-  path = reproduce_report.write(out_dir, configs, budget)
+  path = reproduce_report.write(out_dir, configs, budget, setting)
   log.info("report: %s", path)
   return path
 
@@ -341,7 +347,10 @@ def stop_cleanly_on_sigterm() -> None:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  p.add_argument("--out", default="reproduction", help="report + figures here, runs in OUT/runs/<model>/seed<s>/")
+  p.add_argument("--out", default="reproduction",
+                 help="report + figures here, each setting's runs in OUT/<setting>/runs/<model>/seed<s>/")
+  p.add_argument("--setting", default=",".join(data_settings.SETTINGS),
+                 help=f"comma-separated data settings (default: all), of {','.join(data_settings.SETTINGS)}")
   p.add_argument("--budget", default="full", choices=list(BUDGETS), help="the shared budget (docs/reproduction.md)")
   p.add_argument("--quick", action="store_true", help="= --budget quick (smoke test; numbers meaningless)")
   p.add_argument("--seeds", default="", help="comma-separated seeds (default: the budget's), e.g. 0,1,2")
@@ -361,6 +370,9 @@ def main(argv=None) -> int:
     if unknown:
       raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.variant_names())}")
     seeds = _parse_seeds(args.seeds)
+    settings = [data_settings.get(s) for s in args.setting.split(",") if s]
+    if not settings:
+      raise ValueError(f"--setting expects a comma-separated subset of {','.join(data_settings.SETTINGS)}")
     if args.report_only and args.no_report:
       raise ValueError("--report_only and --no_report exclude each other: drop one")
   except ValueError as e:
@@ -368,22 +380,29 @@ def main(argv=None) -> int:
     return 2
   budget = QUICK_BUDGET if args.quick else BUDGETS[args.budget]
   stop_cleanly_on_sigterm()
-  # Two host devices keep both CPU cores busy (what `make demo` uses); must be set before jax starts.
-  os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  # Two host devices keep both CPU cores busy (what `make demo` uses), with the all-reduce timeouts raised so that
+  # a busy machine does not abort a run (the Makefile's DEMO_XLA_FLAGS); must be set before jax starts.
+  os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                        "--xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_timeout_seconds=900")
   from rsrnn_jax import run
   run.setup_logging()
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
-  handler = _log_to_file(args.out)
   try:
-    reproduce(args.out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
-              config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None,
-              report=not args.no_report)
+    for setting in settings:
+      out = os.path.join(args.out, setting.name)
+      handler = _log_to_file(out)  # each setting's log beside its runs
+      try:
+        reproduce(out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
+                  config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None,
+                  report=not args.no_report, setting=setting)
+      finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if not args.no_report:  # the settings side by side, from every setting's verdicts.json there is
+      log.info("report: %s", side_by_side.write(args.out, data_settings.SETTINGS))
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  finally:
-    logging.getLogger().removeHandler(handler)
-    handler.close()
   return 0
 
 

@@ -292,9 +292,10 @@ def attack_accuracies(runs: dict, attack: str) -> dict:
 def per_example_data(runs: dict, attack: str) -> tuple[dict, dict]:
   """The per-example correctness under ``attack`` for the bootstrap: ({model: [S, E, n, 2]} bool, read-outs
   step k and T_eval, the first n examples common to every run), {"num_examples", "epsilons", "seeds": {model:
-  [seeds]}}. Runs without per-example results, or on another ε grid than the first, are left out."""
+  [seeds]}, "clean": {model: [S, n, 2]} (clean correctness at the same read-outs)}. Runs without per-example
+  results, or on another ε grid than the first, are left out."""
   profile, entry = ATTACKS[attack]
-  arrays, seeds_used, eps = {}, {}, None
+  arrays, clean, seeds_used, eps = {}, {}, {}, None
   for m, seeds in runs.items():
     for s, r in seeds.items():
       path, res = r["per_example"].get(profile), r["attack"].get(profile)
@@ -304,16 +305,19 @@ def per_example_data(runs: dict, attack: str) -> tuple[dict, dict]:
         if entry not in z:
           continue
         e = [float(v) for v in z["epsilons"]]
-        x = z[entry][:, :, [res["attack_step"] - 1, res["eval_steps"] - 1]]  # [E, N, 2]
+        read = [res["attack_step"] - 1, res["eval_steps"] - 1]
+        x, c = z[entry][:, :, read], z["clean_correct"][:, read]  # [E, N, 2], [N, 2]
       if eps is None:
         eps = e
       if len(e) != len(eps) or not np.allclose(e, eps):
         continue
       arrays.setdefault(m, []).append(x)
+      clean.setdefault(m, []).append(c)
       seeds_used.setdefault(m, []).append(s)
   n = min((x.shape[1] for xs in arrays.values() for x in xs), default=0)
   data = {m: np.stack([x[:, :n] for x in xs]) for m, xs in arrays.items()}
-  return data, {"num_examples": int(n), "epsilons": eps or [], "seeds": seeds_used}
+  clean = {m: np.stack([c[:n] for c in cs]) for m, cs in clean.items()}
+  return data, {"num_examples": int(n), "epsilons": eps or [], "seeds": seeds_used, "clean": clean}
 
 
 def clean_summary(runs: dict) -> dict:

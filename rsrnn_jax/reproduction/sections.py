@@ -34,6 +34,7 @@ class Report:
   teps: list             # targeted ε
   pairs: list = dataclasses.field(default_factory=list)  # verdicts.judge entries of verdicts.PAIRS
   paper_pairs: list = dataclasses.field(default_factory=list)  # verdicts.judge_paper entries of verdicts.PAIRS
+  clean_correct: list = dataclasses.field(default_factory=list)  # the claims on the clean-correct examples
 
 
 def _config(rep: Report, m: str):
@@ -121,6 +122,27 @@ def claims(rep: Report) -> list[str]:
                                                      f"training)" for m, s, rise in short)
             + ". The claims that compare with these models rest in part on a run that was still learning "
             "(\"Plateau\" below).", ""]
+  return out
+
+
+def clean_correct(rep: Report) -> list[str]:
+  """The claims on the examples every compared model classifies correctly clean: a verdict a weak model cannot
+  carry (there accuracy under attack = 1 − attack success rate, for every model)."""
+  if not rep.clean_correct:
+    return []
+  rows = []
+  for v in rep.clean_correct:
+    tests, one = v["tests"], "model" in v["claim"]
+    cells = [_interval(tests.get("T vs k")), "(one test)"] if one else [_interval(tests.get("k")),
+                                                                          _interval(tests.get("T"))]
+    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], str(v.get("num_examples", "–")), *cells,
+                 _verdict(v)])
+  out = ["## The claims on the examples every compared model gets right", ""]
+  out += [table(["claim", "attack", "examples", f"Δ at k={rep.k} [95% CI] (pt)", f"Δ at T_eval={rep.t} [95% CI]",
+                 "verdict"], rows), ""]
+  out += ["The same tests, on the attacked images that every seed of every model in the claim classifies correctly "
+          "clean at step k and at T_eval. Every model is 100% accurate there before the attack, so a model that is "
+          "weak on clean images cannot make another look robust: Δ compares attack success rates.", ""]
   return out
 
 

@@ -12,7 +12,10 @@ minus its accuracy at k under the same attack (one test). A test's interval deci
 * **undecided** otherwise (the data allow either sign at this budget).
 
 A claim read at k AND T_eval combines its two tests (:func:`combine`): it holds iff both hold, fails iff either
-fails, else it is undecided. Our intervals are the paired bootstrap of :mod:`rsrnn_jax.reproduction.stats`;
+fails, else it is undecided. Each claim is also judged on the examples that every compared model (every seed)
+classifies correctly clean at both read-outs (``clean``: :func:`clean_correct_examples`): there each model's clean
+accuracy is 100%, so accuracy under attack is 1 − its attack success rate, and a model that is weak clean cannot
+carry the verdict. Our intervals are the paired bootstrap of :mod:`rsrnn_jax.reproduction.stats`;
 the paper's are its estimate ± the read-off tolerance propagated in the worst case (:func:`paper_test`: every
 value of AAAI Fig. 4 is read off to ±1 point, paper.md; a statistic Σ w·value has the tolerance Σ|w| points).
 """
@@ -82,25 +85,42 @@ def _model_summaries(data: dict, models) -> dict:
   return out
 
 
-def judge_claim(claim: dict, data: dict, **bootstrap_kw) -> dict:
+def clean_correct_examples(clean: dict, models) -> np.ndarray:
+  """[n] bool: the examples every seed of every model of ``models`` classifies correctly clean at every read-out
+  (``clean``: {model: [S, n, R]})."""
+  return np.logical_and.reduce([np.asarray(clean[m], bool).all(axis=(0, 2)) for m in models])
+
+
+def judge_claim(claim: dict, data: dict, clean: dict | None = None, **bootstrap_kw) -> dict:
   """``claim`` on ``data`` ({paper key: [S, E, n, 2]} 0/1, read-outs k and T): {"verdict", "tests": {name:
-  {"estimate", "interval", "verdict", ...}}, "models": per-model mean ± sd, "missing"}."""
+  {"estimate", "interval", "verdict", ...}}, "models": per-model mean ± sd, "missing"}. With ``clean`` ({paper
+  key: [S, n, 2]}), on the examples every compared model classifies correctly clean only (their number:
+  ``num_examples``)."""
   needed = needed_models(claim)
-  missing = [m for m in needed if m not in data]
+  missing = [m for m in needed if m not in data or (clean is not None and m not in clean)]
   if missing:
     return {"verdict": NOT_EVALUATED, "tests": {}, "models": {}, "missing": missing}
+  extra = {}
+  if clean is not None:
+    keep = clean_correct_examples(clean, needed)
+    data = {m: np.asarray(data[m])[:, :, keep] for m in needed}
+    extra = {"num_examples": int(keep.sum())}
+    if not keep.any():
+      return {"verdict": NOT_EVALUATED, "tests": {}, "models": {}, "missing": [], **extra}
   tests = {}
   for name, terms in claim_tests(claim).items():
     b = stats.bootstrap(data, terms, **bootstrap_kw)
     tests[name] = {**b, "verdict": verdict(b["interval"])}
   return {"verdict": combine(t["verdict"] for t in tests.values()), "tests": tests,
-          "models": _model_summaries(data, dict.fromkeys(needed)), "missing": []}
+          "models": _model_summaries(data, dict.fromkeys(needed)), "missing": [], **extra}
 
 
-def judge(data_by_attack: dict, claims=CLAIMS, **bootstrap_kw) -> list[dict]:
+def judge(data_by_attack: dict, claims=CLAIMS, clean_by_attack: dict | None = None, **bootstrap_kw) -> list[dict]:
   """Every claim (of ``claims``: :data:`CLAIMS` or :data:`PAIRS`) under every attack: [{"claim", "attack",
-  "verdict", "tests", "models", "missing"}]; ``data_by_attack``: {attack: {paper key: [S, E, n, 2]}}."""
-  return [{"claim": c, "attack": a, **judge_claim(c, data, **bootstrap_kw)}
+  "verdict", "tests", "models", "missing"}]; ``data_by_attack``: {attack: {paper key: [S, E, n, 2]}}; with
+  ``clean_by_attack`` ({attack: {paper key: [S, n, 2]}}) on the clean-correct examples (:func:`judge_claim`)."""
+  return [{"claim": c, "attack": a,
+           **judge_claim(c, data, None if clean_by_attack is None else clean_by_attack[a], **bootstrap_kw)}
           for c in claims for a, data in data_by_attack.items()]
 
 
