@@ -1,4 +1,4 @@
-"""The attack suite end to end (rsrnn_jax/attacks/suite.py, rsrnn_jax/report/results.py): `--mode=attack` on a
+"""The attack suite end to end (rsrnn_jax/robustness/suite.py, rsrnn_jax/robustness/results.py): `--mode=attack` on a
 trained tiny model, a toy attack added through the registry alone, and the one-line error without a checkpoint."""
 import json
 import os
@@ -12,8 +12,8 @@ import pytest
 
 from rsrnn_jax import attacks as A
 from rsrnn_jax import data, run
-from rsrnn_jax.attacks import plan, profiles, registry, suite
-from rsrnn_jax.report import results as report
+from rsrnn_jax.robustness import plan, profiles, registry, suite
+from rsrnn_jax.robustness import results as report
 from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.train import parallel
 from tests.attack_helpers import untrained

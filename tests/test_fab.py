@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax.attacks import plan, profiles, registry
+from rsrnn_jax.robustness import plan, profiles, registry
 
 # ------------------------------------------------------------------------------------------------------------
 # the projection

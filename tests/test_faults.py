@@ -267,7 +267,7 @@ def test_read_only_workdir_is_refused_before_computing(tiny_data, trained, tmp_p
 
 
 def _attack_config(tiny_data):
-  from rsrnn_jax.attacks import profiles
+  from rsrnn_jax.robustness import profiles
   c = _config(tiny_data)
   c.attack = profiles.attack_profile("paper")
   c.attack.epsilons, c.attack.targeted_epsilons = (0.01,), (0.02,)
