@@ -36,8 +36,8 @@ def main(config, workdir: str, mode: str = "train"):
   configure_compilation_cache(config)
   with workdir_lib.locked(workdir, enabled=jax.process_index() == 0):
     if mode == "train":
-      from rsrnn_jax.train import loop as train_loop
-      return train_loop.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
+      from rsrnn_jax.evaluation import clean as evaluate
+      return evaluate.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
     if mode == "attack":
       from rsrnn_jax.robustness import suite as robustness
       return robustness.run(config, workdir)

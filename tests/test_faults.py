@@ -26,7 +26,6 @@ from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.data import fashion_mnist
 from rsrnn_jax.evaluation import clean as evaluate
 from rsrnn_jax.train import checkpoints, integrity
-from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.train import state as train_state
 from configs import demo
 from tests.helpers import TINY_FLAGS, flag_overrides, override, tiny_config
@@ -87,7 +86,7 @@ def test_nan_at_step_k_stops_before_saving_and_keeps_every_good_checkpoint(tiny_
   monkeypatch.setattr(data, "train_batches", _nan_from(1))  # resumed at 4: the batch of step 6 is NaN
   with pytest.raises(workdir_lib.UserError, match=r"NaN/Inf at step 6; stopped without saving \(checkpoint 4 "
                                                   r"is kept\).*learning_rate.*grad_clip.*nonfinite=skip"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4]
   rows = _strict_lines(os.path.join(workdir, "metrics.jsonl"))  # null, not NaN
   assert rows[-1]["step"] == 6 and rows[-1]["loss"] is None
@@ -97,7 +96,7 @@ def test_skip_policy_keeps_training_past_a_nan_step(tiny_data, trained, tmp_path
   workdir = _copy(trained, tmp_path)
   c = _config(tiny_data, **{"train.num_train_steps": 6, "train.nonfinite": "skip"})
   monkeypatch.setattr(data, "train_batches", _nan_from(0))  # step 5
-  train_loop.train_and_evaluate(c, workdir)
+  evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4, 6]
   rows = _strict_lines(os.path.join(workdir, "metrics.jsonl"))
   assert rows[-1]["step"] == 6 and rows[-1]["skipped_steps"] == 1 and rows[-1]["loss"] is not None
@@ -138,7 +137,7 @@ def test_damaged_newest_checkpoint_falls_back_in_eval_and_train(tiny_data, train
   _, state, _, _ = evaluate.load_model(c, workdir)
   assert int(state.step) == 2
   assert any("checkpoints/4 is damaged" in r.getMessage() for r in caplog.records)
-  train_loop.train_and_evaluate(c, workdir)  # resumes from 2, sets 4 aside, trains 3-4 again
+  evaluate.train_and_evaluate(c, workdir)  # resumes from 2, sets 4 aside, trains 3-4 again
   assert _steps(workdir, c) == [2, 4]
   assert os.path.isdir(os.path.join(workdir, "checkpoints.damaged", "4"))  # moved, never deleted
   _, state, _, _ = evaluate.load_model(c, workdir)
@@ -178,7 +177,7 @@ def test_no_restorable_checkpoint_is_one_error_and_nothing_moves(tiny_data, trai
   for step in (2, 4):
     _truncate(_largest_state_file(os.path.join(workdir, "checkpoints", str(step))))
   with pytest.raises(checkpoints.DamagedCheckpoint, match="no checkpoint in .* can be restored"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4] and not os.path.exists(os.path.join(workdir, "checkpoints.damaged"))
 
 
