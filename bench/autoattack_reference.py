@@ -6,7 +6,8 @@ import name ``pyautoattack``) needs PyTorch, which the project never depends on.
   python3 -m venv /work/sidevenvs/aa
   /work/sidevenvs/aa/bin/pip install torch==2.13.0 pyautoattack==0.2.0 -r requirements.txt
 
-and run from the repository root (JSON to --out and stdout; bench/README.md has the table):
+and run from the repository root (JSON to --out and stdout; bench/README.md has the table, printed by
+``python bench/autoattack_reference.py --table RESULT.json ...``):
 
   /work/sidevenvs/aa/bin/python bench/autoattack_reference.py --models rsrnn,ff_cnn,mlp --eps 0.02,0.03 \
       --examples 500 --iterations 100 --queries 5000
@@ -221,7 +222,23 @@ def parse_args(argv=None):
   return args
 
 
+def markdown(paths) -> str:
+  """The comparison table (robust accuracy %, ours / the authors', Δ in points) of one or more result JSONs."""
+  lines = ["| model | ε | images | iterations / queries | attacks | ours | authors' | Δ (points) | time ours / authors' (s) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for path in paths:
+    res = json.load(open(path))
+    for r in res["rows"]:
+      lines.append(f"| {r['model']} | {r['eps']:g} | {res['examples']} | {res['iterations']} / {res['queries']} | "
+                   f"{r['attacks']} | {100 * r['ours']['robust_acc']:.1f} | {100 * r['authors']['robust_acc']:.1f} | "
+                   f"{r['diff_points']:+.1f} | {r['ours']['seconds']:.0f} / {r['authors']['seconds']:.0f} |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
+  if argv is None and sys.argv[1:2] == ["--table"]:
+    print(markdown(sys.argv[2:]))
+    return
   args = parse_args(argv)
   torch.set_num_threads(os.cpu_count() or 1)
   x, y = test_images(args.examples)
