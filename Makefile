@@ -64,12 +64,13 @@ bench-quick: install
 	$(PY) bench/gpu_check.py --tiny
 
 # On a machine with one GPU and the CUDA build of jax (docs/scaling.md § GPUs): <= 7 min, bench/results/gpu_check.json.
+# On the device tool's lent GPU machines: `bash bench/gpu_host.sh` (carry .whl/ from bench-gpu-wheels).
 bench-gpu: install
 	$(PY) bench/gpu_check.py
 
 # Wheels an offline GPU machine with its own CUDA jax (Python 3.12) lacks, at requirements.txt's versions, into
 # .whl/ (git-ignored through .git/info/exclude) for the device tool's `carry` (docs/scaling.md § GPUs).
-GPU_WHEELS_RE := ^(flax|optax|ml_collections|grain|tensorflow-datasets|tensorflow-metadata|array_record|immutabledict|toml|portpicker|six|protobuf|termcolor|simple-parsing|docstring_parser|wrapt|dm-tree|tqdm|requests|urllib3|idna|charset-normalizer|certifi|absl-py|importlib_resources|zipp)==
+GPU_WHEELS_RE := ^(flax|optax|simplejpeg|ml_collections|grain|tensorflow-datasets|tensorflow-metadata|array_record|immutabledict|toml|portpicker|six|protobuf|termcolor|simple-parsing|docstring_parser|wrapt|dm-tree|tqdm|requests|urllib3|idna|charset-normalizer|certifi|absl-py|importlib_resources|zipp)==
 bench-gpu-wheels: install
 	mkdir -p .git/info && (grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude)
 	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

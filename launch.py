@@ -7,8 +7,9 @@ On a cluster, start one process per host; ``jax.distributed.initialize`` runs fr
 
 Errors the user can fix (a config file, field, type or value; a workdir that is not a writable directory or is
 in use; missing, truncated or corrupt data; a missing, incompatible or damaged checkpoint; a full disk; a
-diverged training) end with one line ``error: ...`` on stderr and exit status 2 (docs/faults.md). ``--debug``
-(or RSRNN_DEBUG=1) prints the traceback too.
+diverged training) end with one line ``error: ...`` on stderr and exit status 2 (docs/faults.md); SIGINT (Ctrl-C)
+and SIGTERM end with one line saying what was kept and exit status 130 / 143. ``--debug`` (or RSRNN_DEBUG=1)
+prints the traceback too.
 """
 import os
 import sys
@@ -44,6 +45,16 @@ def _fail(message: str, argv=()) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(2)  # now: background writer threads of a failed save would print their own tracebacks on the way out
+
+
+def _interrupted(e) -> None:
+  """SIGINT/SIGTERM (rsrnn_jax.workdir.Interrupted): its one line, exit status 130 / 143, no traceback."""
+  if _debug():
+    traceback.print_exc()
+  print(" ".join(str(e).split()), file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(e.exit_code)  # as _fail: no background thread gets to print on the way out
 
 
 def _innermost_line(exc: BaseException) -> str:
@@ -90,18 +101,25 @@ def main(argv):
   del argv
   if FLAGS.debug:
     os.environ[DEBUG_ENV] = "1"
-  from rsrnn_jax import run  # after flags: XLA_FLAGS may have been set by the caller
   from rsrnn_jax import workdir
-  from rsrnn_jax.train import parallel
-  run.setup_logging(debug=_debug())
   try:
-    parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+    with workdir.interruptible():  # SIGINT/SIGTERM → workdir.Interrupted: one line, exit 130 / 143
+      _run(FLAGS.mode)
+  except workdir.Interrupted as e:
+    _interrupted(e)
   except Exception as e:  # noqa: BLE001 - sorted below: user errors get one line, bugs their traceback
     message = workdir.describe_error(e)
     if message is None:
       raise
     _fail(message)
+
+
+def _run(mode: str) -> None:
+  from rsrnn_jax import run  # after flags: XLA_FLAGS may have been set by the caller
+  from rsrnn_jax.train import parallel
+  run.setup_logging(debug=_debug())
+  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  run.main(FLAGS.config, FLAGS.workdir, mode)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ so a run killed by a timeout still leaves what it measured. Jobs:
   TFLOP/s = model FLOPs (XLA cost analysis of the unrolled step, remat recomputation not counted) ÷ step time.
 * attack: PGD (5 iterations, ε = 2/255, batch 128, bf16) through 16 and 24 glimpse steps, remat off / on, and
   APGD when ``rsrnn_jax.attacks.apgd`` exists: images × iterations / s.
+* fed: the fed rate (bench/fed_rate.py) of the configs/imagenet.py RS-RNN train step (bf16, batch 256, the
+  unrolled training default): images/s with the real input pipeline (``os.cpu_count()`` grain workers, the
+  default host decoder, uint8 hand-over) on synthetic ImageNet JPEGs (bench/synthetic_imagenet.py) against the
+  same step on a resident batch; their ratio says whether this host's cores starve the GPU.
 docs/scaling.md says how to install the CUDA build of jax and run this on a GPU machine.
 """
 from __future__ import annotations
@@ -38,6 +42,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (puts the repository on sys.path)
+import fed_rate  # noqa: E402
+import synthetic_imagenet  # noqa: E402
 
 if "--tiny" in sys.argv:  # before JAX starts: the tiny run stays on the CPU even on a GPU machine
   os.environ["JAX_PLATFORMS"] = "cpu"
@@ -61,12 +67,13 @@ DATASHEET_TFLOPS = (("H200", (989.4, 494.7, 66.9)), ("H100 PCIe", (756.0, 378.0,
 FULL = dict(batches=(256, 128), attack_steps=(16, 24), attack_batch=128, iterations=5, numerics_batch=4,
             numerics_steps=3, warmup=2, repeats=5, matmul=8192, budget_s=420.0,
             logit_variants=("f32_default", "f32_highest", "bf16"), train_variants=("f32_default", "bf16"),
-            guess_s={"numerics": 150.0, "peak": 20.0, "train": 60.0, "attack": 90.0})
+            fed_images=1024, fed_steps=30, fed_workers=os.cpu_count() or 1,
+            guess_s={"numerics": 150.0, "peak": 20.0, "train": 60.0, "attack": 90.0, "fed": 120.0})
 # --tiny: every function above runs, on fewer variants (each compilation takes seconds on a CPU).
 TINY = dict(batches=(8, 4), attack_steps=(2, 3), attack_batch=4, iterations=2, numerics_batch=2,
             numerics_steps=2, warmup=1, repeats=2, matmul=128, budget_s=300.0,
-            logit_variants=("bf16",), train_variants=("bf16",),
-            guess_s={"numerics": 10.0, "peak": 1.0, "train": 5.0, "attack": 5.0})
+            logit_variants=("bf16",), train_variants=("bf16",), fed_images=48, fed_steps=2, fed_workers=0,
+            guess_s={"numerics": 10.0, "peak": 1.0, "train": 5.0, "attack": 5.0, "fed": 10.0})
 VARIANTS = {"f32_default": ("float32", None), "f32_highest": ("float32", "highest"), "bf16": ("bfloat16", None)}
 TOLERANCES = {"f32_highest": 1e-3, "f32_default": 2e-2, "bf16": 1e-1}  # relative logit / loss errors
 
@@ -284,6 +291,23 @@ def attack_job(spec: dict, sizes, tiny: bool, accel) -> dict:
           "images_x_iterations_per_s": round(n * iters / t["median_s"], 1), **memory(compiled, accel)}
 
 
+def fed_job(sizes, tiny: bool, decoder: str = "turbo") -> dict:
+  """The fed rate of the configs/imagenet.py RS-RNN step (module docstring) on this host's cores."""
+  import tempfile
+  config = make_config("rsrnn", tiny=tiny, dtype="bfloat16", unroll=0, batch=sizes["batches"][0])
+  with tempfile.TemporaryDirectory() as root:
+    tic = time.perf_counter()
+    data_cfg, stats = synthetic_imagenet.prepared_config(root, sizes["fed_images"],
+                                                         image_size=int(config.data.image_size),
+                                                         eval_resize=int(config.data.eval_resize), prefetch=4)
+    data_cfg.decoder = decoder
+    prepare_s = time.perf_counter() - tic
+    row = fed_rate.measure(config, data_cfg, workers=sizes["fed_workers"], steps=sizes["fed_steps"],
+                           repeats=3 if not tiny else 1)
+  return {**row, "model": "rsrnn", "dtype": "bfloat16", "scan": "unrolled", "synthetic_images": stats,
+          "prepare_s": round(prepare_s, 1), "cpus": os.cpu_count(), "load_average_1": round(os.getloadavg()[0], 2)}
+
+
 def train_specs(sizes, tiny: bool) -> list[dict]:
   """The grid in priority order: the configs/imagenet.py defaults first, then one axis changed at a time."""
   big, small = sizes["batches"]
@@ -316,7 +340,7 @@ def attack_specs(sizes, tiny: bool) -> list[dict]:
 # Driver: budget, JSON, tables.
 
 
-def jobs(sizes, tiny: bool, accel, cpu, result: dict):
+def jobs(sizes, tiny: bool, accel, cpu, result: dict, fed_decoder: str = "turbo"):
   """(kind, name, thunk) in priority order: the matrix-product peak (seconds), the configs/imagenet.py train
   step, the numerics, then the other train and attack jobs interleaved, one axis changed at a time."""
   flops_cache: dict = {}
@@ -327,6 +351,7 @@ def jobs(sizes, tiny: bool, accel, cpu, result: dict):
   yield "peak", "peak", lambda: matmul_peak(sizes, accel)
   yield train[0]
   yield "numerics", "numerics", lambda: numerics(sizes, tiny, accel, cpu)
+  yield "fed", "fed", lambda: fed_job(sizes, tiny, fed_decoder)
   yield from train[1:3] + attack[:1] + train[3:5] + attack[1:2] + train[5:6] + attack[2:] + train[6:]
 
 
@@ -342,11 +367,11 @@ def run(args, prior: dict | None = None) -> dict:
             "train": [], "attack": [], "skipped": [], "errors": []}
   if prior:
     result["resumed"] = prior.get("resumed", []) + [{k: prior.get(k) for k in ("elapsed_s", "machine", "versions")}]
-    for k in ("peak", "numerics", "train", "attack"):
+    for k in ("peak", "numerics", "fed", "train", "attack"):
       if k in prior:
         result[k] = prior[k]
   seen: dict = {}  # longest time taken so far per kind of job (and per model for train jobs)
-  for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result):
+  for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result, args.fed_decoder):
     if prior and _done(result, kind, name):
       continue
     key = (kind, json.loads(name).get("model")) if kind == "train" else (kind, None)
@@ -447,6 +472,12 @@ def tables(r: dict) -> str:
                    f"{t['images_per_s']} | {t['compile_s']} | {t['median_s'] * 1e3:.1f} | {t['tflops_per_s']} | "
                    f"{t['of_matmul_peak']} | {t['gflop_per_image']} | {t.get('program_mb')} | "
                    f"{t.get('device_peak_mb')} |")
+  f = r.get("fed")
+  if f:
+    lines += ["", f"fed rate ({f['model']} {f['dtype']} {f['scan']}, batch {f['batch']}, {f['workers']} workers on "
+              f"{f['cpus']} cores, decoder {f.get('decoder_used', f['decoder'])}, {f['image_dtype']} hand-over): "
+              f"{f['fed_images_per_s']} img/s fed vs {f['resident_images_per_s']} resident = starvation ratio "
+              f"{f['starvation_ratio']}"]
   if r["attack"]:
     lines += ["", "| attack | steps | remat | batch | iterations | images × iterations / s | compile s | "
               "program MB |", "|---|---|---|---|---|---|---|---|"]
@@ -467,6 +498,8 @@ def main(argv=None) -> int:
   p.add_argument("--resume", action="store_true",
                  help="keep the rows of the JSON at --out and run only the jobs it lacks (failed or skipped ones)")
   p.add_argument("--out", default=None, help="JSON path (default bench/results/gpu_check[_quick].json)")
+  p.add_argument("--fed_decoder", default="turbo", choices=("turbo", "pil", "dali"),
+                 help="config.data.decoder of the fed-rate job ('dali' falls back to 'turbo' without DALI)")
   args = p.parse_args(argv)
   if args.out is None:
     args.out = benchlib.default_out("gpu_check", args.tiny)  # --tiny: gpu_check_quick.json (git ignores it)

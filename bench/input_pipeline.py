@@ -1,118 +1,51 @@
-"""Input pipeline throughput: imagenet100's train and eval transforms on synthetic JPEGs of ImageNet's sizes.
+"""Input pipeline throughput: imagenet100's decoders, transforms and grain pipeline on synthetic JPEGs of
+ImageNet's sizes (bench/synthetic_imagenet.py), before / after issue 27, and the fed rate of a training loop.
 
-  python bench/input_pipeline.py [--workers 0,1,2] [--images 400] [--batch 16] [--batches 16] [--quick]
+  python bench/input_pipeline.py [--workers 0,1,2] [--rounds 3] [--batch 16] [--batches 16]
+                                 [--fed_workers 2|none] [--fed_batch 16] [--fed_steps 8] [--quick]
 
-Builds the real ``imagenet100`` TFDS data set (rsrnn_jax/data/imagenet100.py) from fake ILSVRC2012 tars of
-synthetic JPEGs in a temporary folder, then measures:
+Builds the real ``imagenet100`` TFDS data set from fake ILSVRC2012 tars in a temporary folder, then measures:
 
+* ``decoders``: JPEG bytes -> RGB array, one image at a time: PIL, simplejpeg, OpenCV, PyTurboJPEG (where its
+  system library is found): images per CPU-second = per core;
 * ``transforms``: decode + RandomResizedCrop(336) + flip (train) or Resize(384) + CenterCrop(336) (eval), one
-  image at a time in this process, with and without reduced-size JPEG decoding (``draft``,
-  rsrnn_jax/data/transforms.py): images per CPU-second = images per core;
-* ``pipeline``: ``data.train_batches`` / ``data.eval_batches`` (grain, float32 batches, the configs/imagenet.py
-  sizes) with 0, 1 and 2 worker processes: images/s of wall time and per CPU-second of this process and its
-  workers (psutil), which adds batching, float conversion and the copies between processes.
+  image at a time, through the imagenet100 task with ``decoder`` "pil" (before), "pil" with PIL's reduced-size
+  decode (``draft``) and "turbo" (after: libjpeg-turbo + OpenCV, rsrnn_jax/data/decoders.py);
+* ``pipeline``: ``data.train_batches`` / ``data.eval_batches`` with each worker count, **before** (decoder
+  "pil", float32 batches from the workers) and **after** (decoder "turbo", uint8 train batches), alternated
+  within each of ``--rounds`` rounds (order reversed every other round), so that the machine's load hits both:
+  images/s of wall time and per CPU-second of this process and its workers (psutil); ``pipeline_medians`` has
+  the medians over the rounds and the after ÷ before ratios;
+* ``fed`` (unless ``--fed_workers none``): bench/fed_rate.py with a small RS-RNN (toy widths, 336² input,
+  float32) on this machine's devices: training images/s fed by the pipeline with ``--fed_workers`` workers
+  against the same step on a resident batch (the starvation ratio), before and after.
 
 Images per CPU-second hardly depend on what else runs on the machine (unlike images/s), which is why they are
-the headline: cores needed = images/s wanted ÷ images per CPU-second.
-
-Synthetic images: 85% have a 500-pixel long side (ImageNet's most common size: 500×375, 500×333, 375×500...),
-10% a long side log-uniform in 600–1600, 5% in 150–450; aspect ratios 4:3, 3:2, 5:4, 1:1; a quarter portrait.
-Content: smooth noise at three scales (about the bits per pixel of photos), JPEG quality 90. The JSON records
-the mean file size and megapixels (ImageNet train: about 110 KB and 0.2 MP per image).
+the headline: cores needed = images/s wanted ÷ images per CPU-second. Every row records the load average.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import io
-import math
 import os
 import resource
+import statistics
 import sys
 import tarfile
 import tempfile
 import time
-from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (puts the repository on sys.path)
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from rsrnn_jax import data  # noqa: E402
-from rsrnn_jax.data import imagenet100, transforms  # noqa: E402
+from rsrnn_jax.data import imagenet100, tasks, transforms  # noqa: E402
+from synthetic_imagenet import image_sizes, prepared_config, synthetic_jpeg  # noqa: E402,F401
 
-ASPECTS = ((4 / 3, 0.55), (3 / 2, 0.3), (5 / 4, 0.1), (1.0, 0.05))
-
-
-def image_sizes(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
-  """(height, width) of ``n`` images following the distribution in the module docstring."""
-  ratios, weights = zip(*ASPECTS)
-  sizes = []
-  for _ in range(n):
-    u = rng.random()
-    if u < 0.85:
-      long = 500
-    elif u < 0.95:
-      long = int(round(math.exp(rng.uniform(math.log(600), math.log(1600)))))
-    else:
-      long = int(rng.integers(150, 451))
-    short = int(round(long / rng.choice(ratios, p=weights)))
-    sizes.append((long, short) if rng.random() < 0.25 else (short, long))
-  return sizes
-
-
-def synthetic_jpeg(rng: np.random.Generator, height: int, width: int, quality: int = 90) -> bytes:
-  """A JPEG of smooth noise at three scales (1/16, 1/4 and full resolution) around mid grey."""
-  out = np.full((height, width, 3), 128.0, np.float32)
-  for amplitude, factor in ((60.0, 16), (30.0, 4), (10.0, 1)):
-    small = amplitude * rng.standard_normal((max(height // factor, 1), max(width // factor, 1), 3), np.float32)
-    if factor > 1:
-      small = np.stack([np.asarray(Image.fromarray(small[..., c], mode="F").resize((width, height),
-                                                                                  Image.BICUBIC))
-                        for c in range(3)], axis=-1)
-    out += small
-  buf = io.BytesIO()
-  Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
-  return buf.getvalue()
-
-
-def _image(job: tuple[int, int, int, int]) -> bytes:
-  seed, index, height, width = job
-  return synthetic_jpeg(np.random.default_rng([seed, index]), height, width)
-
-
-def _add(tar: tarfile.TarFile, name: str, blob: bytes) -> None:
-  info = tarfile.TarInfo(name)
-  info.size = len(blob)
-  tar.addfile(info, io.BytesIO(blob))
-
-
-def write_fake_ilsvrc(manual_dir: str, num_train: int, num_val: int, seed: int = 0) -> dict:
-  """ILSVRC2012_img_{train,val}.tar of synthetic JPEGs: ``num_train`` images spread over the 100 classes and
-  ``num_val`` validation images named after lines of TFDS's ground truth that belong to the 100 classes."""
-  os.makedirs(manual_dir, exist_ok=True)
-  sizes = image_sizes(np.random.default_rng(seed), num_train + num_val)
-  with futures.ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL releases the GIL; one seed per image
-    blobs = list(pool.map(_image, [(seed, i, h, w) for i, (h, w) in enumerate(sizes)]))
-  wnids = imagenet100.CLASS_NAMES
-  with tarfile.open(os.path.join(manual_dir, imagenet100.TRAIN_TAR), "w") as outer:
-    for c, wnid in enumerate(wnids):
-      inner_buf = io.BytesIO()
-      with tarfile.open(fileobj=inner_buf, mode="w") as inner:
-        for i in range(c, num_train, len(wnids)):
-          _add(inner, f"{wnid}_{i}.JPEG", blobs[i])
-      _add(outer, f"{wnid}.tar", inner_buf.getvalue())
-  labels = imagenet100.read_validation_labels(imagenet100.default_validation_labels_path())
-  lines = [i + 1 for i, wnid in enumerate(labels) if wnid.strip() in wnids][:num_val]
-  with tarfile.open(os.path.join(manual_dir, imagenet100.VAL_TAR), "w") as tar:
-    for line, blob in zip(lines, blobs[num_train:]):
-      _add(tar, f"ILSVRC2012_val_{line:08d}.JPEG", blob)
-  return {"images": len(blobs), "mean_kb": round(float(np.mean([len(b) for b in blobs])) / 1024, 1),
-          "mean_megapixels": round(float(np.mean([h * w for h, w in sizes])) / 1e6, 3),
-          "share_long_side_over_672": round(float(np.mean([max(s) >= 672 for s in sizes])), 3)}
+VARIANTS = {"before": dict(decoder="pil", image_dtype="float32"), "after": dict(decoder="turbo", image_dtype="uint8")}
 
 
 def cpu_seconds() -> float:
@@ -154,18 +87,53 @@ def rate(images: int, wall: float, cpu: float) -> dict:
           "images_per_s": round(images / wall, 1), "images_per_cpu_s": round(images / cpu, 1)}
 
 
-def time_transforms(records: list[bytes], size: int, resize: int, draft: bool) -> dict:
-  """Decode + train transform and decode + eval transform of every record, one at a time (per-core rates)."""
+def _decoders() -> dict:
+  """JPEG bytes -> uint8 RGB, per library (PyTurboJPEG only where its system libturbojpeg is found)."""
+  import cv2
+  import simplejpeg
+  cv2.setNumThreads(1)
+  flag = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)  # OpenCV >= 4.11 decodes to RGB directly
+  out = {"pil": lambda b: np.asarray(transforms.decode_pil(b, 3)),
+         "simplejpeg": lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB"),
+         "opencv": lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), flag)}
+  try:
+    import turbojpeg
+    out["pyturbojpeg"] = turbojpeg.TurboJPEG().decode
+  except Exception as e:  # noqa: BLE001  (not in requirements.txt: needs the system's libturbojpeg)
+    out["pyturbojpeg"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+  return out
+
+
+def time_decoders(records: list[bytes]) -> dict:
+  """Decode only, one image at a time (images per CPU-second = per core); a string where a library is missing."""
+  out = {}
+  for name, fn in _decoders().items():
+    if isinstance(fn, str):
+      out[name] = {"unavailable": fn}
+      continue
+    fn(records[0])
+    tic_wall, tic_cpu = time.perf_counter(), time.process_time()
+    for blob in records:
+      fn(blob)
+    out[name] = rate(len(records), time.perf_counter() - tic_wall, time.process_time() - tic_cpu)
+  return out
+
+
+def time_transforms(records: list[bytes], size: int, resize: int, decoder: str, draft: bool = False) -> dict:
+  """Decode + train transform and decode + eval transform of every record, one at a time (per-core rates):
+  the imagenet100 task's own code with ``decoder`` ("pil" with ``draft``: PIL's reduced-size decode)."""
+  cfg = data.default_data_config("imagenet100")
+  cfg.image_size, cfg.eval_resize, cfg.decoder = size, resize, decoder
+  task = tasks.task_for(cfg)
+  train = (lambda b, rng: transforms.to_array(transforms.random_resized_crop(
+      transforms.decode_pil(b, 3), size, rng, draft=True), 3)) if draft else task.train
+  evaluate = (lambda b: transforms.to_array(transforms.resize_center_crop(
+      transforms.decode_pil(b, 3), resize, size, draft=True), 3)) if draft else task.eval
   out = {}
   for split in ("train", "eval"):
     tic_wall, tic_cpu = time.perf_counter(), time.process_time()
     for i, blob in enumerate(records):
-      img = transforms.decode_pil(blob, 3)
-      if split == "train":
-        img = transforms.random_resized_crop(img, size, np.random.default_rng([0, i]), draft=draft)
-      else:
-        img = transforms.resize_center_crop(img, resize, size, draft=draft)
-      transforms.to_array(img, 3)
+      train(blob, np.random.default_rng([0, i])) if split == "train" else evaluate(blob)
     out[split] = rate(len(records), time.perf_counter() - tic_wall, time.process_time() - tic_cpu)
   return out
 
@@ -199,25 +167,88 @@ def time_pipeline(cfg, split: str, batch: int, warmup: int, timed: int, ahead: i
   n = sum(len(next(it)["label"]) for _ in range(timed))
   out = rate(n, time.perf_counter() - tic_wall, cpu_seconds() - tic_cpu)
   out["warmup_s"] = round(startup, 2)
+  out["load_average_1"] = round(os.getloadavg()[0], 2)
   del it
   return out
 
 
-def main(argv=None) -> int:
+def pipeline_rounds(cfg, workers_list, rounds: int, batch: int, runs: dict) -> list[dict]:
+  """Every (worker count, variant, split) once per round, before and after alternated (order reversed in odd
+  rounds)."""
+  rows = []
+  for r in range(rounds):
+    for workers in workers_list:
+      order = list(VARIANTS) if r % 2 == 0 else list(VARIANTS)[::-1]
+      for variant in order:
+        cfg.update(VARIANTS[variant], num_workers=workers)
+        for split in ("train", "eval"):
+          rows.append({"round": r, "split": split, "workers": workers, "variant": variant,
+                       **time_pipeline(cfg, split, batch, **runs[workers])})
+          print(rows[-1], flush=True)
+  return rows
+
+
+def medians(rows: list[dict]) -> list[dict]:
+  """Per (split, workers): the median images per CPU-second and per second of each variant and after ÷ before."""
+  out = []
+  for split, workers in dict.fromkeys((r["split"], r["workers"]) for r in rows):
+    row = {"split": split, "workers": workers}
+    for variant in VARIANTS:
+      mine = [r for r in rows if (r["split"], r["workers"], r["variant"]) == (split, workers, variant)]
+      for key in ("images_per_cpu_s", "images_per_s"):
+        row[f"{variant}_{key}"] = round(statistics.median(r[key] for r in mine), 1)
+    row["ratio_per_cpu_s"] = round(row["after_images_per_cpu_s"] / row["before_images_per_cpu_s"], 2)
+    row["ratio_per_s"] = round(row["after_images_per_s"] / row["before_images_per_s"], 2)
+    out.append(row)
+  return out
+
+
+def fed_rows(cfg, args) -> list[dict]:
+  import fed_rate
+  config = fed_rate.small_cpu_config(args.fed_batch)
+  rows = []
+  for variant in VARIANTS:
+    cfg.update(VARIANTS[variant])
+    rows.append({"variant": variant, **fed_rate.measure(config, cfg, workers=int(args.fed_workers),
+                                                        steps=args.fed_steps, repeats=args.rounds),
+                 "load_average_1": round(os.getloadavg()[0], 2)})
+    print(rows[-1], flush=True)
+  return rows
+
+
+def _records(root: str, n: int) -> list[bytes]:
+  with tarfile.open(os.path.join(root, "manual", imagenet100.TRAIN_TAR)) as outer:
+    records = [inner.extractfile(m).read() for member in outer.getmembers()
+               for inner in [tarfile.open(fileobj=outer.extractfile(member))] for m in inner.getmembers()]
+  return records[:n]
+
+
+def _args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--images", type=int, default=400,
                  help="synthetic train images (plus 32 validation images); raised to what --workers needs")
   p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--batches", type=int, default=16, help="timed batches per pipeline run (at least 4 × workers)")
+  p.add_argument("--batches", type=int, default=32, help="timed batches per pipeline run (at least 4 × workers)")
+  p.add_argument("--rounds", type=int, default=3, help="alternated before/after rounds (medians reported)")
   p.add_argument("--transform_images", type=int, default=400, help="images timed one at a time per transform")
   p.add_argument("--workers", default="0,1,2", help="grain worker processes to time (comma-separated)")
   p.add_argument("--image_size", type=int, default=336, help="model input side (configs/imagenet.py: 336)")
   p.add_argument("--eval_resize", type=int, default=384, help="eval resize of the shorter side (384)")
-  p.add_argument("--quick", action="store_true", help="64 images, batch 4, workers 0: a smoke run")
+  p.add_argument("--fed_workers", default="2", help="workers of the fed-rate run ('none': skip it)")
+  p.add_argument("--fed_batch", type=int, default=16)
+  p.add_argument("--fed_steps", type=int, default=8, help="timed steps per fed / resident run")
+  p.add_argument("--quick", action="store_true", help="64 images, batch 4, workers 0, 1 round: a smoke run")
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   if args.quick:
     args.images, args.batch, args.batches, args.workers, args.transform_images = 64, 4, 8, "0", 64
+    args.rounds, args.fed_batch, args.fed_steps = 1, 4, 2
+    args.fed_workers = "none" if args.fed_workers == "2" else args.fed_workers
+  return args
+
+
+def main(argv=None) -> int:
+  args = _args(argv)
   workers_list = [int(w) for w in args.workers.split(",")]
   runs = {w: dict(warmup=max(3, w), timed=max(args.batches, 4 * w), ahead=2 * w + 2) for w in workers_list}
   args.images = max([args.images] + [sum(r.values()) * args.batch for r in runs.values()])
@@ -225,27 +256,20 @@ def main(argv=None) -> int:
   result = {"bench": "input_pipeline", "machine": benchlib.machine(), "args": vars(args)}
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as root:
-    result["synthetic_images"] = write_fake_ilsvrc(os.path.join(root, "manual"), args.images, 32)
-    cfg = data.default_data_config("imagenet100")
-    cfg.data_dir, cfg.manual_dir = os.path.join(root, "tfds"), os.path.join(root, "manual")
-    cfg.image_size, cfg.eval_resize, cfg.prefetch = args.image_size, args.eval_resize, 2
     tic = time.perf_counter()
-    data.dataset_info(cfg)  # prepares the TFDS data set (array_record)
+    cfg, result["synthetic_images"] = prepared_config(root, args.images, image_size=args.image_size,
+                                                      eval_resize=args.eval_resize)
     result["prepare_s"] = round(time.perf_counter() - tic, 2)
-    with tarfile.open(os.path.join(root, "manual", imagenet100.TRAIN_TAR)) as outer:
-      records = [inner.extractfile(m).read() for member in outer.getmembers()
-                 for inner in [tarfile.open(fileobj=outer.extractfile(member))] for m in inner.getmembers()]
-    records = records[:args.transform_images]
-    result["transforms"] = {f"draft_{name}": time_transforms(records, args.image_size, args.eval_resize, d)
-                            for name, d in (("off", False), ("on", True))}
+    records = _records(root, args.transform_images)
+    result["decoders"] = time_decoders(records)
+    result["transforms"] = {name: time_transforms(records, args.image_size, args.eval_resize, dec, draft)
+                            for name, dec, draft in (("pil", "pil", False), ("pil_draft", "pil", True),
+                                                     ("turbo", "turbo", False))}
     result["float_conversion"] = time_float_conversion(args.batch, args.image_size)
-    rows = []
-    for workers in workers_list:
-      cfg.num_workers = workers
-      for split in ("train", "eval"):
-        rows.append({"split": split, "workers": workers, **time_pipeline(cfg, split, args.batch, **runs[workers])})
-        print(rows[-1], flush=True)
-    result["pipeline"] = rows
+    result["pipeline"] = pipeline_rounds(cfg, workers_list, args.rounds, args.batch, runs)
+    result["pipeline_medians"] = medians(result["pipeline"])
+    if args.fed_workers != "none":
+      result["fed"] = fed_rows(cfg, args)
   result["total_s"] = round(time.perf_counter() - start, 1)
   benchlib.write(result, out)
   print(table(result))
@@ -253,16 +277,27 @@ def main(argv=None) -> int:
 
 
 def table(result: dict) -> str:
-  """Markdown tables of the per-core transform rates and the pipeline rates."""
+  """Markdown tables: decoders and transforms per core, the pipeline before/after, the fed rate."""
+  lines = ["| decode only (one core) | images / CPU-s |", "|---|---|"]
+  for name, r in result["decoders"].items():
+    lines.append(f"| {name} | {r.get('images_per_cpu_s', r.get('unavailable'))} |")
   t = result["transforms"]
-  lines = ["| transform (one core) | draft off: images / CPU-s | draft on: images / CPU-s | gain |",
-           "|---|---|---|---|"]
+  lines += ["", "| transform (one core), images / CPU-s | pil (before) | pil + draft | turbo (after) | after ÷ "
+            "before |", "|---|---|---|---|---|"]
   for split in ("train", "eval"):
-    off, on = t["draft_off"][split]["images_per_cpu_s"], t["draft_on"][split]["images_per_cpu_s"]
-    lines.append(f"| {split} | {off} | {on} | {on / off:.2f}× |")
-  lines += ["", "| pipeline | workers | images / s (wall) | images / CPU-s |", "|---|---|---|---|"]
-  for r in result["pipeline"]:
-    lines.append(f"| {r['split']} | {r['workers']} | {r['images_per_s']} | {r['images_per_cpu_s']} |")
+    a, b, c = (t[k][split]["images_per_cpu_s"] for k in ("pil", "pil_draft", "turbo"))
+    lines.append(f"| {split} | {a} | {b} | {c} | {c / a:.2f}× |")
+  lines += ["", "| pipeline | workers | before: images / CPU-s (images / s) | after: images / CPU-s (images / s) | "
+            "after ÷ before per CPU-s |", "|---|---|---|---|---|"]
+  for r in result["pipeline_medians"]:
+    lines.append(f"| {r['split']} | {r['workers']} | {r['before_images_per_cpu_s']} ({r['before_images_per_s']}) | "
+                 f"{r['after_images_per_cpu_s']} ({r['after_images_per_s']}) | {r['ratio_per_cpu_s']}× |")
+  if result.get("fed"):
+    lines += ["", "| fed rate | workers | fed images / s | resident images / s | starvation ratio |",
+              "|---|---|---|---|---|"]
+    for r in result["fed"]:
+      lines.append(f"| {r['variant']} | {r['workers']} | {r['fed_images_per_s']} | {r['resident_images_per_s']} | "
+                   f"{r['starvation_ratio']} |")
   return "\n".join(lines)
 
 

@@ -14,6 +14,19 @@ from rsrnn_jax.models import registry
 vgg8 = registry.vgg8  # the shared backbone, re-exported for the configs
 
 
+def parse_args(arg: str, config_file: str, keys=("model", "attack")) -> dict:
+  """``"model=ff_cnn,attack=adaptive"`` (what follows ``FILE:`` in --config) → a dict; ValueError with one line
+  for a pair without ``=`` or an unknown key."""
+  args = {}
+  for pair in (p.strip() for p in arg.split(",") if p.strip()):
+    key, sep, value = pair.partition("=")
+    if not sep or key not in keys or not value:
+      raise ValueError(f"the arguments after '{config_file}:' must be KEY=VALUE pairs separated by commas, KEY one "
+                       f"of {', '.join(keys)} (e.g. {config_file}:model=ff_cnn,attack=adaptive); got {pair!r}")
+    args[key] = value
+  return args
+
+
 def model_preset(name: str, *, width: int = 64, stages=None, out_size: int = 64, density_ratio: float = 10.0):
   """``config.model`` for model ``name``: :func:`rsrnn_jax.models.registry.preset` (every field documented
   there; docs/zoo.md)."""

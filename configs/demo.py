@@ -34,7 +34,7 @@ SETTINGS = ("demo", "paper_geometry")
 
 
 def get_config(arg: str = ""):
-  args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+  args = common.parse_args(arg, "configs/demo.py", keys=("model", "attack", "setting"))
   setting = args.get("setting", "demo")
   if setting not in SETTINGS:
     raise ValueError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")

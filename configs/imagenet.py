@@ -22,7 +22,7 @@ TRAIN_IMAGES = 126689  # ImageNet100 train split size with the paper's class lis
 
 
 def get_config(arg: str = ""):
-  args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+  args = common.parse_args(arg, "configs/imagenet.py")
   model = args.get("model", registry.DEFAULT_MODEL)
   c = common.get_base_config("imagenet100")
   whole_image = registry.get(model).whole_image  # 224² (S3TA ≈ the FF-CNN backbone once: 10.47 GMACs, paper.md §5)
@@ -52,4 +52,5 @@ def get_config(arg: str = ""):
 
   c.eval.num_glimpses = 16
   c.eval.batch_size = 256
+  c.attack = common.attack_profile(args.get("attack", "paper"))  # --mode=attack profile: paper | strong | adaptive
   return c

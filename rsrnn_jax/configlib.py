@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 from rsrnn_jax import data
@@ -38,8 +39,23 @@ def set_dotted(c, overrides: dict):
   return c
 
 
+def _non_finite(node, prefix: str = "config"):
+  """(dotted name, value) of the first NaN/±Inf float anywhere in a config (sequences included), or None."""
+  items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, (list, tuple)) else ()
+  for key, value in items:
+    name = f"{prefix}.{key}" if not isinstance(key, int) else f"{prefix}[{key}]"
+    if isinstance(value, float) and not math.isfinite(value):
+      return name, value
+    found = _non_finite(value, name) if not isinstance(value, (str, bytes)) else None
+    if found:
+      return found
+  return None
+
+
 def validate(config) -> None:
   """Raises ValueError with a one-line message for the first impossible value in ``config``."""
+  bad = _non_finite(config)
+  _require(bad is None, f"{bad[0]} must be a finite number, got {bad[1]!r}" if bad else "")
   t, m, e = config.train, config.model, config.eval
   _require(m.name in registry.names(),
            f"config.model.name={m.name!r} is unknown; choose one of {', '.join(registry.names())}")
@@ -48,6 +64,11 @@ def validate(config) -> None:
     _require(int(t[key]) > 0, f"config.train.{key} must be a positive integer, got {t[key]!r}")
   _require(int(t.warmup_steps) >= 0, f"config.train.warmup_steps must be >= 0, got {t.warmup_steps!r}")
   _require(float(t.learning_rate) > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate!r}")
+  for key in ("weight_decay", "grad_clip", "rl_weight", "baseline_weight"):
+    _require(float(t[key]) >= 0, f"config.train.{key} must be >= 0, got {t[key]!r}")
+  _require(0 <= float(t.momentum) < 1, f"config.train.momentum must be in [0, 1), got {t.momentum!r}")
+  _require(all(float(v) > 0 for v in config.data.get("std", (1.0,))),
+           f"config.data.std must be > 0 per channel, got {config.data.get('std')!r}")
   _require(t.loss_steps in ("all", "last"), f"config.train.loss_steps must be 'all' or 'last', got {t.loss_steps!r}")
   _require(t.init_fixation in ("random", "center"),
            f"config.train.init_fixation must be 'random' or 'center', got {t.init_fixation!r}")

@@ -1,6 +1,7 @@
 """What ``launch.py`` calls: one entry point per mode, each taking a config and a workdir."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -27,14 +28,15 @@ def main(config, workdir: str, mode: str = "train"):
   if mode == "verify":  # reads the checkpoint and an attack folder's saved sets; writes nothing, takes no lock
     configure_compilation_cache(config)
     from rsrnn_jax.robustness import verify
-    return verify.run(config, workdir)
+    with _interruption_line(mode, workdir):
+      return verify.run(config, workdir)
   if mode == "attack":
     from rsrnn_jax.robustness import profiles
     profiles.validate_attack_config(config)
   workdir_lib.check_usable(workdir)
   _check_batch_sizes(config, mode)
   configure_compilation_cache(config)
-  with workdir_lib.locked(workdir, enabled=jax.process_index() == 0):
+  with workdir_lib.locked(workdir, enabled=jax.process_index() == 0), _interruption_line(mode, workdir):
     if mode == "train":
       from rsrnn_jax.evaluation import clean as evaluate
       return evaluate.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
@@ -43,6 +45,19 @@ def main(config, workdir: str, mode: str = "train"):
       return robustness.run(config, workdir)
     from rsrnn_jax.evaluation import clean as evaluate
     return evaluate.evaluate(config, workdir)
+
+
+@contextlib.contextmanager
+def _interruption_line(mode: str, workdir: str):
+  """SIGINT/SIGTERM (workdir.Interrupted) that the mode did not describe itself: one line naming the mode."""
+  try:
+    yield
+  except workdir_lib.Interrupted as e:
+    if e.said:
+      raise
+    kept = {"train": "every checkpoint saved so far is kept", "eval": f"files in {workdir}/eval/ are complete "
+            "(each written whole)"}.get(mode, "nothing was written")
+    raise e.because(f"{mode} interrupted ({e.name}); {kept}; run the same command again") from None
 
 
 def _check_batch_sizes(config, mode: str) -> None:

@@ -9,6 +9,10 @@
 * :func:`write_json` / :func:`write_text` / :func:`atomic_path`: write a temporary file in the same folder, then
   rename it over the target, so a reader (or a crash) never sees half a file. JSON is strict: NaN and ±Inf
   become ``null``.
+* :func:`interruptible` / :class:`Interrupted`: SIGINT and SIGTERM raise ``Interrupted`` in the main thread, so
+  the running mode closes what it holds and ``launch.py`` prints one line and exits 130 / 143;
+  :func:`deferred_interrupts` holds a signal back until a block that must not stop half-way (a checkpoint
+  save, the swap of a results folder) is done.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -222,6 +227,73 @@ def damaged_dataset(where: str):
                     f"run again to prepare it anew") from e
 
 
+# ------------------------------------------------------------------------------------------ interruptions
+
+class Interrupted(BaseException):
+  """SIGINT or SIGTERM inside :func:`interruptible`. ``str()`` is the one line to print (a mode replaces it with
+  what was kept: :meth:`because`); ``exit_code`` is 128 + the signal number (130, 143). A BaseException, as
+  KeyboardInterrupt is, so that ``except Exception`` blocks let it through."""
+
+  def __init__(self, signum: int, message: str = ""):
+    self.signum, self.said = int(signum), bool(message)  # said: a mode has put what it kept into the message
+    super().__init__(message or f"interrupted ({self.name})")
+
+  @property
+  def name(self) -> str:
+    return signal.Signals(self.signum).name
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+  def because(self, message: str) -> "Interrupted":
+    return Interrupted(self.signum, message)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STATE = {"installed": 0, "deferred": 0, "pending": None, "raised": False}
+
+
+def _on_signal(signum, frame):
+  del frame
+  if _STATE["raised"]:  # a second Ctrl-C while the first one's cleanup runs: that cleanup finishes
+    return
+  if _STATE["deferred"]:
+    _STATE["pending"] = signum
+    return
+  _STATE["raised"] = True
+  raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible():
+  """Within the block (main thread only) SIGINT and SIGTERM raise :class:`Interrupted`; the handlers before it
+  are restored after."""
+  previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
+  _STATE.update(installed=_STATE["installed"] + 1, pending=None, raised=False)
+  try:
+    yield
+  finally:
+    _STATE["installed"] -= 1
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+  """A signal that arrives in the block is raised when the block has completed (under :func:`interruptible`;
+  elsewhere the process's own handlers apply unchanged)."""
+  _STATE["deferred"] += 1
+  try:
+    yield
+  finally:
+    _STATE["deferred"] -= 1
+  signum = _STATE["pending"]
+  if signum is not None and not _STATE["deferred"] and _STATE["installed"]:
+    _STATE.update(pending=None, raised=True)
+    raise Interrupted(signum)
+
+
 # ------------------------------------------------------------------------------------------ atomic writes
 
 
@@ -281,14 +353,54 @@ def write_json(path: str, obj, *, indent: int | None = 1) -> None:
 
 # ----------------------------------------------------------------------------------------- the saved config
 
+CONFIG = "config.json"
+CONFIG_HISTORY = "config_history.jsonl"
+_CONFIG_SECTIONS = ("model", "train", "eval", "data")
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (``WORKDIR/config.json``, written by ``--mode=train``)."""
-  path = os.path.join(workdir, "config.json")
+  """The config a workdir was trained with (``WORKDIR/config.json``, written by ``--mode=train``); a file that
+  cannot be parsed is a UserError naming it."""
+  path = os.path.join(workdir, CONFIG)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} does not exist; pass a workdir made by --mode=train (or config=)")
-  with open(path) as f:
-    d = json.load(f)
+  fix = (f"restore it (every training run's config is a line of {os.path.join(workdir, CONFIG_HISTORY)}) or "
+         f"pass config=")
+  try:
+    with open(path, "rb") as f:
+      d = json.loads(f.read().decode("utf-8"))
+  except (UnicodeDecodeError, ValueError) as e:
+    raise UserError(f"cannot parse {path} ({one_line(e, 120)}): it is damaged or half-written; {fix}") from None
+  missing = [k for k in _CONFIG_SECTIONS if not isinstance(d, dict) or not isinstance(d.get(k), dict)]
+  if missing:
+    raise UserError(f"{path} is not a config written by --mode=train (no {', '.join(missing)} section); {fix}")
   return ml_collections.ConfigDict(_tuples(d))
+
+
+def record_config(workdir: str, config: dict, *, step: int) -> str | None:
+  """``config.json`` := ``config`` (atomically), for a run that has started training at ``step``; the run is
+  appended to ``config_history.jsonl``. Returns the text ``config.json`` had before (None: there was none), for
+  :func:`restore_config`."""
+  path = os.path.join(workdir, CONFIG)
+  previous = open(path).read() if os.path.isfile(path) else None
+  write_json(path, config)
+  _append_history(workdir, {"event": "started", "step": int(step), "config": config})
+  return previous
+
+
+def restore_config(workdir: str, previous: str | None, *, event: str, step: int) -> None:
+  """Puts back the ``config.json`` that :func:`record_config` replaced (a diverged run leaves the last good
+  config; with none before, the run's own stays) and records ``event`` in the history."""
+  if previous is not None:
+    write_text(os.path.join(workdir, CONFIG), previous)
+  _append_history(workdir, {"event": event, "step": int(step), "config_json": "restored the previous one"
+                            if previous is not None else "kept (there was no previous one)"})
+
+
+def _append_history(workdir: str, record: dict) -> None:
+  record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}
+  with open(os.path.join(workdir, CONFIG_HISTORY), "a") as f:
+    f.write(dumps(record) + "\n")
 
 
 def _tuples(obj):

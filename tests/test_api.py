@@ -1,4 +1,6 @@
 """rsrnn_jax.load(workdir): the notebook API restores what --mode=train wrote and predicts, fixates and attacks."""
+import os
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,51 @@ def test_load_says_what_to_do_without_a_trained_workdir_or_with_wrong_images(tra
   m = rsrnn_jax.load(trained[1])
   with pytest.raises(ValueError, match="images must be"):
     m.predict(np.zeros((2, 5, 5, 1), np.float32))
+
+
+def _bad_inputs(x, y):
+  nan = x.copy()
+  nan[0, 0, 0] = np.nan
+  return [
+      ("predict", dict(images=nan), "images hold 1 NaN/Inf"),
+      ("predict", dict(images=(x * 255).astype(np.uint8)), "images must be floats .*got dtype uint8: divide"),
+      ("predict", dict(images=x * 255), r"images must be in \[0, 1\], got values in .*divide by 255"),
+      ("predict", dict(images=x[:0]), r"images must be \[B, 32, 32, 1\] with B >= 1, got shape \(0, 32, 32, 1\)"),
+      ("predict", dict(images="cat"), "images must be floats .*got dtype <U3"),
+      ("predict", dict(images=x, steps=-1), "steps must be an integer >= 1, got -1"),
+      ("predict", dict(images=x, steps=0), "steps must be an integer >= 1, got 0"),
+      ("fixations", dict(images=x, steps=2.5), "steps must be an integer >= 1, got 2.5"),
+      ("attack", dict(images=x, labels=np.full_like(y, 10), eps=0.03), r"labels must be in \[0, 10\), got .* 10\]"),
+      ("attack", dict(images=x, labels=y - y - 1, eps=0.03), r"labels must be in \[0, 10\), got values in \[-1"),
+      ("attack", dict(images=x, labels=y.astype(np.float32), eps=0.03), "labels must be 8 integer class ids"),
+      ("attack", dict(images=x, labels=y[:3], eps=0.03), r"labels must be 8 integer class ids .*shape \(3,\)"),
+      ("attack", dict(images=x, labels=y, eps=1.5), r"eps must be a number in \[0, 1\) .*got 1.5"),
+      ("attack", dict(images=x, labels=y, eps=float("nan")), r"eps must be a number in \[0, 1\)"),
+      ("attack", dict(images=x, labels=y, eps=-0.1), r"eps must be a number in \[0, 1\)"),
+      ("attack", dict(images=x, labels=y, eps=0.03, attack_step=0), "attack_step must be an integer >= 1, got 0"),
+      ("attack", dict(images=nan, labels=y, eps=0.03), "images hold 1 NaN/Inf"),
+  ]
+
+
+def test_bad_inputs_are_one_line_value_errors_naming_the_argument(trained):
+  _, workdir, batch = trained
+  m = rsrnn_jax.load(workdir)
+  for method, kwargs, pattern in _bad_inputs(np.asarray(batch["image"]), np.asarray(batch["label"])):
+    with pytest.raises(ValueError, match=pattern) as info:
+      getattr(m, method)(**kwargs)
+    assert "\n" not in str(info.value), (method, kwargs)
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (b"\xff\xfe garbage \x00", r"cannot parse .*config.json .*damaged or half-written; restore it .*or pass config="),
+    (b'{"model": {"name": "rsrnn", "sampler"', r"cannot parse .*config.json"),
+    (b"{}", r"config.json is not a config written by --mode=train \(no model, train, eval, data section\)"),
+])
+def test_load_names_the_config_json_it_cannot_parse(trained, tmp_path, content, pattern):
+  import shutil
+  workdir = shutil.copytree(trained[1], str(tmp_path / "work"), ignore=shutil.ignore_patterns(".lock"))
+  with open(os.path.join(workdir, "config.json"), "wb") as f:
+    f.write(content)
+  with pytest.raises(ValueError, match=pattern) as info:
+    rsrnn_jax.load(workdir)
+  assert "\n" not in str(info.value)

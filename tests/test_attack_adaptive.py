@@ -60,6 +60,34 @@ def test_robust_flags_skip_examples_already_broken():
   assert keeper.correct[1, t - 1] and not correct[1, t - 1]
 
 
+def test_robust_flags_carry_over_from_a_smaller_eps():
+  """At a larger ε only the examples still robust at the smaller one are attacked: what broke them there breaks
+  them here (the larger ball contains the smaller one); the table's first row says what was carried."""
+  n, t, k = 5, 2, 1
+  clean = np.ones((n, t), bool)
+  clean[4] = False
+  smaller = clean.copy()
+  smaller[0] = False           # broken at both steps at the smaller ε
+  smaller[1, 1] = False        # broken at T only
+  seen = []
+
+  def attack_rows(name, spec, rows):
+    seen.append(rows.tolist())
+    adv = np.ones((len(rows), t), bool)
+    adv[rows == 2] = False     # this ε's attack breaks example 2
+    return {"adv_correct": adv, "adv_images": None, "info": {}}
+
+  steps = {"full": flags.flag_steps("full", k, t)}
+  correct, cumulative, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k,
+                                                 eval_steps=t, start=smaller, start_label="broken at ε=0.02")
+  assert seen == [[1, 2, 3]]   # 0 is broken everywhere already, 4 is wrong clean; 1 is still robust at k
+  assert table[0] == {"attack": "broken at ε=0.02", "flag_step": "–", "attacked": 0, "broke": 2, "broke_at_k": 1,
+                      "broke_at_T": 2, "robust_at_k": 3, "robust_at_T": 2}
+  np.testing.assert_array_equal(correct, [[False, False], [True, False], [False, False], [True, True],
+                                          [False, False]])
+  np.testing.assert_array_equal(cumulative["full"], correct)
+
+
 def test_scanpath_search_finds_a_planted_worst_scanpath():
   _, model, _ = untrained()
   b, n, p = 4, 3, 6

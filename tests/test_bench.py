@@ -15,8 +15,10 @@ from rsrnn_jax.data import transforms
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
+import fed_rate  # noqa: E402
 import gpu_check  # noqa: E402
 import input_pipeline  # noqa: E402
+import synthetic_imagenet  # noqa: E402
 
 
 def _jpeg(height: int, width: int, seed: int = 0) -> bytes:
@@ -84,12 +86,27 @@ def test_input_pipeline_quick(tmp_path):
   assert input_pipeline.main(["--quick", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   assert result["synthetic_images"]["images"] == 64 + 32
-  for draft in ("draft_off", "draft_on"):
+  for name in ("pil", "pil_draft", "turbo"):
     for split in ("train", "eval"):
-      assert result["transforms"][draft][split]["images_per_cpu_s"] > 0
-  assert {(r["split"], r["workers"]) for r in result["pipeline"]} == {("train", 0), ("eval", 0)}
-  assert all(r["images"] > 0 and r["images_per_s"] > 0 for r in result["pipeline"])
+      assert result["transforms"][name][split]["images_per_cpu_s"] > 0
+  assert result["decoders"]["simplejpeg"]["images_per_cpu_s"] > 0 and result["decoders"]["opencv"]["images"] == 64
+  assert {(r["split"], r["workers"], r["variant"]) for r in result["pipeline"]} == {
+      (s, 0, v) for s in ("train", "eval") for v in ("before", "after")}
+  assert all(r["images"] > 0 and r["images_per_s"] > 0 and "load_average_1" in r for r in result["pipeline"])
+  assert [(m["split"], m["workers"]) for m in result["pipeline_medians"]] == [("train", 0), ("eval", 0)]
+  assert all(m["ratio_per_cpu_s"] > 0 for m in result["pipeline_medians"]) and "fed" not in result
   assert result["float_conversion"]["mb_per_image_float32"] == pytest.approx(336 * 336 * 12 / 2**20, abs=1e-3)
+
+
+def test_fed_rate_on_a_toy_model(tmp_path):
+  """bench/fed_rate.py end to end at toy sizes: the real pipeline (uint8, in-process) feeding a jitted step."""
+  data_cfg, stats = synthetic_imagenet.prepared_config(str(tmp_path), 12, image_size=32, eval_resize=36, num_val=2)
+  assert stats["images"] == 14
+  config = gpu_check.make_config("rsrnn", tiny=True, unroll=0, batch=4)
+  row = fed_rate.measure(config, data_cfg, workers=0, steps=2, warmup=1, repeats=1)
+  assert row["decoder_used"] == "turbo" and row["image_dtype"] == "uint8" and row["batch"] == 4
+  assert row["fed_images_per_s"] > 0 and row["resident_images_per_s"] > 0
+  assert row["starvation_ratio"] == pytest.approx(row["fed_images_per_s"] / row["resident_images_per_s"], rel=1e-2)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ array_record, another source_dir). Most run in-process; the launch.py subprocess
 """
 import contextlib
 import errno
+import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -442,3 +444,255 @@ def test_launch_diverged_run_exits_2_with_one_line_and_a_second_trainer_is_refus
     holder.send_signal(signal.SIGKILL)
     holder.wait()
   assert json.load(open(workdir / "config.json"))["seed"] == 1  # the holder's record, not the refused run's
+
+
+# ------------------------------------------------------------------- issue 26: signals, noise, config record
+
+def _signal_at_batch(signum, k):
+  """train_batches that sends ``signum`` to this process as it hands out its k-th batch."""
+  real = data.train_batches
+
+  def batches(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == k:
+        os.kill(os.getpid(), signum)
+      yield batch
+  return batches
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_training_is_one_line_naming_the_step_and_the_checkpoint(tiny_data, trained, tmp_path,
+                                                                                  monkeypatch, signum):
+  workdir = _copy(trained, tmp_path)
+  c = _config(tiny_data, **{"train.num_train_steps": 10})
+  monkeypatch.setattr(data, "train_batches", _signal_at_batch(signum, 3))  # resumed at 4: the 8th batch
+  with pytest.raises(workdir_lib.Interrupted) as info, workdir_lib.interruptible():
+    run.main(c, workdir, "train")
+  assert info.value.exit_code == 128 + signum
+  assert str(info.value) == ("interrupted at step 7; checkpoint 6 is the latest; run the same command to resume")
+  assert _steps(workdir, c) == [2, 4, 6] and open(os.path.join(workdir, ".lock")).read() == ""  # released
+  _, state, _, _ = evaluate.load_model(c, workdir)
+  assert int(state.step) == 6
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+
+
+def test_a_signal_during_a_checkpoint_save_waits_for_the_save(tiny_data, trained, tmp_path, monkeypatch):
+  workdir = _copy(trained, tmp_path)
+  c = _config(tiny_data, **{"train.num_train_steps": 10})
+  real_save = checkpoints.ocp.CheckpointManager.save
+
+  def save_hit_by_sigterm(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_save(self, *args, **kwargs)
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "save", save_hit_by_sigterm)
+  with pytest.raises(workdir_lib.Interrupted, match="interrupted at step 6; checkpoint 6 is the latest"), \
+      workdir_lib.interruptible():
+    train_loop.train_and_evaluate(c, workdir)
+  assert _steps(workdir, c) == [2, 4, 6]
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "6", integrity.MANIFEST))  # complete, verified
+  assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
+
+
+class _Unraisable:
+  def __del__(self):
+    raise RuntimeError("Event loop is closed")
+
+
+def test_disk_full_during_a_save_prints_no_event_loop_tracebacks(tiny_data, trained, tmp_path, monkeypatch):
+  """Orbax's TensorStore writes finishing after its event loop closed (a full disk) are unraisable
+  "Event loop is closed" errors, one traceback each: dropped, and any other unraisable still reported."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+  monkeypatch.setattr(checkpoints, "_check_free_space", lambda *args: None)  # the disk fills during the save
+  c = _config(tiny_data)
+  with _tmpfs(str(tmp_path / "small"), "2m") as mount:
+    if mount:
+      workdir = shutil.copytree(trained, os.path.join(mount, "work"), ignore=shutil.ignore_patterns(".lock"))
+      mgr = checkpoints.manager(workdir, c)
+      model, info = train_state.model_from_config(c)
+      state = checkpoints.restore_latest(mgr, train_state.init_state(model, c, info.image_shape, jax.random.key(0)))
+      with open(os.path.join(mount, "filler"), "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+          f.write(b"\0" * 4096)
+      os.truncate(os.path.join(mount, "filler"), os.path.getsize(os.path.join(mount, "filler")) - 48 * 1024)
+      with pytest.raises(workdir_lib.UserError, match="disk full: saving checkpoint 6"):
+        checkpoints.save(mgr, 6, state, checkpoints.metadata(c, info))
+      time.sleep(1.0)  # the late writes' callbacks
+      assert mgr.all_steps() == [2, 4]
+    else:  # no tmpfs (not root): the hook alone, installed by any save
+      with checkpoints._quiet_orbax():
+        pass
+  _Unraisable()
+  assert "Event loop is closed" not in " ".join(seen)
+  obj = type("Other", (), {"__del__": lambda self: 1 / 0})()
+  del obj
+  assert any("division by zero" in s for s in seen)
+
+
+@pytest.mark.parametrize("field,value", [("train.learning_rate", float("inf")), ("train.weight_decay", float("nan")),
+                                         ("attack.epsilons", (0.01, float("inf"))), ("train.rl_weight", -1.0)])
+def test_non_finite_or_negative_values_are_refused_before_anything_is_written(tiny_data, trained, tmp_path,
+                                                                              field, value):
+  workdir = _copy(trained, tmp_path)
+  before = {n: open(os.path.join(workdir, n), "rb").read() for n in ("config.json", "metrics.jsonl")}
+  with pytest.raises(ValueError, match=rf"config.{field}.* must be (a finite number|>= 0)"):
+    run.main(_config(tiny_data, **{field: value}), workdir, "train")
+  assert {n: open(os.path.join(workdir, n), "rb").read() for n in before} == before
+
+
+def test_a_diverged_run_leaves_the_last_good_config_and_records_itself_in_the_history(tiny_data, trained, tmp_path,
+                                                                                     monkeypatch):
+  workdir = _copy(trained, tmp_path)
+  before = open(os.path.join(workdir, "config.json")).read()
+  c = _config(tiny_data, **{"train.num_train_steps": 8, "train.learning_rate": 0.5})
+  monkeypatch.setattr(data, "train_batches", _nan_from(1))
+  with pytest.raises(train_loop.Diverged, match="NaN/Inf at step 6"):
+    train_loop.train_and_evaluate(c, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  history = _strict_lines(os.path.join(workdir, workdir_lib.CONFIG_HISTORY))
+  assert [h["event"] for h in history][-2:] == ["started", "diverged"]
+  assert history[-2]["config"]["train"]["learning_rate"] == 0.5 and history[-1]["step"] == 6
+
+
+def test_config_json_is_rewritten_only_once_training_has_started(tiny_data, trained, tmp_path, monkeypatch):
+  workdir = _copy(trained, tmp_path)
+  before = open(os.path.join(workdir, "config.json")).read()
+
+  def broken(*args, **kwargs):
+    raise workdir_lib.UserError("the data cannot be read")
+    yield
+  monkeypatch.setattr(data, "train_batches", broken)
+  with pytest.raises(ValueError, match="cannot be read"):
+    run.main(_config(tiny_data, **{"train.num_train_steps": 6, "seed": 3}), workdir, "train")
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  monkeypatch.undo()
+  run.main(_config(tiny_data, **{"train.num_train_steps": 6, "seed": 3}), workdir, "train")
+  assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == 3
+
+
+# ---------------------------------------------------------------- issue 26: the small ones (items 6 and 7)
+
+def test_another_canvas_size_is_refused_from_the_checkpoint_before_any_data_is_built(tiny_data, trained, tmp_path,
+                                                                                     monkeypatch):
+  workdir = _copy(trained, tmp_path)
+
+  def no_data(*args, **kwargs):
+    raise AssertionError("a data set was built before the refusal")
+  monkeypatch.setattr(data, "dataset_info", no_data)
+  for mode in ("eval", "train"):
+    with pytest.raises(ValueError, match=r"different model/data config \(image_shape"):
+      run.main(_config(tiny_data, **{"data.canvas_size": 40}), workdir, mode)
+
+
+def test_checkpoint_path_to_a_file_and_a_config_argument_without_equals_say_what_to_pass(tiny_data, trained,
+                                                                                         tmp_path):
+  from rsrnn_jax import configlib
+  workdir = _copy(trained, tmp_path)
+  c = _config(tiny_data, **{"eval.checkpoint_path": os.path.join(workdir, "config.json")})
+  with pytest.raises(ValueError, match=r"checkpoint_path=.*config.json is a file; pass a checkpoints directory"):
+    run.main(c, str(tmp_path / "out"), "eval")
+  with pytest.raises(ValueError, match=r"KEY=VALUE pairs .*got 'model'"):
+    configlib.load_file(os.path.join(ROOT, "configs", "demo.py:model"))
+  with pytest.raises(ValueError, match=r"KEY one of model, attack, setting .*got 'modle=dram'"):
+    configlib.load_file(os.path.join(ROOT, "configs", "demo.py:modle=dram"))
+
+
+@pytest.mark.parametrize("damage", ["label", "magic"])
+def test_a_corrupt_idx_label_file_says_how_to_repair_it(tmp_path, damage):
+  folder = tmp_path / "src"
+  for split in ("train", "test"):
+    fashion_mnist.write_idx(folder, split, np.zeros((4, 28, 28), np.uint8), np.arange(4) % 10)
+  raw = folder / "train-labels-idx1-ubyte.gz"
+  body = bytearray(gzip.decompress(raw.read_bytes()))
+  body[8 + 2 if damage == "label" else 3] = 200
+  raw.write_bytes(gzip.compress(bytes(body)))
+  with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz.*reinstall the files .*source_dir"):
+    fashion_mnist.load_fashion_mnist(folder, "train")
+
+
+def _small_attack_config(tiny_data, **overrides):
+  c = _attack_config(tiny_data)
+  a = c.attack
+  a.attack_step, a.eval_steps, a.num_examples, a.batch_size, a.num_iterations = 2, 3, 8, 8, 2
+  a.prob_map.grid, a.prob_map.num_images, a.prob_map.chunk = 4, 2, 8
+  a.checks.large_eps, a.checks.square_queries, a.checks.square_examples = 0.5, 4, 8
+  a.checks.grad_examples, a.checks.convergence_examples = 8, 8
+  a.checks.iteration_factor, a.checks.extra_restarts = 1, 0
+  return override(c, overrides)
+
+
+@pytest.mark.slow
+def test_an_attack_stopped_while_it_writes_leaves_the_previous_results_and_verify_refuses_mixed_ones(
+    tiny_data, trained, tmp_path, monkeypatch):
+  """The issue's case: a second attack run (another seed) stopped while it writes its folder."""
+  from rsrnn_jax import outputs
+  from rsrnn_jax.robustness import results as report
+  workdir = _copy(trained, tmp_path)
+  run.main(_small_attack_config(tiny_data), workdir, "attack")
+  out = os.path.join(workdir, "attack_paper")
+  before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+  real_write_all = report.write_all
+
+  def write_then_sigterm(results, out_dir):
+    real_write_all(results, out_dir)  # every file of the new run is written, then the signal comes
+    os.kill(os.getpid(), signal.SIGTERM)
+  monkeypatch.setattr(report, "write_all", write_then_sigterm)
+  with pytest.raises(workdir_lib.Interrupted, match=f"attack interrupted; {out}/ is unchanged"), \
+      workdir_lib.interruptible():
+    run.main(_small_attack_config(tiny_data, **{"attack.seed": 1}), workdir, "attack")
+  assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
+  assert not [n for n in os.listdir(workdir) if n.startswith("attack_paper.")]
+  assert run.main(_small_attack_config(tiny_data), workdir, "verify")  # the previous run verifies
+  # Mixed by hand (what an in-place rewrite used to leave): one set from a run with another seed.
+  other = _copy(trained, tmp_path / "other")
+  monkeypatch.undo()
+  run.main(_small_attack_config(tiny_data, **{"attack.seed": 1}), other, "attack")
+  name = "adversarial_eps0.01.npz"
+  os.replace(os.path.join(other, "attack_paper", name), os.path.join(out, name))
+  with pytest.raises(ValueError, match="adversarial_eps0.01.npz differs from manifest.json .*different runs"):
+    run.main(_small_attack_config(tiny_data), workdir, "verify")
+  assert outputs.read_manifest(out)["run_id"] == json.load(open(os.path.join(out, "results.json")))["run_id"]
+
+
+def _wait_for(proc, err_path, text, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if text in open(err_path, errors="replace").read():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,signum", [("train", signal.SIGINT), ("attack", signal.SIGTERM)])
+def test_launch_interrupted_is_one_line_and_exit_130_or_143(tiny_data, tmp_path, mode, signum):
+  workdir, err_path = str(tmp_path / "run"), str(tmp_path / "stderr")
+  flags = [*TINY_FLAGS, *_data_flags(tiny_data), "--config.train.num_glimpses=3", "--config.eval.num_glimpses=4"]
+  run.main(override(demo.get_config(), flag_overrides(flags + ["--config.train.num_train_steps=2"])), workdir,
+           "train")  # in-process: faster
+  extra = (["--config.train.num_train_steps=100000"] if mode == "train" else
+           ["--mode=attack", "--config.attack.num_examples=32", "--config.attack.batch_size=16",
+            "--config.attack.epsilons=(0.01,0.02,0.03)", "--config.attack.attack_step=2",
+            "--config.attack.eval_steps=3"])
+  with open(err_path, "w") as err:
+    proc = subprocess.Popen([sys.executable, "launch.py", "--config=configs/demo.py", f"--workdir={workdir}",
+                             *flags, *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                            env={**os.environ, "XLA_FLAGS": ""})
+    try:
+      assert _wait_for(proc, err_path, "loss=" if mode == "train" else "attack[paper]"), open(err_path).read()[-3000:]
+      time.sleep(1.0)
+      proc.send_signal(signum)
+      assert proc.wait(timeout=120) == 128 + signum
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  stderr = open(err_path).read()
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+  last = stderr.replace("\r", "\n").strip().splitlines()[-1]
+  if mode == "train":
+    assert re.fullmatch(r"interrupted at step \d+; checkpoint \d+ is the latest; run the same command to resume",
+                        last), stderr[-3000:]
+  else:
+    assert last == f"attack interrupted; {workdir}/attack_paper/ is unchanged", stderr[-3000:]
+    assert not [n for n in os.listdir(workdir) if n.startswith("attack_paper")]

@@ -391,3 +391,4 @@ def test_set_model_sets_the_models_training_fields():
   assert c.model.name == "s3ta" and c.train.loss_steps == "last"  # S3TA: loss on the last step
   common.set_model(c, "dram")
   assert c.train.loss_steps == "all"  # switching back does not keep S3TA's value
+

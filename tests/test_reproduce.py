@@ -261,6 +261,9 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   tr = RUNS.fingerprints(cfg(**{"train.learning_rate": 1e-3}))
   assert all(tr[s] != base[s] for s in base)
   assert RUNS.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
+  # how batches are decoded and handed over: the same batches of the cluttered data, so the same runs
+  assert RUNS.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
+  assert RUNS.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
   seed1 = RUNS.fingerprints(R.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
   assert all(seed1[s] != base[s] for s in base)
   ff, ff_at = (RUNS.fingerprints(R.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
@@ -510,7 +513,7 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
       assert v["seeds"] == {"RS-RNN": [0]}
     else:
       assert v["verdict"] == "not evaluated" and "DRAM" in v["missing"]
-  assert len(_readme_tables().render_verdicts(verdicts)) == 2 + 2 + 3  # note, blank, header, separator, 3 claims
+  assert len(_readme_tables().render_verdicts({"demo": verdicts})) == 2 + 2 + 3  # note, blank, header, sep., claims
   assert len(verdicts["pairs"]) == len(V.PAIRS) * 3 and all(v["verdict"] == "not evaluated" for v in verdicts["pairs"])
   assert "## One model against one" in md
 
@@ -531,20 +534,39 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv + ["--no_report", "--report_only"]) == 2
 
 
-def test_readme_verdicts_show_the_pairs_that_disagree_with_their_claim():
-  test = lambda est: {"k": {"estimate": est, "interval": [est - 0.01, est + 0.01]}}
-  entry = lambda i, text, verdict, est, **kw: {"id": i, "text": text, "attack": "paper", "verdict": verdict,
+def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagree():
+  test = lambda est: {"k": {"estimate": est, "interval": [est - 0.01, est + 0.01]}}  # noqa: E731
+  entry = lambda i, text, verdict, est, **kw: {"id": i, "text": text, "attack": "paper", "verdict": verdict,  # noqa: E731
                                               "tests": test(est), "missing": [], **kw}
-  data = {"budget": {"name": "full"}, "seeds": [0, 1, 2], "num_attacked_examples": 1000, "paper_tolerance": 0.01,
+  demo = {"budget": {"name": "full"}, "seeds": [0, 1, 2], "num_attacked_examples": 1000, "paper_tolerance": 0.01,
           "claims": [entry("retina", "retina more robust than crops", "holds", 0.04)],
+          "claims_clean_correct": [entry("retina", "retina more robust than crops", "fails", -0.03)],
           "pairs": [entry("retina:RS-RNN>DRAM", "RS-RNN more robust than DRAM", "fails", -0.06, of="retina"),
                     entry("retina:RS-RNN>GF-Net-m", "RS-RNN more robust than GF-Net-m", "holds", 0.14, of="retina")],
           "paper": [entry("retina", "retina more robust than crops", "holds", 0.11)],
           "paper_pairs": [entry("retina:RS-RNN>DRAM", "RS-RNN more robust than DRAM", "holds", 0.10)]}
-  lines = _readme_tables().render_verdicts(data)
-  rows = [line for line in lines if line.startswith("| ") and "claim" not in line and "---" not in line]
+  geometry = {"image_side": 168, "glimpse_side": 32, "object_area_fraction": 0.354}
+  pg = {**demo, "setting": geometry, "code_versions": ["0123456789ab"], "claims_clean_correct": [],
+        "claims": [entry("retina", "retina more robust than crops", "undecided", 0.01)],
+        "pairs": [entry("retina:RS-RNN>DRAM", "RS-RNN more robust than DRAM", "undecided", 0.0, of="retina")]}
+  tables = _readme_tables()
+  assert tables.SETTINGS == tuple(__import__("rsrnn_jax.reproduction.settings").reproduction.settings.SETTINGS)
+  lines = tables.render_verdicts({"demo": demo, "paper_geometry": pg})
+  assert "**paper_geometry**: 168² images, 32² glimpses, object 35% of the image" in lines[0]
+  assert "code 0123456789ab" in lines[0]
+  head = lines[2].split(" | ")
+  assert head[1:7] == ["demo: paper's attack", "demo: adaptive", "demo: adaptive, on images all get right",
+                       "paper_geometry: paper's attack", "paper_geometry: adaptive",
+                       "paper_geometry: adaptive, on images all get right"]
+  rows = [line for line in lines[4:] if line.startswith("| ")]
   assert [r.split(" | ")[0] for r in rows] == ["| retina more robust than crops", "| ↳ RS-RNN more robust than DRAM"]
-  assert "**fails**: at k -6.0 [-7.0, -5.0]" in rows[1] and "**holds**: at k +10.0" in rows[1]
+  cells = rows[0].split(" | ")
+  assert cells[1] == "**holds** +4.0" and cells[2] == "–" and cells[3] == "–"   # only the paper attack here
+  assert cells[4] == "**undecided** +1.0" and cells[7].startswith("**holds** +11.0")
+  demo["claims_clean_correct"][0]["attack"] = "adaptive"
+  cells = [line for line in tables.render_verdicts({"demo": demo})[4:] if line.startswith("| ")][0].split(" | ")
+  assert cells[3] == "**fails** -3.0"
+  assert "**fails** -6.0" in rows[1] and "**undecided** +0.0" in rows[1] and "**holds** +10.0" in rows[1]
 
 
 def test_code_version_names_this_checkout():

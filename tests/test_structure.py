@@ -91,7 +91,7 @@ LAYERS = (
     ("rsrnn_jax.configlib",),
     ("rsrnn_jax.attacks",),
     ("rsrnn_jax.train",),
-    ("rsrnn_jax.evaluation",),
+    ("rsrnn_jax.evaluation", "rsrnn_jax.outputs"),
     ("rsrnn_jax.robustness",),
     ("rsrnn_jax.reproduction", "rsrnn_jax.api", "rsrnn_jax.run"),
 )

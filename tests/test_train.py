@@ -255,7 +255,8 @@ def test_adversarial_train_step_uses_pgd_examples_in_the_eps_ball(tiny_data, mod
   batch = _fixed_batch(c)
   images, is_adv = jax.jit(lambda s, b, r: train_step.adversarial_images(s, b, r, config=c))(
       state, batch, jax.random.key(1))
-  delta = np.abs(np.asarray(images - batch["image"])).reshape(8, -1).max(1)
+  assert batch["image"].dtype == jnp.uint8  # the pipeline's hand-over; the step maps it to [0, 1]
+  delta = np.abs(np.asarray(images - data.unit_float(batch["image"]))).reshape(8, -1).max(1)
   np.testing.assert_array_equal(is_adv, [True] * 4 + [False] * 4)
   assert np.all(delta[:4] <= 0.05 + 1e-6) and np.all(delta[:4] > 0.01) and np.all(delta[4:] == 0)
   assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0

@@ -19,6 +19,7 @@ from rsrnn_jax.data.pipeline import (
     local_batch_size,
     prepare,
     train_batches,
+    unit_float,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "num_classes",
     "prepare",
     "train_batches",
+    "unit_float",
 ]

@@ -126,7 +126,7 @@ def parse_idx_images(data: bytes) -> np.ndarray:
   header = np.frombuffer(data, ">u4", count=4, offset=0)
   magic, n, rows, cols = (int(v) for v in header)
   if magic != _IMAGES_MAGIC:
-    raise ValueError(f"not an idx3 ubyte image file (magic {magic}, expected {_IMAGES_MAGIC})")
+    raise ValueError(f"not an idx3 ubyte image file (magic {magic}, expected {_IMAGES_MAGIC}): {_REPAIR}")
   images = np.frombuffer(data, np.uint8, offset=16)
   if images.size != n * rows * cols:
     raise ValueError(f"idx image file holds {images.size} bytes of pixels, header says {n}x{rows}x{cols} "
@@ -140,7 +140,7 @@ def parse_idx_labels(data: bytes) -> np.ndarray:
     raise ValueError(f"not an idx1 ubyte label file ({len(data)} bytes, shorter than its header): {_REPAIR}")
   magic, n = (int(v) for v in np.frombuffer(data, ">u4", count=2, offset=0))
   if magic != _LABELS_MAGIC:
-    raise ValueError(f"not an idx1 ubyte label file (magic {magic}, expected {_LABELS_MAGIC})")
+    raise ValueError(f"not an idx1 ubyte label file (magic {magic}, expected {_LABELS_MAGIC}): {_REPAIR}")
   labels = np.frombuffer(data, np.uint8, offset=8)
   if labels.size != n:
     raise ValueError(f"idx label file holds {labels.size} labels, header says {n} (truncated?): {_REPAIR}")
@@ -166,9 +166,10 @@ def load_fashion_mnist(folder: str | os.PathLike, split: str) -> tuple[np.ndarra
   except ValueError as e:
     raise ValueError(f"{paths[1]}: {e}" if str(paths[1]) not in str(e) else str(e)) from e
   if len(images) != len(labels):
-    raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels in {folder}")
+    raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels in {folder}: {_REPAIR}")
   if labels.size and labels.max() >= len(CLASS_NAMES):
-    raise ValueError(f"{split}: label {labels.max()} out of range for Fashion-MNIST's 10 classes")
+    raise ValueError(f"{paths[1]} is damaged: label {labels.max()} is out of range for Fashion-MNIST's 10 classes; "
+                     f"{_REPAIR}")
   return images, labels
 
 

@@ -4,11 +4,15 @@ Public API
   ``default_data_config(name)`` -> ConfigDict with every field below (configs/ start from it).
   ``dataset_info(data_config)`` -> ``DatasetInfo`` (num_classes, image_shape fed to the model, split sizes, names).
   ``train_batches(data_config, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1)``
-      infinite iterator of {'image': float32 [b, H, W, C] in [0, 1], 'label': int32 [b]}, b = global / processes
-      (multi-label data sets, ``is_multi_label(cfg)``: 'label' is int32 multi-hot [b, K]).
+      infinite iterator of {'image': uint8 [b, H, W, C], 'label': int32 [b]}, b = global / processes
+      (multi-label data sets, ``is_multi_label(cfg)``: 'label' is int32 multi-hot [b, K]); the train step maps
+      the images to float32 in [0, 1] on the device (:func:`unit_float`). ``image_dtype='float32'``: the
+      workers do that conversion instead (4× the bytes handed over). ``decoder='dali'`` on a GPU: 'image' is a
+      jax.Array on the GPU already.
   ``eval_batches(data_config, *, global_batch_size, split=None, process_index=0, process_count=1,
                  max_examples=None)``
-      finite iterator of the same plus 'mask': float32 [b] (1 = real example, 0 = padding).
+      finite iterator of {'image': float32 [b, H, W, C] in [0, 1], 'label', 'mask': float32 [b] (1 = real example,
+      0 = padding)}.
 Images are not normalised (mean/std live in the model).
 
 ``data_config`` fields
@@ -30,6 +34,11 @@ Images are not normalised (mean/std live in the model).
   num_workers      grain worker processes decoding/augmenting batches (0 = in the training process; ignored
                    with cache_in_memory, where batching is a numpy gather).
   prefetch         batches prepared ahead by background threads (per worker with num_workers > 0; 0 = off).
+  decoder          imagenet100, coco: 'turbo' (libjpeg-turbo + OpenCV, default) | 'pil' (PIL, torchvision's
+                   exact pixels; slower) | 'dali' (training crops decoded on the GPU; falls back to 'turbo' with
+                   one logged line without nvidia-dali or a GPU): :mod:`rsrnn_jax.data.decoders`.
+  image_dtype      train batches: 'uint8' (default; converted on the device) | 'float32' (converted by the
+                   workers, as before).
   train_split      TFDS split (slicing allowed, e.g. 'train[:50000]') used by ``train_batches``.
   eval_split       split used by ``eval_batches`` when ``split`` is None.
 Other fields (e.g. the model's ``mean``/``std``) are allowed and ignored here.
@@ -77,7 +86,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.data import fashion_mnist, registry, tasks
+from rsrnn_jax.data import dali, fashion_mnist, registry, tasks, transforms
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +115,8 @@ def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections
       cache_in_memory=False,
       num_workers=min(8, os.cpu_count() or 1),  # never changes the batches
       prefetch=2,
+      decoder="turbo",
+      image_dtype="uint8",
       train_split="train",
       eval_split="validation",
   ))
@@ -225,7 +236,10 @@ class _RecordSource:
   def fetch(self, indices) -> tuple[list, np.ndarray]:
     indices = [int(i) for i in indices]
     with workdir_lib.damaged_dataset(self._where):
-      records = self._ds.__getitems__(indices) if self._batched else [self._ds[i] for i in indices]
+      # A batched read starts threads (latency on remote storage); on local files one by one costs a third of
+      # the CPU (0.085 against 0.23 ms per ImageNet record, bench/input_pipeline.py's synthetic set).
+      batched = self._batched and "://" in self._where
+      records = self._ds.__getitems__(indices) if batched else [self._ds[i] for i in indices]
     return [r["image"] for r in records], self._task.labels(records)
 
 
@@ -305,8 +319,15 @@ def local_batch_size(global_batch_size: int, process_index: int = 0, process_cou
   return global_batch_size // process_count
 
 
-def _to_float(images: np.ndarray) -> np.ndarray:
-  return np.multiply(images, np.float32(1 / 255), dtype=np.float32)
+unit_float = transforms.unit_float
+IMAGE_DTYPES = ("uint8", "float32")
+
+
+def _image_dtype(cfg) -> str:
+  dtype = str(_get(cfg, "image_dtype", "uint8"))
+  if dtype not in IMAGE_DTYPES:
+    raise ValueError(f"config.data.image_dtype={dtype!r}; choose one of {', '.join(IMAGE_DTYPES)}")
+  return dtype
 
 
 def _derived_seed(seed: int, purpose: int) -> int:
@@ -317,10 +338,10 @@ class _TrainBatch:
   """Batch ``step`` of this process (picklable, for grain worker processes)."""
 
   def __init__(self, source, task: tasks.Task, order, global_batch: int, local_batch: int, process_index: int,
-               aug_seed: int):
+               aug_seed: int, image_dtype: str = "uint8", gpu_decode: bool = False):
     self.source, self.task, self.order = source, task, order
     self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
-    self.aug_seed = aug_seed
+    self.aug_seed, self.image_dtype, self.gpu_decode = aug_seed, image_dtype, gpu_decode
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     first = step * self.global_batch + self.process_index * self.local_batch
@@ -330,9 +351,12 @@ class _TrainBatch:
       images, labels = self.source.images[indices], self.source.labels[indices]
     else:
       data, labels = self.source.fetch(indices)
-      images = np.stack([self.task.train(d, np.random.default_rng([self.aug_seed, p]))
-                         for d, p in zip(data, positions)])
-    return {"image": _to_float(images), "label": labels.astype(np.int32)}
+      rngs = [np.random.default_rng([self.aug_seed, p]) for p in positions]
+      if self.gpu_decode:  # records and crop boxes only: dali.decoded turns them into images on the GPU
+        return {**dali.encoded_batch(data, rngs), "label": labels.astype(np.int32)}
+      images = np.stack([self.task.train(d, r) for d, r in zip(data, rngs)])
+    images = images if self.image_dtype == "uint8" else unit_float(images)
+    return {"image": images, "label": labels.astype(np.int32)}
 
 
 class _EvalBatch:
@@ -356,7 +380,7 @@ class _EvalBatch:
       else:
         data, labels[valid] = self.source.fetch(indices)
         images[valid] = np.stack([self.task.eval(d) for d in data])
-    return {"image": _to_float(images), "label": labels, "mask": valid.astype(np.float32)}
+    return {"image": unit_float(images), "label": labels, "mask": valid.astype(np.float32)}
 
 
 def _iterate(cfg, batches: grain.MapDataset, source) -> Iterator[dict[str, np.ndarray]]:
@@ -381,14 +405,20 @@ def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}")
   task = tasks.task_for(cfg)
+  image_dtype = _image_dtype(cfg)
+  gpu_decode = task.augments and dali.resolve(str(_get(cfg, "decoder", "turbo"))) == "dali"
   builder = prepare(cfg)
   source = _source(cfg, builder, _get(cfg, "train_split", "train"), task)
   if len(source) == 0:
     raise ValueError(f"{_check(cfg)}: the train split is empty")
   order = grain.MapDataset.range(len(source)).shuffle(seed=_derived_seed(seed, 0) % 2**32).repeat()
-  load = _TrainBatch(source, task, order, global_batch_size, local, process_index, _derived_seed(seed, 1))
+  load = _TrainBatch(source, task, order, global_batch_size, local, process_index, _derived_seed(seed, 1),
+                     image_dtype, gpu_decode)
   steps = grain.MapDataset.range(start_step, sys.maxsize // (2 * global_batch_size)).map(load)
-  return _iterate(cfg, steps, source)
+  batches = _iterate(cfg, steps, source)
+  if gpu_decode:
+    return dali.decoded(batches, task.image_shape[0], float_images=image_dtype == "float32")
+  return batches
 
 
 def eval_batches(cfg, *, global_batch_size: int, split: str | None = None, process_index: int = 0,

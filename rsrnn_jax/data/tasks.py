@@ -6,7 +6,7 @@ import abc
 import numpy as np
 from PIL import Image
 
-from rsrnn_jax.data import coco, registry, transforms
+from rsrnn_jax.data import coco, decoders, registry, transforms
 
 
 class Task(abc.ABC):
@@ -53,6 +53,7 @@ class ImagenetTask(Task):
     if self.resize < self.size:
       raise ValueError(f"eval_resize ({self.resize}) must be >= image_size ({self.size})")
     self.image_shape = registry.image_shape(cfg)
+    self.decoder = decoders.check(str(registry.field(cfg, "decoder", "turbo")))  # "dali": eval decodes as "turbo"
 
   @staticmethod
   def _pil(data):
@@ -61,10 +62,14 @@ class ImagenetTask(Task):
     return transforms.decode_pil(bytes(data), 3)
 
   def train(self, data, rng):
-    return transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3)
+    if self.decoder == "pil":
+      return transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3)
+    return decoders.random_resized_crop(decoders.decode_rgb(data), self.size, rng)
 
   def eval(self, data):
-    return transforms.to_array(transforms.resize_center_crop(self._pil(data), self.resize, self.size), 3)
+    if self.decoder == "pil":
+      return transforms.to_array(transforms.resize_center_crop(self._pil(data), self.resize, self.size), 3)
+    return decoders.resize_center_crop(decoders.decode_rgb(data), self.resize, self.size)
 
 
 class CocoTask(ImagenetTask):
@@ -73,7 +78,9 @@ class CocoTask(ImagenetTask):
   label_shape = (coco.NUM_CLASSES,)
 
   def eval(self, data):
-    return transforms.to_array(self._pil(data).resize((self.size, self.size), Image.BILINEAR), 3)
+    if self.decoder == "pil":
+      return transforms.to_array(self._pil(data).resize((self.size, self.size), Image.BILINEAR), 3)
+    return decoders.resize(decoders.decode_rgb(data), self.size, self.size)
 
   def labels(self, records):
     return np.stack([coco.multi_hot(np.asarray(r["label"], np.int64).reshape(-1)) for r in records]).reshape(

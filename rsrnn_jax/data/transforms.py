@@ -10,7 +10,9 @@
   output's size at that scale; the crop geometry and the random draws are unchanged, the pixels differ slightly
   (DCT-domain instead of bilinear downscaling). Only images at least twice the output across that region gain:
   at 336² from ImageNet's mostly 500×375 images, about 8% (bench/input_pipeline.py). Off by default.
-All randomness comes from the numpy ``Generator`` passed in.
+* ``unit_float``: uint8 -> float32 in [0, 1], the pipeline's one conversion (numpy or jax).
+All randomness comes from the numpy ``Generator`` passed in. :mod:`rsrnn_jax.data.decoders` has the faster
+host implementations of the same transforms (``config.data.decoder``).
 """
 from __future__ import annotations
 
@@ -83,6 +85,14 @@ def decode(data: bytes | np.ndarray, channels: int) -> np.ndarray:
   if fast is not None and fast.shape[-1] == channels:
     return fast
   return to_array(decode_pil(data, channels), channels)
+
+
+def unit_float(images):
+  """uint8 images -> float32 in [0, 1] (numpy or jax arrays, inside jit too); float images pass unchanged. The
+  one conversion: the train step applies it on the device, the workers with ``image_dtype='float32'``."""
+  if images.dtype != np.uint8:
+    return images
+  return images.astype(np.float32) * np.float32(1 / 255)
 
 
 def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,

@@ -34,9 +34,6 @@ def load_model(config, workdir: str):
   Returns (model, state, info, mesh). Refuses, with a one-line error, a checkpoint of another model.
   """
   configlib.validate(config)
-  info = data.dataset_info(config.data)
-  model, _ = train_state.model_from_config(config, info)
-  mesh = parallel.make_mesh(config.num_devices)
   directory, step = checkpoints.locate(workdir, config.eval.checkpoint_path)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train) or set "
@@ -44,6 +41,10 @@ def load_model(config, workdir: str):
   mgr = checkpoints.manager(workdir, config, create=False, directory=directory)
   if step is None and not mgr.all_steps():
     raise FileNotFoundError(f"no checkpoints in {directory}; train first (--mode=train)")
+  checkpoints.check_before_data(config, directory, step)
+  info = data.dataset_info(config.data)
+  model, _ = train_state.model_from_config(config, info)
+  mesh = parallel.make_mesh(config.num_devices)
   meta = checkpoints.metadata(config, info)
   checkpoints.check_compatible(mgr, meta, step)
   with jax.set_mesh(mesh):

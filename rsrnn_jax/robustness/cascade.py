@@ -39,7 +39,9 @@ def attack_rows(r, spec, eps: float, rows, key, *, label: str = "") -> dict:
 
 
 def cascade_section(r, plan):
-  """Every untargeted attack at every ε with robust flags.
+  """Every untargeted attack at every ε with robust flags, the ε in increasing order: at each ε after the first,
+  only the examples still robust at the one before are attacked (its worst case and adversarial images carry
+  over: the larger ε-ball contains them).
 
   Returns (entries: name → [per ε: the worst case after that attack, as a result entry], flags: the table of
   what each attack attacked and broke per ε, finals: per ε the worst case [N, T] after all attacks, own: per ε
@@ -47,9 +49,12 @@ def cascade_section(r, plan):
   k, t = r.k, r.t_eval
   steps = {name: flag_steps(spec.horizon, k, t) for name, spec in plan.untargeted.items()}
   entries = {name: [] for name in plan.untargeted}
-  tables, finals, own = [], [], []
+  n_eps = len(plan.eps)
+  tables, finals, own = [None] * n_eps, [None] * n_eps, [None] * n_eps
   everyone = len(r.clean_correct)
-  for i, eps in enumerate(plan.eps):
+  before = None  # the index of the next smaller ε done so far
+  for i in sorted(range(n_eps), key=lambda j: plan.eps[j]):
+    eps = plan.eps[i]
     mine = {}
 
     def attack(name, spec, rows, i=i, eps=eps, mine=mine):
@@ -59,15 +64,21 @@ def cascade_section(r, plan):
       mine[name] = {"rows": np.asarray(rows), "adv_correct": res["adv_correct"], "info": res["info"]}
       return res
 
+    start, label = None, ""
+    if before is not None and plan.eps[before] < eps:
+      start, label = finals[before], f"broken at ε={plan.eps[before]:g}"
+      prev = r.keepers[before]
+      carried = np.flatnonzero(prev.source > 0)  # examples with an adversarial image at the smaller ε
+      r.keepers[i].offer(label, carried, prev.images[carried], prev.correct[carried])
     with r.timed(f"cascade_eps{eps:g}_s"):
       correct, cumulative, table = run_cascade(plan.untargeted, steps, r.clean_correct, attack, attack_step=k,
-                                               eval_steps=t, keeper=r.keepers[i])
+                                               eval_steps=t, keeper=r.keepers[i], start=start, start_label=label)
     for name in plan.untargeted:
-      entries[name].append({"eps": eps, **per_example_stats(r.clean_correct, cumulative[name]),
-                            "adv_correct": cumulative[name]})
-    tables.append({"eps": eps, "rows": table})
-    finals.append(correct)
-    own.append(mine)
+      entries[name].append((i, {"eps": eps, **per_example_stats(r.clean_correct, cumulative[name]),
+                                "adv_correct": cumulative[name]}))
+    tables[i], finals[i], own[i] = {"eps": eps, "rows": table}, correct, mine
+    before = i
+  entries = {name: [e for _, e in sorted(per)] for name, per in entries.items()}
   return entries, {"flag_steps": steps, "per_eps": tables}, finals, own
 
 

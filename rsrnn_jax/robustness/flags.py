@@ -81,19 +81,29 @@ class Keeper:
 
 
 def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, attack_step: int, eval_steps: int,
-                keeper: Keeper | None = None):
+                keeper: Keeper | None = None, start=None, start_label: str = ""):
   """The attacks of ``specs`` (name → spec, in order) with robust flags (``steps_of``: name → its flag steps).
 
   attack_rows(name, spec, rows) → dict with ``adv_correct`` [n, T] (bool), ``adv_images`` [n, ...] (or None)
   and ``info`` (per-example [n] arrays) for the examples ``rows`` (indices into the N examples; may be empty:
   then it returns empty arrays without attacking).
+  ``start`` [N, T] (default: ``clean_correct``): what is still robust before the first attack, e.g. the worst
+  case at a smaller ε (an example broken there is broken here: the larger ball contains the smaller one); the
+  table's first row (``start_label``) then says what it took away.
   Returns (``correct`` [N, T]: the worst case after every attack, the clean image included; ``cumulative``:
   name → the worst case [N, T] after that attack; ``rows``: per attack what it attacked and took away, with
   the means of its boolean ``info`` arrays over the attacked examples).
   """
   k, t = attack_step, eval_steps
-  correct = np.array(clean_correct, bool, copy=True)
+  clean_correct = np.asarray(clean_correct, bool)
+  correct = np.array(clean_correct if start is None else np.asarray(start, bool) & clean_correct, copy=True)
   cumulative, table = {}, []
+  if start is not None:
+    newly = clean_correct & ~correct
+    table.append({"attack": start_label or "start", "flag_step": "–", "attacked": 0,
+                  "broke": int(newly.any(1).sum()), "broke_at_k": int(newly[:, k - 1].sum()),
+                  "broke_at_T": int(newly[:, t - 1].sum()), "robust_at_k": int(correct[:, k - 1].sum()),
+                  "robust_at_T": int(correct[:, t - 1].sum())})
   for name, spec in specs.items():
     s = np.asarray(steps_of[name], np.int64) - 1
     rows = np.flatnonzero(correct[:, s].any(1))

@@ -36,7 +36,8 @@ clean-correct at that step (untargeted: adv wrong; targeted: adv predicts the ta
 batches with the padding masked out. Models without fixations (FF-CNN) repeat one answer over steps: the
 suite runs only the step horizon and skips the probability maps and check 7.
 
-Outputs in ``WORKDIR/attack_<profile>/`` (one directory per profile, so runs of several profiles coexist):
+Outputs in ``WORKDIR/attack_<profile>/`` (one directory per profile, so runs of several profiles coexist; written
+whole or not at all, with ``manifest.json``: :mod:`rsrnn_jax.outputs`):
 ``results.json`` (every number, the config and the profile), ``report.md`` (tables and the check table),
 the plots and ``prob_maps.npz`` (:mod:`rsrnn_jax.robustness.results`), ``adversarial_eps<ε>.npz`` (verify.py),
 ``per_example.npz`` (:func:`per_example_arrays`: each example's adv-correct flags per attack, ε and step).
@@ -56,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from rsrnn_jax import outputs
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.robustness import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
 from rsrnn_jax.robustness import flags as flags_lib
@@ -410,8 +412,10 @@ def run_sections(model, variables, config, info, mesh, *, has_steps: bool = True
   plan = make_plan(config, len(r.batches), has_steps=has_steps, has_fixations=has_fixations)
   r.keepers = [flags_lib.Keeper(r.host["image"], r.clean_correct, r.k, r.t_eval) for _ in plan.eps]
   r.start_progress(_total_work(r, plan))
-  s = _flagged_sections(r, plan) if plan.flags else _plain_sections(r, plan)
-  r.bar.close()
+  try:
+    s = _flagged_sections(r, plan) if plan.flags else _plain_sections(r, plan)
+  finally:
+    r.bar.close()
   s["gradients"] = gradients_section(r)
   s["randomness"] = cascade.randomness_section(r) if plan.flags else None
   with r.timed("verified_s"):
@@ -443,33 +447,36 @@ def run_suite(model, variables, config, info, mesh, *, has_steps: bool = True, h
 
 
 def run(config, workdir: str) -> dict:
-  """``--mode=attack``: the whole suite on the latest checkpoint of ``workdir`` (or eval.checkpoint_path)."""
+  """``--mode=attack``: the whole suite on the latest checkpoint of ``workdir`` (or eval.checkpoint_path), written
+  to ``WORKDIR/attack_<profile>/`` whole or not at all (:func:`rsrnn_jax.outputs.staged_folder`)."""
   from rsrnn_jax.evaluation import clean as evaluate
   from rsrnn_jax.models import has_fixations, is_recurrent
+  from rsrnn_jax.robustness import results as report
   from rsrnn_jax.train import state as train_state
 
   profiles.validate_attack_config(config)
-  t_start = time.perf_counter()
-  model, state, info, mesh = evaluate.load_model(config, workdir)
-  variables = train_state.variables_of(state)
-  step = int(jax.device_get(state.step))
-  with jax.set_mesh(mesh):
-    results, r = run_sections(model, variables, config, info, mesh, has_steps=is_recurrent(config.model),
-                              has_fixations=has_fixations(config.model), workdir=workdir)
-  results["checkpoint_step"] = step
-  results["fingerprint"] = verify.fingerprint(variables, step)
-  results["timing"]["total_s"] = time.perf_counter() - t_start
-  out_dir = os.path.join(workdir, f"attack_{config.attack.profile}")
-  if jax.process_index() == 0:
-    from rsrnn_jax.robustness import results as report
-    os.makedirs(out_dir, exist_ok=True)
-    verify.save_kept(r, results["verified"], out_dir, fingerprint=results["fingerprint"], step=step)
-    with workdir_lib.atomic_path(os.path.join(out_dir, "per_example.npz")) as tmp:
-      np.savez_compressed(tmp, **r.per_example)
-    report.write_all(results, out_dir)
-    log.info("attack results in %s", out_dir)
-    for c in results["checks"]:
-      log.info("check %d %-45s %s: %s", c["id"], c["name"], c["status"].upper(), c["detail"])
+  t_start, out_dir = time.perf_counter(), os.path.join(workdir, f"attack_{config.attack.profile}")
+  try:
+    model, state, info, mesh = evaluate.load_model(config, workdir)
+    variables, step = train_state.variables_of(state), int(jax.device_get(state.step))
+    with jax.set_mesh(mesh):
+      results, r = run_sections(model, variables, config, info, mesh, has_steps=is_recurrent(config.model),
+                                has_fixations=has_fixations(config.model), workdir=workdir)
+    results.update(checkpoint_step=step, fingerprint=verify.fingerprint(variables, step),
+                   run_id=outputs.new_run_id())
+    results["timing"]["total_s"] = time.perf_counter() - t_start
+    if jax.process_index() == 0:
+      with outputs.staged_folder(out_dir, results["run_id"]) as staging:  # swapped in when complete
+        verify.save_kept(r, results["verified"], staging, fingerprint=results["fingerprint"], step=step,
+                         run_id=results["run_id"])
+        with workdir_lib.atomic_path(os.path.join(staging, "per_example.npz")) as tmp:
+          np.savez_compressed(tmp, **r.per_example)
+        report.write_all(results, staging)
+  except workdir_lib.Interrupted as e:
+    raise e.because(f"attack interrupted; {out_dir}/ is unchanged") from None
+  log.info("attack results in %s (run %s)", out_dir, results["run_id"])
+  for c in results["checks"]:
+    log.info("check %d %-45s %s: %s", c["id"], c["name"], c["status"].upper(), c["detail"])
   return results
 
 

@@ -7,15 +7,17 @@ at the most steps) in ``WORKDIR/attack_<profile>/adversarial_eps<ε>.npz``:
   images [N, H, W, C] float32, labels, targets, indices (positions in the eval split) [N], eps, norm,
   attack [N] (which attack won the example; ``clean`` = none beat the clean image), fingerprint (SHA-256 of
   the restored variables and the checkpoint step), checkpoint_step, attack_step, eval_steps, fixations,
-  batch_size, seed, num_devices, and num_correct [T]: the saved images' correct count per step, re-scored by
-  the model alone (:func:`rescore`) — the number the report prints as the verified robust accuracy.
+  batch_size, seed, num_devices, run_id (the run that wrote the folder) and num_correct [T]: the saved images'
+  correct count per step, re-scored by the model alone (:func:`rescore`) — the number the report prints as the
+  verified robust accuracy.
 
 At step k the saved set's accuracy is the worst case over the attacks (the images that broke step k are the
 ones kept); at other steps one image per example cannot realise every attack's per-step worst case, so the
 saved set's accuracy there may exceed the per-step worst case (the report prints both).
 
-``--mode=verify`` (:func:`run`) restores the checkpoint, checks the fingerprint, reloads the clean test images
-by index, checks that every image is finite, in [0, 1] and inside the ε-ball (tolerance ``TOL``), re-scores the
+``--mode=verify`` (:func:`run`) first checks the folder against its ``manifest.json`` (one run id, every file's
+digest: :mod:`rsrnn_jax.outputs`), then restores the checkpoint, checks the fingerprint, reloads the clean test
+images by index, checks that every image is finite, in [0, 1] and inside the ε-ball (tolerance ``TOL``), re-scores the
 images with the model alone and prints the robust accuracy per step. Any difference from the saved counts or
 any image outside the ball is a one-line error (exit status 2).
 """
@@ -30,7 +32,7 @@ import zlib
 import jax
 import numpy as np
 
-from rsrnn_jax import data
+from rsrnn_jax import data, outputs
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.models import predict
 from rsrnn_jax.train import parallel
@@ -120,12 +122,12 @@ def rescore_kept(r, worst: list) -> list:
   return out
 
 
-def save_kept(r, verified: list, out_dir: str, *, fingerprint: str, step: int) -> None:
+def save_kept(r, verified: list, out_dir: str, *, fingerprint: str, step: int, run_id: str = "") -> None:
   """``out_dir/adversarial_eps<ε>.npz`` for every ε of ``verified`` (:func:`rescore_kept`) from ``r.keepers``."""
   a = r.config.attack
   meta = dict(norm=a.norm, fingerprint=fingerprint, checkpoint_step=step, attack_step=r.k, eval_steps=r.t_eval,
               fixations=a.fixations, batch_size=int(a.batch_size), seed=int(a.seed), profile=a.profile,
-              num_devices=r.mesh.devices.size)
+              num_devices=r.mesh.devices.size, run_id=run_id)
   for keeper, v in zip(r.keepers, verified):
     save_set(os.path.join(out_dir, v["file"]), keeper, eps=v["eps"], labels=r.host["label"],
              targets=r.host["target"], indices=r.host["index"], num_correct=v["num_correct"], meta=meta)
@@ -190,21 +192,41 @@ def verify_set(model, variables, step: int, saved: dict, clean: np.ndarray, clea
 
 def locate(config, workdir: str) -> list[str]:
   """The saved sets to verify: ``config.verify.path`` (an npz or an attack folder) or the newest attack
-  folder of ``workdir`` (by the time of its results.json)."""
+  folder of ``workdir`` (by the time of its results.json), after checking them against the folder's manifest
+  (:func:`rsrnn_jax.outputs.check_manifest`: one run, every file as written). The unfinished sibling of an
+  attack run (``attack_<profile>.tmp-<id>``) is never taken."""
   path = config.get("verify", {}).get("path", "") if "verify" in config else ""
   if not path:
     folders = [os.path.dirname(p) for p in glob.glob(os.path.join(workdir, "attack_*", "results.json"))]
+    for f in filter(outputs.is_staging, folders):
+      log.info("ignoring %s: the unfinished output of an attack run (the next --mode=attack removes it)", f)
+    folders = [f for f in folders if not outputs.is_staging(f)]
     if not folders:
       raise workdir_lib.UserError(f"no attack results in {workdir}: run --mode=attack first, or set "
                                   "--config.verify.path")
     path = max(folders, key=lambda f: os.path.getmtime(os.path.join(f, "results.json")))
   if os.path.isfile(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(os.path.join(folder, outputs.MANIFEST)):  # a lone copy of a set is checked on its own
+      outputs.check_manifest(folder, [os.path.basename(path)])
     return [path]
   files = sorted(glob.glob(os.path.join(path, f"{PREFIX}*.npz")))
   if not files:
     raise workdir_lib.UserError(f"no {PREFIX}*.npz in {path}: it was made before verified sets existed; run "
                                 "--mode=attack again")
+  outputs.check_manifest(path)
   return files
+
+
+def _check_run_id(path: str, saved: dict) -> None:
+  """A set inside a folder with a manifest must carry the manifest's run id (written by the same run)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.exists(os.path.join(folder, outputs.MANIFEST)):
+    return
+  expected, got = outputs.read_manifest(folder)["run_id"], str(saved.get("run_id", ""))
+  if got != expected:
+    raise workdir_lib.UserError(f"{path} was written by run {got or '(none)'} but {folder}/{outputs.MANIFEST} "
+                                f"is run {expected}: its files come from different runs; run --mode=attack again")
 
 
 def run(config, workdir: str) -> list[dict]:
@@ -221,6 +243,7 @@ def run(config, workdir: str) -> list[dict]:
     for path in files:
       with np.load(path, allow_pickle=False) as f:
         saved = {k: f[k] for k in f.files}
+      _check_run_id(path, saved)
       clean, labels = clean_images(config, saved["indices"])
       res = verify_set(model, variables, step, saved, clean, labels, mesh)
       res["file"] = path

@@ -16,11 +16,13 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from rsrnn_jax import data
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.train import integrity
 from rsrnn_jax.train.integrity import DamagedCheckpoint
@@ -52,10 +54,23 @@ def _normalise(obj):
   return json.loads(json.dumps(obj))
 
 
-def metadata(config, info) -> dict:
+def metadata(config, info=None) -> dict:
+  """What a checkpoint's ``meta`` records of ``config``; ``info`` None: the data's classes and image shape from
+  the data registry (the config alone, nothing prepared)."""
   model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_ONLY_FIELDS}
-  return _normalise({"model": model, "num_classes": int(info.num_classes),
-                     "image_shape": list(info.image_shape), "data": config.data.name})
+  classes, shape = (info.num_classes, info.image_shape) if info is not None else (
+      data.num_classes(config.data), data.image_shape(config.data))
+  return _normalise({"model": model, "num_classes": int(classes), "image_shape": list(shape),
+                     "data": config.data.name})
+
+
+def check_before_data(config, directory: str, step: int | None = None) -> None:
+  """Refuses a config whose model or data (name, classes, image shape) differ from the checkpoints in
+  ``directory``, from their meta and the config alone: before a data set is built for nothing."""
+  if os.path.isdir(directory):
+    mgr = manager("", config, create=False, directory=directory)
+    if mgr.all_steps():
+      check_compatible(mgr, metadata(config), step)
 
 
 def step_dir(mgr, step: int) -> str:
@@ -135,12 +150,13 @@ def save(mgr, step: int, state, meta: dict) -> None:
   meta = {**meta, INTEGRITY_KEY: {"digest": digest}}
   _check_free_space(mgr, step, state)
   try:
-    with _quiet_orbax():
-      mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta)), force=True)
-      mgr.wait_until_finished()
-    if jax.process_index() == 0:
-      integrity.write_manifest(step_dir(mgr, step))
+    with workdir_lib.deferred_interrupts():  # Ctrl-C waits for the save and its manifest
+      with _quiet_orbax():
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+        mgr.wait_until_finished()
+      if jax.process_index() == 0:
+        integrity.write_manifest(step_dir(mgr, step))
   except Exception as e:
     _remove_partial(mgr, step)
     if workdir_lib.is_disk_full(e):
@@ -169,15 +185,35 @@ def _check_free_space(mgr, step: int, state) -> None:
 
 @contextlib.contextmanager
 def _quiet_orbax():
-  """Orbax logs every failure of its writer threads with a traceback; the caller reports the error once."""
+  """Orbax logs every failure of its writer threads with a traceback; the caller reports the error once.
+
+  When one write fails (a full disk), Orbax's event loop closes while TensorStore still completes the other
+  writes; each completion then tries to wake the closed loop from a TensorStore thread, and Python reports
+  every one as an unraisable ``RuntimeError: Event loop is closed`` traceback, possibly after the save has
+  returned. :func:`_drop_closed_loop_noise` (installed here, for the rest of the process) drops those.
+  """
   logger = logging.getLogger("absl")
   level = logger.level
   if not workdir_lib.debug_enabled():
     logger.setLevel(logging.CRITICAL)
+    if sys.unraisablehook is not _drop_closed_loop_noise:
+      _PREVIOUS_HOOK[0] = sys.unraisablehook
+      sys.unraisablehook = _drop_closed_loop_noise
   try:
     yield
   finally:
     logger.setLevel(level)
+
+
+_PREVIOUS_HOOK = [sys.unraisablehook]
+
+
+def _drop_closed_loop_noise(unraisable) -> None:
+  """``sys.unraisablehook`` that drops asyncio's "Event loop is closed" (see :func:`_quiet_orbax`)."""
+  e = unraisable.exc_value
+  if isinstance(e, RuntimeError) and str(e) == "Event loop is closed" and not workdir_lib.debug_enabled():
+    return
+  _PREVIOUS_HOOK[0](unraisable)
 
 
 def _remove_partial(mgr, step: int) -> None:
@@ -278,6 +314,10 @@ def locate(workdir: str, checkpoint_path: str = "") -> tuple[str, int | None]:
   if not checkpoint_path:
     return os.path.join(workdir, "checkpoints"), None
   path = os.path.abspath(checkpoint_path)
+  if os.path.isfile(path):
+    raise workdir_lib.UserError(f"config.eval.checkpoint_path={checkpoint_path} is a file; pass a checkpoints "
+                                "directory (WORKDIR/checkpoints) or one step directory in it (e.g. "
+                                "WORKDIR/checkpoints/400)")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"checkpoint path {checkpoint_path!r} does not exist")
   base = os.path.basename(path.rstrip("/"))

@@ -68,7 +68,7 @@ def state_digest(state) -> tuple[str, bool]:
   return h.hexdigest()[:32], bool(_host(finite))
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(_CHUNK), b""):
@@ -85,7 +85,7 @@ def _files(step_dir: str) -> list[str]:
 
 def write_manifest(step_dir: str) -> None:
   """Records the size and SHA-256 of every file of the committed checkpoint ``step_dir``."""
-  files = {f: [os.path.getsize(os.path.join(step_dir, f)), _file_sha256(os.path.join(step_dir, f))]
+  files = {f: [os.path.getsize(os.path.join(step_dir, f)), file_sha256(os.path.join(step_dir, f))]
            for f in _files(step_dir)}
   workdir_lib.write_json(os.path.join(step_dir, MANIFEST), {"format": 1, "files": files}, indent=None)
 
@@ -110,7 +110,7 @@ def verify_manifest(step_dir: str) -> bool:
     actual = os.path.getsize(full)
     if actual != size:
       raise DamagedCheckpoint(f"checkpoint {step_dir} is damaged: {name} has {actual} bytes, {size} were saved")
-    if _file_sha256(full) != sha:
+    if file_sha256(full) != sha:
       raise DamagedCheckpoint(f"checkpoint {step_dir} is damaged: {name} differs from what was saved "
                               f"(SHA-256 mismatch)")
   return True

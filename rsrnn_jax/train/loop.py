@@ -5,7 +5,10 @@ then evaluation of the state it holds in memory.
 Nothing good is lost: a damaged newest checkpoint is set aside and the previous one used
 (:func:`rsrnn_jax.train.checkpoints.restore_newest_good`); a non-finite loss or gradient stops the run before the
 next save (``train.nonfinite='stop'``, the default: the last good checkpoint stays, and the error names the step
-and what to change) or skips the step (``'skip'``); ``config.json`` is written only once every check passed.
+and what to change) or skips the step (``'skip'``). ``config.json`` is written when the run's first step has run
+(every check passed) and appended to ``config_history.jsonl``; a run that diverges puts the previous one back.
+SIGINT/SIGTERM (under ``launch.py``) stop the run with one line naming the step and the newest checkpoint; a
+checkpoint save in progress completes first.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def train(config, workdir: str):
   :func:`rsrnn_jax.evaluation.clean.evaluate` takes as ``loaded``: (model, state, info, mesh). The clean
   evaluation after training (``eval_at_end``) is :func:`rsrnn_jax.evaluation.clean.train_and_evaluate`."""
   configlib.validate(config)
+  checkpoints.check_before_data(config, os.path.join(workdir, "checkpoints"))
   info = data.dataset_info(config.data)
   model, _ = model_from_config(config, info)
   mesh = parallel.make_mesh(config.num_devices)
@@ -66,8 +70,6 @@ def train(config, workdir: str):
     if found is not None:
       state = found[0]
       log.info("resumed from step %d in %s", start, workdir)
-    if jax.process_index() == 0:  # every check passed: this is the run the workdir now holds
-      workdir_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     state = _train(config, workdir, state, manager, meta, info, mesh, step_rng, start)
   return model, state, info, mesh
 
@@ -90,11 +92,14 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
   progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
   guard = _Guard(config, manager)
   window_t, window_n = time.perf_counter(), 0
+  done, previous_config = start, False
   try:
     for step in range(start, total):
       batch = parallel.shard_batch(next(batches), mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
       done = step + 1
+      if previous_config is False and jax.process_index() == 0:  # training has started: the workdir's run now
+        previous_config = workdir_lib.record_config(workdir, config.to_dict(), step=start)
       guard.track(metrics.pop("finite"), done)
       window_n += config.train.batch_size
       log_now = done % config.train.log_every == 0 or done == total
@@ -111,11 +116,24 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
         guard.check()  # raises before a save if a step went non-finite (policy 'stop')
       if save_now:
         checkpoints.save(manager, done, state, meta)
+  except Diverged as e:
+    if previous_config is not False:
+      workdir_lib.restore_config(workdir, previous_config, event="diverged", step=e.step)
+    raise
+  except workdir_lib.Interrupted as e:
+    raise e.because(_interrupted_line(manager, done)) from None
   finally:  # an interrupted run keeps every checkpoint it completed
     manager.wait_until_finished()
     progress.close()
     writer.close()
   return state
+
+
+def _interrupted_line(manager, done: int) -> str:
+  last = manager.latest_step()
+  if last is None:
+    return f"interrupted at step {done}; no checkpoint was saved yet; run the same command to start again"
+  return f"interrupted at step {done}; checkpoint {last} is the latest; run the same command to resume"
 
 
 def _scalars(config, info, metrics, step: int, images_per_sec: float):
@@ -124,6 +142,14 @@ def _scalars(config, info, metrics, step: int, images_per_sec: float):
   scalars["images_per_sec"] = images_per_sec
   scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
   return scalars, [float(a) for a in metrics[per_step_metric_name(info.multi_label)]]
+
+
+class Diverged(workdir_lib.UserError):
+  """A non-finite loss or gradient under ``train.nonfinite='stop'``; ``step`` is the first such step."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 class _Guard:
@@ -154,7 +180,7 @@ class _Guard:
     last = self.manager.latest_step()
     kept = f"checkpoint {last} is kept" if last is not None else "no checkpoint was saved"
     clip = f" or --config.train.grad_clip (now {t.grad_clip})" if float(t.grad_clip) else ""
-    raise workdir_lib.UserError(
+    raise Diverged(
         f"training diverged: the loss or a gradient became NaN/Inf at step {first}; stopped without saving "
         f"({kept}). Lower --config.train.learning_rate (now {t.learning_rate}){clip} and run the same command "
-        f"again, or pass --config.train.nonfinite=skip to skip such steps")
+        f"again, or pass --config.train.nonfinite=skip to skip such steps", first)

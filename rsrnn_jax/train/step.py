@@ -10,6 +10,7 @@ import optax
 
 from rsrnn_jax import attacks
 from rsrnn_jax.attacks import objectives
+from rsrnn_jax.data.transforms import unit_float
 from rsrnn_jax.train import parallel
 from rsrnn_jax.train.losses import (classification_loss, labels_multi_hot, per_step_correct, per_step_metric_name,
                                     reinforce_loss)
@@ -35,7 +36,7 @@ def adversarial_images(state: TrainState, batch, rng, *, config):
   logits_fn = objectives.model_logits_fn(model, variables_of(state), horizon=a.horizon,
                                          attack_step=adversarial_attack_step(config))
   eps = float(a.eps)
-  x = batch["image"]
+  x = unit_float(batch["image"])
   x_adv = attacks.pgd(logits_fn, x, batch["label"], eps=eps, step_size=float(a.step_size) * eps,
                       num_steps=int(a.num_iterations), random_start=bool(a.random_start), rng=rng)
   n_adv = int(round(float(a.adv_fraction) * x.shape[0]))
@@ -44,7 +45,8 @@ def adversarial_images(state: TrainState, batch, rng, *, config):
 
 
 def train_step(state: TrainState, batch, rng, *, config):
-  """One optimiser step on a global batch (jit partitions it over the ``data`` axis).
+  """One optimiser step on a global batch (jit partitions it over the ``data`` axis). uint8 images (the input
+  pipeline's default hand-over) are mapped to float32 in [0, 1] first, on the device.
 
   With ``train.adversarial.enabled`` the step first replaces (part of) the batch by PGD examples against the
   current parameters (:func:`adversarial_images`, key ``fold_in(rng, 1)``), then trains on them as usual:
@@ -55,6 +57,7 @@ def train_step(state: TrainState, batch, rng, *, config):
   with the default ``'stop'`` the loop stops before saving (:mod:`rsrnn_jax.train.loop`).
   """
   cfg = config.train
+  batch = {**batch, "image": unit_float(batch["image"])}  # uint8 batches (the default) become [0, 1] here
   mask = batch.get("mask", jnp.ones(batch["label"].shape[:1], jnp.float32))
   extra = {}
   if cfg.adversarial.enabled:

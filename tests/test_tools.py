@@ -1,0 +1,60 @@
+"""The analysis tools of tools/ on a tiny trained run: the ε pilot (docs/reproduction.md) and the fixation hits
+(docs/zoo.md)."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rsrnn_jax import run
+from tests.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+  c = tiny_config("gfnet_m", **{"train.num_train_steps": 2, "train.learning_rate": 1e-2})
+  c.data.source_dir, c.data.data_dir = tiny_data["source_dir"], tiny_data["data_dir"]
+  workdir = str(tmp_path_factory.mktemp("tools") / "work")
+  run.main(c, workdir, "train")
+  return workdir
+
+
+def test_eps_pilot_reads_accuracy_under_the_paper_attack_per_eps(trained, tmp_path):
+  out = str(tmp_path / "pilot.json")
+  assert _tool("eps_pilot").main([trained, "--eps", "0,0.5", "--examples", "8", "--batch", "8", "--out", out]) == 0
+  r = json.load(open(out))
+  assert r["examples"] == 8 and [e["eps"] for e in r["per_eps"]] == [0.0, 0.5]
+  zero, big = r["per_eps"]
+  assert zero["acc_k"] == r["clean_k"] and zero["acc_T"] == r["clean_T"]  # ε = 0 changes nothing
+  assert big["acc_k"] <= r["clean_k"]
+
+
+def test_fixation_hits_reports_every_step(trained, tmp_path):
+  out = str(tmp_path / "hits.json")
+  assert _tool("fixation_hits").main([trained, "--examples", "16", "--steps", "3", "--out", out]) == 0
+  r = json.load(open(out))
+  assert r["model"] == "gfnet_m" and r["glance"] and [s["step"] for s in r["per_step"]] == [1, 2, 3]
+  assert all(0.0 <= s["hit"] <= 1.0 and s["distance_px"] >= 0 for s in r["per_step"])
+
+
+def test_fixation_hits_counts_the_fixations_whose_window_holds_the_item_centre():
+  """tools/fixation_hits.py (docs/zoo.md's GF-Net-m measurement): fixation (x, y) in [-1, 1] → pixels, against
+  the item's (row, col) corner + half its side."""
+  tool = _tool("fixation_hits")
+  position = np.array([[10, 60], [0, 0]])                    # items 20 px wide on a 100-px image
+  fix = np.array([[[0.4, -0.6], [0.4, -0.6]]])                # (x, y) = (70, 20) px: the first item's centre
+  inside, dist = tool.hits(fix, position, 20, 100, half=5.0)
+  np.testing.assert_array_equal(inside, [[True, False]])
+  np.testing.assert_allclose(dist, [[0.0, np.hypot(10, 60)]])
+  cfg = tiny_config("dram").model
+  assert tool.window_half(cfg, 96) == 24.0 and tool.window_half(tiny_config("rsrnn").model, 96) == 12.0
