@@ -27,6 +27,7 @@ from rsrnn_jax import data, run
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.data import fashion_mnist
 from rsrnn_jax.evaluation import clean as evaluate
+from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.train import checkpoints, integrity
 from rsrnn_jax.train import state as train_state
 from configs import demo
@@ -487,7 +488,7 @@ def test_a_signal_during_a_checkpoint_save_waits_for_the_save(tiny_data, trained
   monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "save", save_hit_by_sigterm)
   with pytest.raises(workdir_lib.Interrupted, match="interrupted at step 6; checkpoint 6 is the latest"), \
       workdir_lib.interruptible():
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4, 6]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "6", integrity.MANIFEST))  # complete, verified
   assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
@@ -547,7 +548,7 @@ def test_a_diverged_run_leaves_the_last_good_config_and_records_itself_in_the_hi
   c = _config(tiny_data, **{"train.num_train_steps": 8, "train.learning_rate": 0.5})
   monkeypatch.setattr(data, "train_batches", _nan_from(1))
   with pytest.raises(train_loop.Diverged, match="NaN/Inf at step 6"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == before
   history = _strict_lines(os.path.join(workdir, workdir_lib.CONFIG_HISTORY))
   assert [h["event"] for h in history][-2:] == ["started", "diverged"]
