@@ -66,7 +66,7 @@ def pgd_fn(config, model, steps: int, iterations: int):
   """``attack(variables, images, labels, eps, key)``: the config's PGD on the logits of step ``steps``."""
   import jax
 
-  from rsrnn_jax.attacks import registry, sweep
+  from rsrnn_jax.robustness import registry, sweep
   a = config.attack
   spec = sweep.spec_from_profile("pgd", a).replace("pgd_step", num_iterations=iterations)
   setup = sweep.Setup(attack_step=steps, eval_steps=steps, norm=a.norm, fixations=a.fixations,

@@ -4,7 +4,7 @@
   python bench/profile_compile.py --config configs/demo.py:attack=strong --devices 1
   python bench/profile_compile.py --reference_layers       # the layers before rsrnn_jax.models.fastops
 
-For every program the suite compiles for the profile (``rsrnn_jax.attacks.plan.attack_specs``: each untargeted
+For every program the suite compiles for the profile (``rsrnn_jax.robustness.plan.attack_specs``: each untargeted
 attack × objective, the targeted attack, the check-3 attack, the Square attack, plus the clean logits), it
 times ``lower()`` and ``compile()`` separately at the suite's batch shape, with JAX's persistent compilation cache
 off, and reports the sum: the compile time a suite run of the profile pays before it attacks anything. Compile
@@ -35,7 +35,7 @@ def _use_reference_layers(config):
 def _programs(config, model):
   """(name, jitted fn) of every program the suite compiles for ``config.attack``'s profile; the first is the
   clean-logits program, whose output the others take."""
-  from rsrnn_jax.attacks import plan, profiles, registry, sweep
+  from rsrnn_jax.robustness import plan, profiles, registry, sweep
   from rsrnn_jax.models import has_fixations, is_recurrent
   a = config.attack
   setup = sweep.Setup(attack_step=int(a.attack_step), eval_steps=profiles.eval_steps_of(config), norm=a.norm,

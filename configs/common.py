@@ -8,7 +8,7 @@ import os
 import ml_collections
 
 from rsrnn_jax import data
-from rsrnn_jax.attacks import profiles as attack_profiles
+from rsrnn_jax.robustness import profiles as attack_profiles
 from rsrnn_jax.models import registry
 
 vgg8 = registry.vgg8  # the shared backbone, re-exported for the configs
@@ -42,14 +42,14 @@ def set_model(c, name: str, **preset_kwargs):
   return c
 
 
-# Attack profiles live in the library (rsrnn_jax/attacks/profiles.py); these names are kept for the configs.
+# Attack profiles live in the library (rsrnn_jax/robustness/profiles.py); these names are kept for the configs.
 ATTACK_PROFILES = attack_profiles.PROFILES
 ATTACK_PROFILE_FIELDS = attack_profiles.PROFILE_FIELDS  # the fields that define a profile
 
 
 def attack_profile(name: str = "paper"):
   """The ``config.attack`` section for profile ``name``: ``paper`` (the authors' PGD), ``strong`` or
-  ``adaptive`` (docs/attacks.md); every field is documented in :func:`rsrnn_jax.attacks.profiles.attack_profile`.
+  ``adaptive`` (docs/attacks.md); every field is documented in :func:`rsrnn_jax.robustness.profiles.attack_profile`.
   Select with ``configs/demo.py:attack=adaptive`` (or ``c.attack = attack_profile("adaptive")`` in a config)."""
   return attack_profiles.attack_profile(name)
 
@@ -125,9 +125,9 @@ def get_base_config(data_name: str = "cluttered_fashion_mnist"):
       num_figure_images=8,     # test images in the fixation figure
   ))
 
-  # Adversarial evaluation (--mode=attack, rsrnn_jax/attacks/suite.py); fields documented in attack_profile.
+  # Adversarial evaluation (--mode=attack, rsrnn_jax/robustness/suite.py); fields documented in attack_profile.
   c.attack = attack_profile("paper")
-  # --mode=verify (rsrnn_jax/attacks/verify.py): the saved adversarial sets to re-score; "" = the newest
+  # --mode=verify (rsrnn_jax/robustness/verify.py): the saved adversarial sets to re-score; "" = the newest
   # WORKDIR/attack_<profile>/ folder; else such a folder or one adversarial_eps<ε>.npz.
   c.verify = ml_collections.ConfigDict(dict(path=""))
   return set_model(c, registry.DEFAULT_MODEL)

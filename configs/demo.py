@@ -76,7 +76,7 @@ def get_config(arg: str = ""):
   c.eval.num_glimpses = 8
   c.eval.batch_size = 500
 
-  # Adversarial evaluation (--mode=attack; rsrnn_jax/attacks/suite.py). Profile: `configs/demo.py:attack=NAME`,
+  # Adversarial evaluation (--mode=attack; rsrnn_jax/robustness/suite.py). Profile: `configs/demo.py:attack=NAME`,
   # NAME = paper (default) | strong | adaptive (docs/attacks.md; combine as `:model=ff_cnn,attack=adaptive`).
   # Output: WORKDIR/attack_<profile>/; `--mode=verify` re-scores its saved adversarial sets.
   #   python launch.py --config=configs/demo.py --workdir=workdirs/demo --mode=attack

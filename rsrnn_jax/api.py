@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rsrnn_jax.attacks import profiles, registry, sweep
+from rsrnn_jax.robustness import profiles, registry, sweep
 from rsrnn_jax.workdir import read_config
 from rsrnn_jax.evaluation import clean
 from rsrnn_jax.models import predict

@@ -11,7 +11,7 @@ each); readers skip it (:func:`is_staging`).
 :func:`check_manifest` is what ``--mode=verify`` runs first: every record file (``.json``, ``.npz``) must be
 listed with its digest, and the run id of the sets must be the manifest's; a folder from before manifests is
 refused with one line. The report and the plots are views of ``results.json`` that
-``python -m rsrnn_jax.report.results`` may redraw, so their digests are listed but not checked.
+``python -m rsrnn_jax.robustness.results`` may redraw, so their digests are listed but not checked.
 """
 from __future__ import annotations
 

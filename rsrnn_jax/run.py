@@ -27,21 +27,21 @@ def main(config, workdir: str, mode: str = "train"):
   configlib.validate(config)  # before anything is written
   if mode == "verify":  # reads the checkpoint and an attack folder's saved sets; writes nothing, takes no lock
     configure_compilation_cache(config)
-    from rsrnn_jax.attacks import verify
+    from rsrnn_jax.robustness import verify
     with _interruption_line(mode, workdir):
       return verify.run(config, workdir)
   if mode == "attack":
-    from rsrnn_jax.attacks import profiles
+    from rsrnn_jax.robustness import profiles
     profiles.validate_attack_config(config)
   workdir_lib.check_usable(workdir)
   _check_batch_sizes(config, mode)
   configure_compilation_cache(config)
   with workdir_lib.locked(workdir, enabled=jax.process_index() == 0), _interruption_line(mode, workdir):
     if mode == "train":
-      from rsrnn_jax.train import loop as train_loop
-      return train_loop.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
+      from rsrnn_jax.evaluation import clean as evaluate
+      return evaluate.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
     if mode == "attack":
-      from rsrnn_jax.attacks import suite as robustness
+      from rsrnn_jax.robustness import suite as robustness
       return robustness.run(config, workdir)
     from rsrnn_jax.evaluation import clean as evaluate
     return evaluate.evaluate(config, workdir)

@@ -1,5 +1,5 @@
-"""The adaptive profile (issue 13): robust flags (rsrnn_jax/attacks/flags.py), the scanpath search
-(rsrnn_jax/attacks/policy.py), verified adversarial sets (rsrnn_jax/attacks/verify.py) and the profile end to end
+"""The adaptive profile (issue 13): robust flags (rsrnn_jax/robustness/flags.py), the scanpath search
+(rsrnn_jax/attacks/policy.py), verified adversarial sets (rsrnn_jax/robustness/verify.py) and the profile end to end
 on a tiny model."""
 import functools
 import os
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rsrnn_jax import data
-from rsrnn_jax.attacks import flags, policy, profiles, suite, verify
+from rsrnn_jax.attacks import policy
+from rsrnn_jax.robustness import flags, profiles, suite, verify
 from rsrnn_jax.models import dorsal
-from rsrnn_jax.report import results as report
+from rsrnn_jax.robustness import results as report
 from rsrnn_jax.train import parallel
 from tests.attack_helpers import K, images, untrained
 from tests.helpers import tiny_config

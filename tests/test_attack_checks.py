@@ -1,8 +1,8 @@
-"""The seven sanity checks on constructed results (rsrnn_jax/attacks/checks.py): pass on a healthy
+"""The seven sanity checks on constructed results (rsrnn_jax/robustness/checks.py): pass on a healthy
 evaluation, fail on each constructed failure, skipped when not run."""
 import copy
 
-from rsrnn_jax.attacks import checks, profiles
+from rsrnn_jax.robustness import checks, profiles
 
 
 def _entry(eps, acc, asr=None):

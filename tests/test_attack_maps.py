@@ -1,12 +1,12 @@
-"""Adversarial probability maps (rsrnn_jax/attacks/probmaps.py) and input-gradient norms per step
-(rsrnn_jax/attacks/gradients.py)."""
+"""Adversarial probability maps (rsrnn_jax/robustness/probmaps.py) and input-gradient norms per step
+(rsrnn_jax/robustness/gradients.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax.attacks import gradients, probmaps
+from rsrnn_jax.robustness import gradients, probmaps
 from tests.attack_helpers import B, K, images, untrained
 
 

@@ -1,12 +1,12 @@
-"""Attack profiles and their validation (rsrnn_jax/attacks/profiles.py), the attack registry
-(rsrnn_jax/attacks/registry.py) and the plan the suite derives from a config (rsrnn_jax/attacks/plan.py)."""
+"""Attack profiles and their validation (rsrnn_jax/robustness/profiles.py), the attack registry
+(rsrnn_jax/robustness/registry.py) and the plan the suite derives from a config (rsrnn_jax/robustness/plan.py)."""
 import ast
 import os
 
 import pytest
 
 from configs import common, demo
-from rsrnn_jax.attacks import plan, profiles, registry, sweep
+from rsrnn_jax.robustness import plan, profiles, registry, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

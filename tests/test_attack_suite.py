@@ -1,4 +1,4 @@
-"""The attack suite end to end (rsrnn_jax/attacks/suite.py, rsrnn_jax/report/results.py): `--mode=attack` on a
+"""The attack suite end to end (rsrnn_jax/robustness/suite.py, rsrnn_jax/robustness/results.py): `--mode=attack` on a
 trained tiny model, a toy attack added through the registry alone, and the one-line error without a checkpoint."""
 import json
 import os
@@ -12,9 +12,9 @@ import pytest
 
 from rsrnn_jax import attacks as A
 from rsrnn_jax import data, run
-from rsrnn_jax.attacks import plan, profiles, registry, suite
-from rsrnn_jax.report import results as report
-from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.robustness import plan, profiles, registry, suite
+from rsrnn_jax.robustness import results as report
+from rsrnn_jax.evaluation import clean
 from rsrnn_jax.train import parallel
 from tests.attack_helpers import untrained
 from tests.helpers import tiny_config
@@ -43,7 +43,7 @@ def _attack_config(tiny_data):
 def test_attack_mode_end_to_end(tiny_data, tmp_path):
   c = _attack_config(tiny_data)
   workdir = str(tmp_path / "wd")
-  train_loop.train_and_evaluate(c, workdir)
+  clean.train_and_evaluate(c, workdir)
   results = run.main(c, workdir, "attack")
   out = os.path.join(workdir, "attack_paper")
   for name in ("results.json", "report.md", "accuracy_per_step.png", "accuracy_bars.png", "asr_per_step.png",

@@ -1,12 +1,13 @@
 """The attacked model as a logits_fn (step k, mean of 1..k, full horizon, EOT, argmax), per-example targets,
-ASR aggregation over batches and one compilation per batch shape for every ε (rsrnn_jax/attacks/sweep.py)."""
+ASR aggregation over batches and one compilation per batch shape for every ε (rsrnn_jax/robustness/sweep.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax.attacks import objectives, subset, sweep
+from rsrnn_jax.attacks import objectives
+from rsrnn_jax.robustness import subset, sweep
 from rsrnn_jax.train import parallel
 from tests.attack_helpers import B, K, images, untrained
 

@@ -14,7 +14,7 @@ from PIL import Image
 from configs import coco as coco_config
 from rsrnn_jax import data, run
 from rsrnn_jax.evaluation import multilabel
-from rsrnn_jax.attacks import profiles as attack_profiles
+from rsrnn_jax.robustness import profiles as attack_profiles
 from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.data import coco
 from tests.helpers import override, tiny_config

@@ -1,4 +1,4 @@
-"""Compute per step (rsrnn_jax/models/compute.py): XLA's cost analysis against hand counts, and per-step / once /
+"""Compute per step (rsrnn_jax/evaluation/compute.py): XLA's cost analysis against hand counts, and per-step / once /
 total on tiny models of every kind."""
 import functools
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrnn_jax.models import compute
+from rsrnn_jax.evaluation import compute
 from tests.helpers import tiny_config
 
 

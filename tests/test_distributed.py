@@ -18,7 +18,7 @@ import pytest
 from configs import demo
 from rsrnn_jax.train import checkpoints
 from rsrnn_jax.train import parallel
-from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.evaluation import clean
 from rsrnn_jax.train import state as train_state
 from rsrnn_jax.train import writers
 from tests.helpers import TINY_FLAGS, flag_overrides, override
@@ -89,7 +89,7 @@ def test_two_processes_train_like_one_and_checkpoints_cross_over(tiny_data, tmp_
   one, two, mixed = tmp_path / "one", tmp_path / "two", tmp_path / "mixed"
   c = _config(tiny_data)
   c.num_devices = 2  # this process, 2 of its 4 devices: the same mesh size as 2 processes × 1 device
-  train_loop.train_and_evaluate(c, str(one))
+  clean.train_and_evaluate(c, str(one))
   logs = _launch_two_processes(two, tiny_data)
   assert "process 0 of 2 processes" in logs[0] and "process 1 of 2 processes" in logs[1]
 

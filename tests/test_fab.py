@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax.attacks import plan, profiles, registry
+from rsrnn_jax.robustness import plan, profiles, registry
 
 # ------------------------------------------------------------------------------------------------------------
 # the projection
@@ -118,6 +118,8 @@ def test_fab_t_attacks_its_targets_in_rank_order():
     adv, info = A.fab(f, x, y, eps=0.3, targeted=True, num_targets=targets, return_info=True)
     np.testing.assert_allclose(np.asarray(info["distance"]), want, rtol=0.01)
     np.testing.assert_array_equal(np.argmax(np.asarray(f(adv)), -1), cls)
+  _, info = A.fab(f, x, y, eps=0.3, targeted=True, target=jnp.array([2, 1]), return_info=True)  # given targets
+  np.testing.assert_allclose(np.asarray(info["distance"]), [0.05, 0.2], rtol=0.01)
   _, info = A.fab(f, x, y, eps=0.3, return_info=True)  # untargeted: the nearest boundary
   np.testing.assert_allclose(np.asarray(info["distance"]), 0.05, rtol=0.01)
 

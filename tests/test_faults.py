@@ -27,8 +27,8 @@ from rsrnn_jax import data, run
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.data import fashion_mnist
 from rsrnn_jax.evaluation import clean as evaluate
-from rsrnn_jax.train import checkpoints, integrity
 from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.train import checkpoints, integrity
 from rsrnn_jax.train import state as train_state
 from configs import demo
 from tests.helpers import TINY_FLAGS, flag_overrides, override, tiny_config
@@ -89,7 +89,7 @@ def test_nan_at_step_k_stops_before_saving_and_keeps_every_good_checkpoint(tiny_
   monkeypatch.setattr(data, "train_batches", _nan_from(1))  # resumed at 4: the batch of step 6 is NaN
   with pytest.raises(workdir_lib.UserError, match=r"NaN/Inf at step 6; stopped without saving \(checkpoint 4 "
                                                   r"is kept\).*learning_rate.*grad_clip.*nonfinite=skip"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4]
   rows = _strict_lines(os.path.join(workdir, "metrics.jsonl"))  # null, not NaN
   assert rows[-1]["step"] == 6 and rows[-1]["loss"] is None
@@ -99,7 +99,7 @@ def test_skip_policy_keeps_training_past_a_nan_step(tiny_data, trained, tmp_path
   workdir = _copy(trained, tmp_path)
   c = _config(tiny_data, **{"train.num_train_steps": 6, "train.nonfinite": "skip"})
   monkeypatch.setattr(data, "train_batches", _nan_from(0))  # step 5
-  train_loop.train_and_evaluate(c, workdir)
+  evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4, 6]
   rows = _strict_lines(os.path.join(workdir, "metrics.jsonl"))
   assert rows[-1]["step"] == 6 and rows[-1]["skipped_steps"] == 1 and rows[-1]["loss"] is not None
@@ -140,7 +140,7 @@ def test_damaged_newest_checkpoint_falls_back_in_eval_and_train(tiny_data, train
   _, state, _, _ = evaluate.load_model(c, workdir)
   assert int(state.step) == 2
   assert any("checkpoints/4 is damaged" in r.getMessage() for r in caplog.records)
-  train_loop.train_and_evaluate(c, workdir)  # resumes from 2, sets 4 aside, trains 3-4 again
+  evaluate.train_and_evaluate(c, workdir)  # resumes from 2, sets 4 aside, trains 3-4 again
   assert _steps(workdir, c) == [2, 4]
   assert os.path.isdir(os.path.join(workdir, "checkpoints.damaged", "4"))  # moved, never deleted
   _, state, _, _ = evaluate.load_model(c, workdir)
@@ -180,7 +180,7 @@ def test_no_restorable_checkpoint_is_one_error_and_nothing_moves(tiny_data, trai
   for step in (2, 4):
     _truncate(_largest_state_file(os.path.join(workdir, "checkpoints", str(step))))
   with pytest.raises(checkpoints.DamagedCheckpoint, match="no checkpoint in .* can be restored"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4] and not os.path.exists(os.path.join(workdir, "checkpoints.damaged"))
 
 
@@ -269,7 +269,7 @@ def test_read_only_workdir_is_refused_before_computing(tiny_data, trained, tmp_p
 
 
 def _attack_config(tiny_data):
-  from rsrnn_jax.attacks import profiles
+  from rsrnn_jax.robustness import profiles
   c = _config(tiny_data)
   c.attack = profiles.attack_profile("paper")
   c.attack.epsilons, c.attack.targeted_epsilons = (0.01,), (0.02,)
@@ -488,7 +488,7 @@ def test_a_signal_during_a_checkpoint_save_waits_for_the_save(tiny_data, trained
   monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "save", save_hit_by_sigterm)
   with pytest.raises(workdir_lib.Interrupted, match="interrupted at step 6; checkpoint 6 is the latest"), \
       workdir_lib.interruptible():
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert _steps(workdir, c) == [2, 4, 6]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "6", integrity.MANIFEST))  # complete, verified
   assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
@@ -548,7 +548,7 @@ def test_a_diverged_run_leaves_the_last_good_config_and_records_itself_in_the_hi
   c = _config(tiny_data, **{"train.num_train_steps": 8, "train.learning_rate": 0.5})
   monkeypatch.setattr(data, "train_batches", _nan_from(1))
   with pytest.raises(train_loop.Diverged, match="NaN/Inf at step 6"):
-    train_loop.train_and_evaluate(c, workdir)
+    evaluate.train_and_evaluate(c, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == before
   history = _strict_lines(os.path.join(workdir, workdir_lib.CONFIG_HISTORY))
   assert [h["event"] for h in history][-2:] == ["started", "diverged"]
@@ -627,7 +627,7 @@ def test_an_attack_stopped_while_it_writes_leaves_the_previous_results_and_verif
     tiny_data, trained, tmp_path, monkeypatch):
   """The issue's case: a second attack run (another seed) stopped while it writes its folder."""
   from rsrnn_jax import outputs
-  from rsrnn_jax.report import results as report
+  from rsrnn_jax.robustness import results as report
   workdir = _copy(trained, tmp_path)
   run.main(_small_attack_config(tiny_data), workdir, "attack")
   out = os.path.join(workdir, "attack_paper")

@@ -95,7 +95,7 @@ def test_labels_multi_hot_and_local_batch_size():
 
 
 def test_compute_reads_classes_and_shapes_from_the_registry_and_config_files(capsys):
-  from rsrnn_jax.models import compute
+  from rsrnn_jax.evaluation import compute
   missing = os.path.join(REPO, "configs", "nope.py")
   assert compute.main([f"--config={missing}", "--models=ff_cnn"]) == 2
   assert f"no config file {missing!r}" in capsys.readouterr().err
@@ -180,7 +180,7 @@ def test_a_toy_model_added_through_the_registry_trains_evaluates_and_is_attacked
   assert "pgd_full" in saved["untargeted"]["attacks"]  # recurrent: the full-horizon objective runs too
   assert attacked["timing"]["total_s"] > 0
   # The model's compute and Table-1 description come from the same entry.
-  from rsrnn_jax.models import compute
+  from rsrnn_jax.evaluation import compute
   row = compute.model_compute(c)
   assert row["model"] == "toy_rnn" and row["gmacs_per_step"] > 0
   assert registry.describe(c.model)["input"] == "Whole Image"

@@ -10,7 +10,7 @@ import pytest
 
 from rsrnn_jax import outputs
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.attacks import verify
+from rsrnn_jax.robustness import verify
 
 
 def _write_run(folder: str, run_id: str, value: float) -> None:

@@ -9,7 +9,7 @@ import optax
 from configs import imagenet
 from rsrnn_jax import data, run
 from rsrnn_jax.train import state as train_state
-from rsrnn_jax.train import loop as train_loop
+from rsrnn_jax.evaluation import clean
 from rsrnn_jax.train import step as train_step
 from tests.helpers import tiny_config
 
@@ -84,7 +84,7 @@ def test_compilation_cache_dir_is_applied_before_compiling(tmp_path, monkeypatch
   before = jax.config.jax_compilation_cache_dir
   c = tiny_config(**{"compilation_cache_dir": str(tmp_path / "cache"), "train.num_train_steps": 1})
   seen = {}
-  monkeypatch.setattr(train_loop, "train_and_evaluate",
+  monkeypatch.setattr(clean, "train_and_evaluate",
                       lambda config, workdir: seen.setdefault("dir", jax.config.jax_compilation_cache_dir))
   try:
     run.main(c, str(tmp_path / "work"), "train")

@@ -1,5 +1,6 @@
-"""The architecture's rules, checked on the source: no import cycle between modules, the library never imports
-configs/, modules stay short enough to read, and a model's name is spelled only in its registry entry."""
+"""The architecture's rules, checked on the source: no import cycle between modules, no import from a lower layer
+into a higher one, the library never imports configs/, modules stay short enough to read, and a model's name is
+spelled only in its registry entry."""
 import ast
 import pathlib
 import re
@@ -79,3 +80,51 @@ def test_model_names_are_spelled_only_in_the_registry():
       if re.search(rf"""["']{re.escape(n)}["']""", text):
         hits.append(f"{p.relative_to(ROOT)}: {n!r}")
   assert not hits, "model names outside rsrnn_jax/models/registry.py: " + ", ".join(hits)
+
+
+# The library's layers, bottom to top: a module imports its own layer and the layers below it, never one above
+# (at module level or inside a function). The pure attack algorithms sit below training (adversarial training
+# uses them); the adversarial evaluation of checkpoints (the suite) sits above training and the clean evaluation.
+LAYERS = (
+    ("rsrnn_jax.workdir",),
+    ("rsrnn_jax.models", "rsrnn_jax.data", "rsrnn_jax.report"),
+    ("rsrnn_jax.configlib",),
+    ("rsrnn_jax.attacks",),
+    ("rsrnn_jax.train",),
+    ("rsrnn_jax.evaluation", "rsrnn_jax.outputs"),
+    ("rsrnn_jax.robustness",),
+    ("rsrnn_jax.reproduction", "rsrnn_jax.api", "rsrnn_jax.run"),
+)
+
+
+def _layer(module: str) -> int:
+  """The layer of a module: its longest prefix in LAYERS; any other module of the library is on the top layer."""
+  hits = [(len(n), i) for i, names in enumerate(LAYERS) for n in names if module == n or module.startswith(n + ".")]
+  return max(hits)[1] if hits else len(LAYERS) - 1
+
+
+def _upward_imports(modules: dict) -> list:
+  """"A -> B" for every import of a module B on a higher layer than A's (the root package ``rsrnn_jax``, which
+  every ``from rsrnn_jax import X`` passes through, is no dependency)."""
+  return [f"{m} -> {d}" for m, p in sorted(modules.items()) for d in sorted(_imports(p, modules))
+          if d in modules and d != "rsrnn_jax" and _layer(d) > _layer(m)]
+
+
+def test_no_lower_layer_imports_a_higher_one():
+  assert _layer("rsrnn_jax.attacks.apgd") < _layer("rsrnn_jax.train.step") < _layer("rsrnn_jax.robustness.suite")
+  up = _upward_imports(_modules())
+  assert not up, "imports from a lower layer into a higher one (tests/test_structure.py LAYERS): " + ", ".join(up)
+
+
+def test_the_attack_algorithms_import_only_themselves_and_the_models(tmp_path):
+  modules = _modules()
+  for m, p in modules.items():
+    if m.startswith("rsrnn_jax.attacks"):
+      outside = {d for d in _imports(p, modules) if d != "rsrnn_jax"
+                 and not d.startswith(("rsrnn_jax.attacks", "rsrnn_jax.models"))}
+      assert not outside, f"{m} imports {sorted(outside)}: the attack algorithms import nothing above the models"
+  # the checker itself: a training module that imported the suite would be reported
+  bad = tmp_path / "step.py"
+  bad.write_text("from rsrnn_jax.robustness import suite\n")
+  assert _upward_imports({"rsrnn_jax.train.step": bad, "rsrnn_jax.robustness.suite": bad}) == [
+      "rsrnn_jax.train.step -> rsrnn_jax.robustness.suite"]

@@ -11,7 +11,6 @@ from rsrnn_jax import attacks, data, run
 from rsrnn_jax.train import checkpoints
 from rsrnn_jax.evaluation import clean as evaluate
 from rsrnn_jax.attacks import objectives
-from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.train import state as train_state
 from rsrnn_jax.train import step as train_step
@@ -99,7 +98,7 @@ def test_train_step_decreases_loss_on_a_fixed_batch(tiny_data, model):
 # ---------------------------------------------------------------------------------------- data parallelism
 
 def _run(c, workdir):
-  train_loop.train_and_evaluate(c, str(workdir))
+  evaluate.train_and_evaluate(c, str(workdir))
   return writers.read_metrics(str(workdir))
 
 
@@ -160,7 +159,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
 def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
   c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2,
                             "train.keep_checkpoints": 2, "train.eval_at_end": True})
-  train_loop.train_and_evaluate(c, str(tmp_path))
+  evaluate.train_and_evaluate(c, str(tmp_path))
   assert checkpoints.manager(str(tmp_path), c).all_steps() == [4, 6]
   with open(tmp_path / "eval" / "results.json") as f:
     res = json.load(f)
@@ -178,12 +177,12 @@ def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
 
 def test_eval_refuses_a_checkpoint_of_another_model(tiny_data, tmp_path):
   c = _config(tiny_data, **{"train.num_train_steps": 2})
-  train_loop.train_and_evaluate(c, str(tmp_path))
+  evaluate.train_and_evaluate(c, str(tmp_path))
   other = _config(tiny_data, **{"model.core_features": 16})
   with pytest.raises(ValueError, match="core_features"):
     evaluate.load_model(other, str(tmp_path))
   with pytest.raises(ValueError, match="different model"):
-    train_loop.train_and_evaluate(other, str(tmp_path))  # training into it is refused too, nothing overwritten
+    evaluate.train_and_evaluate(other, str(tmp_path))  # training into it is refused too, nothing overwritten
   assert checkpoints.manager(str(tmp_path), c).all_steps() == [2]
   # An explicit checkpoint path (a step directory) works from any workdir.
   c.eval.checkpoint_path = str(tmp_path / "checkpoints" / "2")
@@ -226,7 +225,7 @@ def test_zoo_models_train_save_restore_and_evaluate(tiny_data, tmp_path, model):
   base_retina and gfnet_m are dram's code path with another sampler, covered by the train-step test)."""
   c = _config(tiny_data, model=model, **{"train.num_train_steps": 2, "train.eval_at_end": True,
                                          "model.unroll": 1})  # rolled scan: faster compiles
-  first = train_loop.train_and_evaluate(c, str(tmp_path))  # evaluates the restored checkpoint
+  first = evaluate.train_and_evaluate(c, str(tmp_path))  # evaluates the restored checkpoint
   again = run.main(c, str(tmp_path), "eval")
   assert first["accuracy_per_step"] == again["accuracy_per_step"] and again["step"] == 2
   assert len(again["accuracy_per_step"]) == c.eval.num_glimpses and again["model"] == model

@@ -350,8 +350,9 @@ def _square_fraction(p_init, it, num_queries):
 
 
 def square_attack(logits_fn: LogitsFn, images, labels, *, eps, num_queries: int, rng, targeted: bool = False,
-                  p_init: float = 0.8):
+                  p_init: float = 0.8, schedule_queries: int | None = None):
   """L∞ Square Attack (Andriushchenko et al., ECCV 2020) with the margin loss; returns the best point found.
+  (p's schedule is scaled to ``schedule_queries`` queries: default ``num_queries``; AutoAttack: 10000, unscaled.)
 
   Budget: ``num_queries`` forward passes per example — one for the initialisation (vertical stripes of ±ε,
   one sign per column and channel) and ``num_queries − 1`` random-search iterations. Iteration i proposes, per
@@ -392,7 +393,7 @@ def square_attack(logits_fn: LogitsFn, images, labels, *, eps, num_queries: int,
     x_cur, loss_cur = carry
     # One draw per iteration (few random-number kernels keep compilation fast): [row, col, flip, signs...].
     u = jax.random.uniform(jax.random.fold_in(k_loop, i), (b, 3 + c))
-    frac = _square_fraction(p_init, i, num_queries)
+    frac = _square_fraction(p_init, i, schedule_queries or num_queries)
     side = jnp.clip(jnp.round(jnp.sqrt(frac * h * w)).astype(jnp.int32), 1, min(h, w))
     r0 = jnp.minimum(jnp.floor(u[:, 0] * (h - side + 1)).astype(jnp.int32), h - side).reshape(b, 1, 1, 1)
     c0 = jnp.minimum(jnp.floor(u[:, 1] * (w - side + 1)).astype(jnp.int32), w - side).reshape(b, 1, 1, 1)

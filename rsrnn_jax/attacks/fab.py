@@ -156,15 +156,16 @@ def _start(rng, x, eps_b, norm):
   return jnp.clip(x + 0.5 * eps_b * t / size, 0.0, 1.0)
 
 
-def fab(logits_fn, images, labels, *, eps, norm: str = "linf", targeted: bool = False, num_targets: int = 9,
-        num_restarts: int = 1, num_steps: int = 100, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-        rng=None, return_info: bool = False):
+def fab(logits_fn, images, labels, *, eps, norm: str = "linf", targeted: bool = False, target=None,
+        num_targets: int = 9, num_restarts: int = 1, num_steps: int = 100, alpha_max: float = 0.1,
+        eta: float = 1.05, beta: float = 0.9, rng=None, return_info: bool = False):
   """FAB / FAB-T (module docstring) → adversarial images [B, ...]: per example the closest adversarial point
   found if it lies within ``eps`` of the image, else the clean image.
 
   labels: the true classes [B]. eps: scalar or [B]; it sets the radius of the restarts' random starts and which
-  points count (AutoAttack's rule). ``targeted=True``: FAB-T, one run per target (the ``num_targets`` classes
-  ranked highest by the clean logits after the label, at most K − 1) and restart; else ``num_restarts`` runs.
+  points count (AutoAttack's rule). ``targeted=True``: FAB-T, one run per target and restart: toward ``target``
+  [B], or — ``target=None`` — each of the ``num_targets`` classes ranked highest by the clean logits after the
+  label (at most K − 1); else ``num_restarts`` runs.
   rng: the restarts' random starts (needed only when ``num_restarts`` > 1). return_info: also return
   ``{"fooled": [B], "distance": [B]}`` — the returned image fools the model; the norm of the closest adversarial
   point found, inside the ε-ball or not (+inf if none; 0 for an image misclassified clean): FAB's estimate of
@@ -183,7 +184,13 @@ def fab(logits_fn, images, labels, *, eps, norm: str = "linf", targeted: bool = 
   eps_b = core._per_example(eps, x)
   clean_logits = logits_fn(x)
   clean_fooled = jnp.argmax(clean_logits, axis=-1) != labels
-  targets = ranked_targets(clean_logits, labels, num_targets) if targeted else None
+  if target is not None and not targeted:
+    raise ValueError("target= is only used with targeted=True")
+  targets = ranked_targets(clean_logits, labels, num_targets) if targeted and target is None else None
+  if target is not None:
+    targets = jnp.asarray(target, labels.dtype).reshape(-1, 1)
+    if targets.shape[0] != x.shape[0]:
+      raise ValueError(f"target must have shape [{x.shape[0]}], got {jnp.shape(target)}")
   runs = (targets.shape[1] if targeted else 1) * num_restarts
 
   def start_of(i):  # the first run (of each target) starts at the image, every further restart at random

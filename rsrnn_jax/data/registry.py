@@ -1,4 +1,4 @@
-"""The dataset registry: one entry per data set; the pipeline, the config defaults, ``models.compute`` and the
+"""The dataset registry: one entry per data set; the pipeline, the config defaults, ``evaluation.compute`` and the
 benches read it, so the facts of a data set (classes, image shape, labels) have one home.
 
 An entry (:class:`DatasetEntry`) holds the TFDS builder of the data set (made from the data config), its number

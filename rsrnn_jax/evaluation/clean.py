@@ -16,6 +16,7 @@ import numpy as np
 from rsrnn_jax import configlib, data
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.train import checkpoints
+from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.evaluation import multilabel
 from rsrnn_jax.train import parallel
 from rsrnn_jax.train import losses as train_losses
@@ -116,6 +117,13 @@ def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examp
   per_step = (multilabel.metrics_per_step(np.concatenate(logits, 1), np.concatenate(labels))
               if logits else None)
   return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades, per_step
+
+
+def train_and_evaluate(config, workdir: str):
+  """``--mode=train``: trains (resuming), then, if ``config.train.eval_at_end``, evaluates the final state in
+  memory (not from disk); returns the evaluation's results or None."""
+  loaded = train_loop.train(config, workdir)
+  return evaluate(config, workdir, loaded=loaded) if config.train.eval_at_end else None
 
 
 def evaluate(config, workdir: str, loaded=None) -> dict:

@@ -8,7 +8,7 @@ registered model: every model is a variant of itself, and ``ff_cnn_at`` is FF-CN
 
 Adding a model = one module in ``rsrnn_jax/models/`` (a Flax module with the call signature and outputs of
 ``rsrnn_jax/models/__init__.py``) + one :func:`register` call here (or in the caller, e.g. a test). Configs, the
-config validation, training, evaluation, the attack suite, ``models.compute`` and the reproduction read it.
+config validation, training, evaluation, the attack suite, ``evaluation.compute`` and the reproduction read it.
 
 The models of the paper (docs/zoo.md), on the shared backbone ``stages`` (:func:`vgg8` by default):
 

@@ -107,7 +107,7 @@ def plot_attention(images, attention, path: str, *, labels=None, predictions=Non
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Adversarial evaluation (rsrnn_jax/attacks/suite.py, rsrnn_jax/report/results.py), in the style of the paper's figures
+# Adversarial evaluation (rsrnn_jax/robustness/suite.py, rsrnn_jax/robustness/results.py), in the style of the paper's figures
 # ----------------------------------------------------------------------------------------------------------
 
 def _eps_label(eps: float) -> str:

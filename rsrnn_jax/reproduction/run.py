@@ -8,7 +8,7 @@ Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``,
 Fashion-MNIST with one shared budget (:data:`BUDGETS`; ``full`` by default), once per seed, evaluates each run on
 the test split (accuracy at every step, GMACs per step, fixations / attention on the same test images, and the
 plateau check on the checkpoints at 80% and 90% of training), runs the attack suite of
-:mod:`rsrnn_jax.attacks.suite` on each run (profile ``paper`` on the ε grid, profile ``adaptive`` at the
+:mod:`rsrnn_jax.robustness.suite` on each run (profile ``paper`` on the ε grid, profile ``adaptive`` at the
 budget's adaptive ε) and writes ``OUT/report.md``, its figures and ``OUT/verdicts.json``
 (:mod:`rsrnn_jax.reproduction.report`): the paper's tables and figures with ours beside them, and a verdict
 (holds / fails / undecided, with its bootstrap interval) for each of the paper's claims.
@@ -120,7 +120,7 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
   a.num_iterations = budget.adaptive_iterations
   a.fab.num_iterations = budget.adaptive_fab_iterations
   if budget.adaptive_attacks:
-    from rsrnn_jax.attacks import profiles as attack_profiles
+    from rsrnn_jax.robustness import profiles as attack_profiles
     attack_profiles.keep_attacks(a, budget.adaptive_attacks)
   if budget.adaptive_horizons:
     a.horizons = tuple(budget.adaptive_horizons)
@@ -176,7 +176,7 @@ def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
   """Clean accuracy per step (eval/), GMACs (compute.json), the figure arrays (figures.npz) and the plateau
   check (plateau.json)."""
   from rsrnn_jax.evaluation import clean as evaluate
-  from rsrnn_jax.models import compute
+  from rsrnn_jax.evaluation import compute
   loaded = evaluate.load_model(config, run_dir)
   evaluate.evaluate(config, run_dir, loaded=loaded)
   workdir.write_json(os.path.join(run_dir, "compute.json"), compute.model_compute(config))
@@ -245,7 +245,7 @@ def save_figure_arrays(config, run_dir: str, loaded) -> str:
 
 def run_attack(config, run_dir: str) -> None:
   """The attack suite of ``config.attack.profile`` → ``attack_<profile>/`` (results.json, per_example.npz)."""
-  from rsrnn_jax.attacks import suite
+  from rsrnn_jax.robustness import suite
   suite.run(config, run_dir)
 
 

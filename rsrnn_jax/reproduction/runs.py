@@ -30,7 +30,7 @@ log = logging.getLogger("rsrnn_jax.reproduction.run")
 STAGES_FILE = "reproduce_stages.json"
 PLATEAU_FILE = "plateau.json"
 PLATEAU_POINTS = 1.0  # plateau reached iff clean acc(100%) − acc(80%) ≤ this many points (at T_train)
-# Our attacks: (the attack profile's stage, its entry in the suite's results; rsrnn_jax/attacks/suite.py).
+# Our attacks: (the attack profile's stage, its entry in the suite's results; rsrnn_jax/robustness/suite.py).
 ATTACKS = {"paper": ("paper", "pgd_step"), "strongest": ("paper", "worst"), "adaptive": ("adaptive", "worst")}
 ATTACK_TITLES = {"paper": "paper attack (PGD-5 on step k)",
                  "strongest": "strongest of profile paper (worst case, incl. full-horizon PGD)",

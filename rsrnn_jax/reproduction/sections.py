@@ -7,7 +7,7 @@ import time
 
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
-from rsrnn_jax.report.results import _pct as pct, _table as table
+from rsrnn_jax.robustness.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, plateau_reached,
@@ -196,7 +196,7 @@ def table1(rep: Report) -> list[str]:
   where = "the whole test split" if not rep.budget.eval_examples else f"{rep.budget.eval_examples} test images"
   out += [f"Ours: clean accuracy on {where}, mean ± sd over the seeds evaluated (seeds: evaluated/planned), at the "
           "training step count and at T_eval; compute from XLA's cost analysis of one image's forward pass "
-          "(`rsrnn_jax/models/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
+          "(`rsrnn_jax/evaluation/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
           "than the paper's). Input/GRU/attention are read from each model's config.", ""]
   out += plateau(rep)
   if rep.figures.get("gmacs"):
@@ -330,7 +330,7 @@ def sanity_checks(rep: Report) -> list[str]:
       cells.append(f"FAIL {bad}/{len(st)}" if bad else "–" if not st else
                    st[0].upper() if len(set(st)) == 1 else "/".join(x.upper() for x in st))
     rows.append([display(m), profile, len(done)] + cells)
-  out = ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/attacks/suite.py)", ""]
+  out = ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/robustness/suite.py)", ""]
   out += [table(["model", "profile", "seeds"] + [f"{i + 1}. {nm}" for i, nm in enumerate(names)], rows), ""]
   out += ["A check's status over the seeds (FAIL i/n: it failed on i of the n runs). Details and numbers: "
           "`runs/<model>/seed<s>/attack_<profile>/report.md`. A FAIL means that run's numbers under that attack "

@@ -40,8 +40,10 @@ def check_batch_size(config, field: str, mesh) -> None:
     raise workdir_lib.UserError(f"config.{field}={value}: {e}") from None
 
 
-def train_and_evaluate(config, workdir: str):
-  """Trains ``config`` in ``workdir`` (resuming from its newest good checkpoint), then evaluates the result."""
+def train(config, workdir: str):
+  """Trains ``config`` in ``workdir`` (resuming from its newest good checkpoint); returns what
+  :func:`rsrnn_jax.evaluation.clean.evaluate` takes as ``loaded``: (model, state, info, mesh). The clean
+  evaluation after training (``eval_at_end``) is :func:`rsrnn_jax.evaluation.clean.train_and_evaluate`."""
   configlib.validate(config)
   checkpoints.check_before_data(config, os.path.join(workdir, "checkpoints"))
   info = data.dataset_info(config.data)
@@ -69,10 +71,7 @@ def train_and_evaluate(config, workdir: str):
       state = found[0]
       log.info("resumed from step %d in %s", start, workdir)
     state = _train(config, workdir, state, manager, meta, info, mesh, step_rng, start)
-  if not config.train.eval_at_end:
-    return None
-  from rsrnn_jax.evaluation import clean as evaluate  # local import: evaluation imports the train package
-  return evaluate.evaluate(config, workdir, loaded=(model, state, info, mesh))  # in memory, not from disk
+  return model, state, info, mesh
 
 
 @jax.jit

@@ -1,4 +1,4 @@
-"""The suite's sections under robust flags (``config.attack.flags``; :mod:`rsrnn_jax.attacks.flags` explains
+"""The suite's sections under robust flags (``config.attack.flags``; :mod:`rsrnn_jax.robustness.flags` explains
 the flags): the untargeted attacks as a cascade, check 3 on the examples the cascade left robust, check 9 (each
 policy attack alone on examples the reference attack broke), the randomness flag, and the numbers checks 5, 8,
 10 and 11 read from the cascade."""
@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks.flags import flag_steps, run_cascade
-from rsrnn_jax.attacks.sweep import per_example_stats
+from rsrnn_jax.robustness.flags import flag_steps, run_cascade
+from rsrnn_jax.robustness.sweep import per_example_stats
 from rsrnn_jax.train import parallel
 
 _to_host = parallel.to_host

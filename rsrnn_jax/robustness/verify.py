@@ -1,7 +1,7 @@
 """Verified adversarial sets (RobustBench style): what ``--mode=attack`` saves and ``--mode=verify`` checks.
 
 ``--mode=attack`` saves, per ε, the strongest adversarial image found for every attacked example
-(:class:`rsrnn_jax.attacks.flags.Keeper`: wrong at step k if any attack made it so, then wrong at T_eval, then
+(:class:`rsrnn_jax.robustness.flags.Keeper`: wrong at step k if any attack made it so, then wrong at T_eval, then
 at the most steps) in ``WORKDIR/attack_<profile>/adversarial_eps<ε>.npz``:
 
   images [N, H, W, C] float32, labels, targets, indices (positions in the eval split) [N], eps, norm,

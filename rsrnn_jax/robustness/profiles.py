@@ -10,7 +10,8 @@ from __future__ import annotations
 import ml_collections
 
 from rsrnn_jax import data
-from rsrnn_jax.attacks import core, registry
+from rsrnn_jax.attacks import core
+from rsrnn_jax.robustness import registry
 from rsrnn_jax.attacks.objectives import EACH, FIXATION_MODES, HORIZONS, is_horizon, step_horizon
 
 PROFILES = ("paper", "strong", "adaptive")
@@ -25,7 +26,7 @@ _REFERENCE_OPTIONS = {"num_iterations", "num_restarts"}
 
 
 def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
-  """The ``config.attack`` section for profile ``name`` (:mod:`rsrnn_jax.attacks.suite` runs it).
+  """The ``config.attack`` section for profile ``name`` (:mod:`rsrnn_jax.robustness.suite` runs it).
 
   paper:    as the authors ran it (paper.md §7): L∞ PGD, 5 iterations, step ε/3, uniform random start, CE on
             the logits of attack step k, argmax fixations, one run. The full-horizon attack (sanity check 7) is
@@ -39,7 +40,7 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
             fixation choice (several τ), the scanpath search (frozen scanpaths, then steering the policy), Square
             (5000 queries) and a transfer attack from ``transfer_workdir`` (skipped when empty), 100 iterations
             each, with AutoAttack's robust flags: each attack runs only on the examples every earlier attack left
-            robust at one of the steps its objective aims at (rsrnn_jax/attacks/flags.py). Headline: the worst
+            robust at one of the steps its objective aims at (rsrnn_jax/robustness/flags.py). Headline: the worst
             case per example and step.
   Select with ``configs/demo.py:attack=NAME`` (or ``c.attack = attack_profile(NAME)`` in a config).
   Fields in PROFILE_FIELDS define the profile; a report lists any that differ from the named profile.
@@ -49,7 +50,7 @@ def attack_profile(name: str = "paper") -> ml_collections.ConfigDict:
   a = ml_collections.ConfigDict()
   a.profile = name
   # --- threat model and the profile's attacks (PROFILE_FIELDS) ---
-  a.attacks = ("pgd", "fgsm")  # untargeted attacks run at every ε (names in rsrnn_jax/attacks/registry.py), in
+  a.attacks = ("pgd", "fgsm")  # untargeted attacks run at every ε (names in rsrnn_jax/robustness/registry.py), in
                                # this order (the order of the robust flags)
   a.reference = "pgd"          # the attack checks 1-3 and 7 build on (pgd | apgd_ce); must be in ``attacks``
   a.flags = False              # robust flags: each attack runs only on the examples still robust (AutoAttack)

@@ -3,8 +3,8 @@
 An entry (:class:`AttackEntry`) says how to run the attack (``run``), which options it takes and how a profile
 (``config.attack``) sets them (``options``), whether it needs gradients, on which objectives (horizons) the
 suite runs it, which norms it supports, its relative cost, and its title in the report. The suite
-(:mod:`rsrnn_jax.attacks.suite`), the config validation (:mod:`rsrnn_jax.attacks.profiles`) and the report
-(:mod:`rsrnn_jax.report.results`) read this table. Only the suite's own roles name attacks: ``pgd`` is the
+(:mod:`rsrnn_jax.robustness.suite`), the config validation (:mod:`rsrnn_jax.robustness.profiles`) and the report
+(:mod:`rsrnn_jax.robustness.results`) read this table. Only the suite's own roles name attacks: ``pgd`` is the
 reference attack (targeted attack, checks 2–5), ``fgsm`` check 4's one-step baseline, ``square`` check 5's
 gradient-free attack; the profile's reference attack (``config.attack.reference``: pgd, or apgd_ce in the
 adaptive profile) is what checks 1-3 and 7 build on; every other attack runs where a profile lists it in
@@ -12,7 +12,7 @@ adaptive profile) is what checks 1-3 and 7 build on; every other attack runs whe
 
 ``run(victim, images, labels, *, eps, rng, norm, targeted, **options) -> adversarial images`` (or ``(images,
 info)``, ``info`` a dict of per-example [B] arrays the suite keeps, e.g. APGD's ``zero_grad`` flag) runs inside
-the jitted :func:`rsrnn_jax.attacks.sweep.attack_and_evaluate`: ``victim`` (:class:`Victim`) is the attacked
+the jitted :func:`rsrnn_jax.robustness.sweep.attack_and_evaluate`: ``victim`` (:class:`Victim`) is the attacked
 model; ``victim.logits_fn()`` is the objective of the spec's horizon (the ``logits_fn(images) -> [B, K]`` of
 the pure attacks in :mod:`rsrnn_jax.attacks.core`); an attack that needs more (the model itself, its
 variables, another objective) takes it from ``victim``. ``labels`` are the targets when ``targeted``.
@@ -44,7 +44,7 @@ _COMMON_ARGS = frozenset({"eps", "rng", "norm", "targeted"})  # every attack's r
 @dataclasses.dataclass(frozen=True)
 class Victim:
   """The attacked model as an attack sees it: the model, its variables, the objective and the shared setup
-  (:class:`rsrnn_jax.attacks.sweep.Setup`: attack step k, T_eval, norm, fixations, EOT draws); ``rng`` seeds
+  (:class:`rsrnn_jax.robustness.sweep.Setup`: attack step k, T_eval, norm, fixations, EOT draws); ``rng`` seeds
   the EOT draws of sampled fixations; ``resources``: what the attack's ``prepare`` returned (traced)."""
   model: Any
   variables: Any

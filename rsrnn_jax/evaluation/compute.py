@@ -18,7 +18,7 @@ Definitions (the paper's Fig. 3 x-axis is GMACs; paper.md §8):
 CLI (one JSON line per model, then a Markdown table; config files as launch.py takes them, each run for every
 model of ``--models`` through its ``model=NAME`` argument):
 
-  python -m rsrnn_jax.models.compute --config=configs/demo.py --config=configs/imagenet.py --models=all \
+  python -m rsrnn_jax.evaluation.compute --config=configs/demo.py --config=configs/imagenet.py --models=all \
       [--out=compute.json]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Writes the adversarial evaluation of :mod:`rsrnn_jax.attacks.suite`: results.json, report.md and the plots.
+"""Writes the adversarial evaluation of :mod:`rsrnn_jax.robustness.suite`: results.json, report.md and the plots.
 
-  python -m rsrnn_jax.report.results WORKDIR/attack_paper      # re-draw report.md and the plots from results.json
+  python -m rsrnn_jax.robustness.results WORKDIR/attack_paper      # re-draw report.md and the plots from results.json
 
 Files (in ``WORKDIR/attack_<profile>/``):
   results.json            every number, the config and the profile (NaN written as null)
@@ -9,7 +9,7 @@ Files (in ``WORKDIR/attack_<profile>/``):
   accuracy_bars.png       bars per ε at steps k and T_eval (AAAI Fig. 4, adv1.png)
   asr_per_step.png        ASR vs step per ε, untargeted and targeted (v1 Fig. 4b, fign4.png)
   prob_maps.png / .npz    adversarial probability maps "1" and "1&2" (v1 Fig. 5, fign5.png)
-  adversarial_eps<ε>.npz  the verified adversarial sets (written by the suite; rsrnn_jax/attacks/verify.py)
+  adversarial_eps<ε>.npz  the verified adversarial sets (written by the suite; rsrnn_jax/robustness/verify.py)
 
 report.md leads with the profile's headline robust accuracy per step (the worst case for strong and
 adaptive), then, under robust flags, what each attack took away, and the verified sets.
@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.attacks import registry
+from rsrnn_jax.robustness import registry
 from rsrnn_jax.report import figures as viz
 
 
@@ -399,7 +399,7 @@ def markdown(results: dict, plots: list[str] = ()) -> str:
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 1:
-    print("usage: python -m rsrnn_jax.report.results WORKDIR/attack_<profile>", file=sys.stderr)
+    print("usage: python -m rsrnn_jax.robustness.results WORKDIR/attack_<profile>", file=sys.stderr)
     return 2
   out_dir = argv[0]
   with open(os.path.join(out_dir, "results.json")) as f:

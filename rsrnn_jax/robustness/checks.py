@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from rsrnn_jax.attacks import registry
+from rsrnn_jax.robustness import registry
 
 
 def _check(cid: int, name: str, status: str, detail: str, **numbers) -> dict:

@@ -1,6 +1,6 @@
 """One attack over a set of batches and ε values: the jitted attack-and-evaluate step and the aggregation.
 
-An :class:`AttackSpec` names a registered attack (:mod:`rsrnn_jax.attacks.registry`), the objective it
+An :class:`AttackSpec` names a registered attack (:mod:`rsrnn_jax.robustness.registry`), the objective it
 ascends (horizon), whether it is targeted, and its options. :func:`make_attack_fn` turns it into ONE jitted
 function of (variables, batch, clean logits, ε, keys) — attack, evaluation of the adversarial images for
 T_eval steps, and the per-step counts — with ε passed as an array, so it compiles once per batch shape for
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks import core, registry
+from rsrnn_jax.attacks import core
+from rsrnn_jax.robustness import registry
 from rsrnn_jax.attacks.objectives import horizon_steps, step_logits
 from rsrnn_jax.models import predict
 from rsrnn_jax.train import parallel

@@ -1,5 +1,5 @@
 """Adversarial evaluation of a trained model (``--mode=attack``): the orchestrator. It loads the attacked
-subset, runs each section and hands the results to :mod:`rsrnn_jax.report.results`.
+subset, runs each section and hands the results to :mod:`rsrnn_jax.robustness.results`.
 
 The paper's claim (paper.md §7–§8): RS-RNN resists PGD, and its accuracy *recovers* as it takes more glimpses
 after the attack (attack the logits of step k, then run the attacked image for T_eval > k steps). The suite
@@ -28,8 +28,8 @@ target whatever the batch, the model or the profile. Sections, each one function
 * the verified sets: per ε the strongest image per example, re-scored by the model alone (verify.py).
 
 With ``attack.flags`` (the ``adaptive`` profile) the untargeted attacks run as a cascade, each only on the
-examples still robust (:mod:`rsrnn_jax.attacks.flags`): their entries are the worst case after each attack,
-``flags`` says what each took away, and checks 3, 5, 8-11 read the cascade (:mod:`rsrnn_jax.attacks.cascade`).
+examples still robust (:mod:`rsrnn_jax.robustness.flags`): their entries are the worst case after each attack,
+``flags`` says what each took away, and checks 3, 5, 8-11 read the cascade (:mod:`rsrnn_jax.robustness.cascade`).
 
 At every step 1..T_eval it records the accuracy, the clean accuracy and the ASR over the examples that were
 clean-correct at that step (untargeted: adv wrong; targeted: adv predicts the target), from counts summed over
@@ -39,7 +39,7 @@ suite runs only the step horizon and skips the probability maps and check 7.
 Outputs in ``WORKDIR/attack_<profile>/`` (one directory per profile, so runs of several profiles coexist; written
 whole or not at all, with ``manifest.json``: :mod:`rsrnn_jax.outputs`):
 ``results.json`` (every number, the config and the profile), ``report.md`` (tables and the check table),
-the plots and ``prob_maps.npz`` (:mod:`rsrnn_jax.report.results`), ``adversarial_eps<ε>.npz`` (verify.py),
+the plots and ``prob_maps.npz`` (:mod:`rsrnn_jax.robustness.results`), ``adversarial_eps<ε>.npz`` (verify.py),
 ``per_example.npz`` (:func:`per_example_arrays`: each example's adv-correct flags per attack, ε and step).
 """
 from __future__ import annotations
@@ -59,10 +59,10 @@ from tqdm import tqdm
 
 from rsrnn_jax import outputs
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.attacks import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
-from rsrnn_jax.attacks import flags as flags_lib
-from rsrnn_jax.attacks.plan import Plan, make_plan
-from rsrnn_jax.attacks.sweep import (CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn,
+from rsrnn_jax.robustness import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
+from rsrnn_jax.robustness import flags as flags_lib
+from rsrnn_jax.robustness.plan import Plan, make_plan
+from rsrnn_jax.robustness.sweep import (CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn,
                                      per_example_stats)
 from rsrnn_jax.train import parallel
 
@@ -451,7 +451,7 @@ def run(config, workdir: str) -> dict:
   to ``WORKDIR/attack_<profile>/`` whole or not at all (:func:`rsrnn_jax.outputs.staged_folder`)."""
   from rsrnn_jax.evaluation import clean as evaluate
   from rsrnn_jax.models import has_fixations, is_recurrent
-  from rsrnn_jax.report import results as report
+  from rsrnn_jax.robustness import results as report
   from rsrnn_jax.train import state as train_state
 
   profiles.validate_attack_config(config)

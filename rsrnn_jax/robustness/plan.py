@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from rsrnn_jax.attacks import profiles, registry
+from rsrnn_jax.robustness import profiles, registry
 from rsrnn_jax.attacks.objectives import EACH, expand_horizons, step_horizon
-from rsrnn_jax.attacks.sweep import spec_from_profile
+from rsrnn_jax.robustness.sweep import spec_from_profile
 
 
 @dataclasses.dataclass(frozen=True)
