@@ -69,6 +69,8 @@ def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
       (d / "checkpoints" / str(s)).mkdir(parents=True)
     (d / "eval").mkdir(parents=True, exist_ok=True)
     (d / "attack_paper").mkdir()
+    (d / "attack_paper" / "results.json").write_text("{}")
+    (d / "attack_paper" / "adversarial_eps0.01.npz").write_text("")
     (d / "attack_paper.tmp-x").mkdir()
     (d / "tensorboard").mkdir()
     (d / "reproduce_stages.json").write_text(json.dumps({s: {"done": True} for s in stages}))
@@ -81,7 +83,9 @@ def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
   training = run("s3ta", [], [260])
   kept = set(tool.keep(fresh))
   assert {f"{fresh}/checkpoints/{s}" for s in (2080, 2340, 2600)} <= kept and f"{fresh}/checkpoints/260" not in kept
-  assert f"{fresh}/reproduce_stages.json" in kept and f"{fresh}/attack_paper" in kept
+  assert f"{fresh}/reproduce_stages.json" in kept and f"{fresh}/attack_paper/results.json" in kept
+  assert not any("adversarial_" in p for p in kept)
   assert not any("tensorboard" in p or ".tmp" in p for p in kept)
   assert [p for p in tool.keep(paper_done) if "checkpoints" in p] == [f"{paper_done}/checkpoints/2600"]
-  assert not any("checkpoints" in p for p in tool.keep(finished)) and tool.keep(training) == []
+  assert [p for p in tool.keep(finished) if "checkpoints" in p] == [f"{finished}/checkpoints/2600"]
+  assert tool.keep(training) == []

@@ -4,9 +4,10 @@
 
 Run folders (`OUT/<setting>/runs/<model>/seed<s>/`) are git-ignored: checkpoints are large. This lists, for every
 run, what the report and the stages still to run need: the stage record, the config, the metrics, the eval
-outputs (results, compute, figures, plateau), every attack folder, and the **last checkpoint** while a stage after
-training is still missing (the attacks need it; the plateau check of a missing eval stage also needs the
-checkpoints at 80% and 90% of training, so those are kept too until eval is done). A run restored from these files
+outputs (results, compute, figures, plateau), every attack folder but its adversarial sets (`--mode=verify`'s,
+tens of MB: verifying needs the attack run again), and the **last checkpoint** (the train stage counts as done
+only with it, and the attacks need it; until eval is done also the checkpoints at 80% and 90% of training, which
+the plateau check reads). A run restored from these files
 skips every finished stage (its fingerprints match) and resumes at the first missing one. Standard library only.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 
 SMALL = ("reproduce_stages.json", "config.json", "config_history.jsonl", "metrics.jsonl", "compute.json",
          "figures.npz", "plateau.json", "eval")
-STAGES_AFTER_TRAIN = ("eval", "attack_paper", "attack_adaptive")
 
 
 def _checkpoints(run: str) -> list[int]:
@@ -32,11 +32,13 @@ def keep(run: str) -> list[str]:
   if not stages.get("train", {}).get("done"):
     return []  # an unfinished training resumes from its checkpoints only where they are: nothing worth carrying
   out = [os.path.join(run, n) for n in SMALL if os.path.exists(os.path.join(run, n))]
-  out += [os.path.join(run, d) for d in sorted(os.listdir(run)) if d.startswith("attack_") and not d.count(".tmp")]
-  missing = [s for s in STAGES_AFTER_TRAIN if not stages.get(s, {}).get("done")]
+  for d in sorted(os.listdir(run)):  # attack folders without their adversarial sets (tens of MB; --mode=verify's)
+    if d.startswith("attack_") and ".tmp" not in d:
+      out += [os.path.join(run, d, f) for f in sorted(os.listdir(os.path.join(run, d)))
+              if not f.startswith("adversarial_")]
   steps = _checkpoints(run)
-  if missing and steps:
-    wanted = steps[-3:] if "eval" in missing else steps[-1:]  # the plateau check reads 80% / 90% / 100%
+  if steps:  # the train stage counts as done only with its last checkpoint (runs.stage_outputs)
+    wanted = steps[-1:] if stages.get("eval", {}).get("done") else steps[-3:]  # plateau: 80% / 90% / 100%
     out += [os.path.join(run, "checkpoints", str(s)) for s in wanted]
   return out
 
