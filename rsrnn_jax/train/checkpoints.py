@@ -66,8 +66,10 @@ def metadata(config, info=None) -> dict:
 
 def check_before_data(config, directory: str, step: int | None = None) -> None:
   """Refuses a config whose model or data (name, classes, image shape) differ from the checkpoints in
-  ``directory``, from their meta and the config alone: before a data set is built for nothing."""
-  if os.path.isdir(directory):
+  ``directory``, from their meta and the config alone: before a data set is built for nothing. Single-process
+  runs only: a CheckpointManager synchronises the processes when it is made, and whether the directory exists
+  yet can differ between them (several processes are checked by the training's own manager, after the data)."""
+  if jax.process_count() == 1 and os.path.isdir(directory):
     mgr = manager("", config, create=False, directory=directory)
     if mgr.all_steps():
       check_compatible(mgr, metadata(config), step)
