@@ -12,6 +12,7 @@ import time
 
 from rsrnn_jax import workdir
 from rsrnn_jax.reproduction.paper_numbers import PAPER
+from rsrnn_jax.robustness.results import _table as table
 
 REFERENCE = "RS-RNN"          # Table 1 is read relative to this model (the paper's)
 TABLE1_TOLERANCE = 5.0        # points: a baseline's clean gap to RS-RNN within this of the paper's gap
@@ -28,14 +29,6 @@ def load(out_dir: str, names) -> dict:
       with open(path) as f:
         found[name] = json.load(f)
   return found
-
-
-def _row(cells) -> str:
-  return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header, rows) -> list[str]:
-  return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
 def _pt(x, sign: bool = False) -> str:
@@ -81,7 +74,7 @@ def settings_table(found: dict) -> list[str]:
                                           for v in found.values()), "–"])
   rows.append(["code", *(", ".join(f"`{c}`" for c in v.get("code_versions", [])) or "its report"
                          for v in found.values()), "–"])
-  out = ["## The settings", "", *_table(["", *found, "paper (ImageNet100)"], rows), ""]
+  out = ["## The settings", "", table(["", *found, "paper (ImageNet100)"], rows), ""]
   out += [f"- **{n}**: ε chosen as {v['setting']['why_epsilons']}." for n, v in found.items()
           if (v.get("setting") or {}).get("why_epsilons")]
   return out + [""]
@@ -114,7 +107,7 @@ def table1(found: dict) -> list[str]:
         exceptions.append(f"{disp} in {name} ({delta:+.1f} against the paper's {paper_delta:+.2f})")
       row += [_pt(acc), f"{delta:+.1f}", ok]
     rows.append(row)
-  out = ["## Table 1: clean accuracy relative to RS-RNN (paper: AAAI Table 1)", "", *_table(header, rows), ""]
+  out = ["## Table 1: clean accuracy relative to RS-RNN (paper: AAAI Table 1)", "", table(header, rows), ""]
   out += ["Clean top-1 (%) at T_train, mean over seeds, on the whole test split. The paper's numbers are ImageNet100; "
           "what is compared is each baseline's gap to RS-RNN."
           + (" Outside the tolerance: " + "; ".join(exceptions) + " (docs/zoo.md says why)." if exceptions else ""), ""]
@@ -141,7 +134,7 @@ def claims(found: dict) -> list[str]:
       row += [_cell(allx.get((cid, attack))), _cell(cc.get((cid, attack)))]
     row.append(_cell(paper.get(cid)) if attack == "paper" else "–")
     rows.append(row)
-  out = ["## The paper's claims in both settings", "", *_table(header, rows), ""]
+  out = ["## The paper's claims in both settings", "", table(header, rows), ""]
   out += ["Δ in points at k / at T_eval [95% interval of the paired bootstrap over seeds and examples] (recovery: "
           "T_eval − k); **holds** / **fails** / **undecided** by the interval (each setting's report, \"How the "
           "verdicts are computed\"). The clean-correct column takes only the attacked images that every seed of "
@@ -159,7 +152,7 @@ def pairs(found: dict) -> list[str]:
         rows.append([name, p["text"], p.get("attack_title", p["attack"]), _cell(p)])
   if not rows:
     return []
-  return ["## Pairs that disagree with their group claim", "", *_table(["setting", "pair", "attack", "verdict"], rows),
+  return ["## Pairs that disagree with their group claim", "", table(["setting", "pair", "attack", "verdict"], rows),
           ""]
 
 
@@ -174,7 +167,7 @@ def under_attack(found: dict) -> list[str]:
     rows = [[v["models"].get(m, {}).get("display", m), *(
         f"{_pt(v['under_attack'][a][m]['k'][i])} / {_pt(v['under_attack'][a][m]['T'][i])}"
         if m in v["under_attack"][a] else "–" for a, i, _ in cols)] for m in models]
-    out += [f"**{name}**", "", *_table(["model", *(f"{a} ε={e:g}" for a, _, e in cols)], rows), ""]
+    out += [f"**{name}**", "", table(["model", *(f"{a} ε={e:g}" for a, _, e in cols)], rows), ""]
   return out
 
 
@@ -188,7 +181,7 @@ def sanity(found: dict) -> list[str]:
   if not rows:
     return []
   return ["## Sanity checks (gradient masking): the checks that failed, per model and profile", "",
-          *_table(["setting", "model", "profile", "runs", "failed checks (runs)"], rows), "",
+          table(["setting", "model", "profile", "runs", "failed checks (runs)"], rows), "",
           "Each setting's report lists every check with its numbers; docs/reproduction.md says which failures are "
           "a property of the model and which a stronger attack fixed.", ""]
 
