@@ -24,7 +24,7 @@ data: install
 	$(PY) -m rsrnn_jax.data --ensure
 
 demo: data
-	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) launch.py --config=configs/demo.py --workdir=$(WORKDIR)
+	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(PY) launch.py --config=configs/demo.py --workdir=$(WORKDIR)
 	@echo "Results: $(WORKDIR)/eval/results.json, $(WORKDIR)/eval/accuracy_per_step.png, $(WORKDIR)/eval/fixations.png"
 	@echo "Training log: $(WORKDIR)/metrics.jsonl (TensorBoard: $(WORKDIR)/tensorboard)"
 
@@ -33,7 +33,7 @@ demo: data
 REPRO_OUT ?= reproduction
 REPRO_ARGS ?=
 reproduce: data
-	XLA_FLAGS=$(DEMO_XLA_FLAGS) $(PY) -m rsrnn_jax.reproduction.run --out $(REPRO_OUT) $(REPRO_ARGS)
+	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(PY) -m rsrnn_jax.reproduction.run --out $(REPRO_OUT) $(REPRO_ARGS)
 	@echo "Report: $(REPRO_OUT)/report.md (runs in $(REPRO_OUT)/runs/<model>/)"
 
 # `make test`: every test but the end-to-end tier (pytest -m slow: launch.py subprocesses, two processes, whole
