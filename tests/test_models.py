@@ -143,6 +143,31 @@ def test_the_glance_is_trained_by_the_policy_loss_only():
   assert norm(grads(lambda o: o["log_probs"].sum())) > 0.0
 
 
+def test_the_glance_features_are_scale_free():
+  """``glance_norm`` (the 1-D presets): scaling the glance CNN's last conv leaves the saliency unchanged, so
+  the policy loss cannot inflate the saliency through the glance's weights (the paper-geometry GF-Net-m's
+  collapse onto one corner, docs/zoo.md). Without it the saliency changes with that scale."""
+  cfg, model, variables = _init("gfnet_m", "none")  # unnormalised stages, as in the demo settings
+  assert cfg.model.glance_norm and model.glance_norm
+  x = _images()
+
+  def saliency(m, v, scale):
+    glance = dict(v["params"]["glance"])
+    last = sorted(k for k in glance if k.startswith("stage"))[-1]
+    glance[last] = jax.tree_util.tree_map(lambda w: w * scale, glance[last])  # its conv's kernel and bias
+    params = {**v["params"], "glance": glance}
+    return np.asarray(m.apply({**v, "params": params}, x, num_steps=1, train=False)["saliency"][0])
+
+  def change(m, v):  # the largest change of the saliency, relative to its largest value
+    a, b = saliency(m, v, 1.0), saliency(m, v, 10.0)
+    return np.abs(a - b).max() / np.abs(a).max()
+
+  assert change(model, variables) < 0.01  # GroupNorm's ε only
+  plain = model.clone(glance_norm=False)
+  v = plain.init({"params": jax.random.key(0), "fixation": jax.random.key(1)}, x, num_steps=1, train=False)
+  assert change(plain, v) > 0.5
+
+
 def test_whole_image_models_can_resize_their_input():
   """``input_size``: the whole-image models see the image resized first (the paper-geometry setting's 2/3),
   differentiably, so attacks on the full image see through the resize."""

@@ -120,6 +120,7 @@ class GlimpseRNN(nn.Module):
   dorsal: dict = None
   ior_size: int = 32
   glance: bool = False
+  glance_norm: bool = False
   mean: Sequence[float] = (0.5,)
   std: Sequence[float] = (0.25,)
   unroll: int = -1
@@ -180,6 +181,8 @@ class GlimpseRNN(nn.Module):
       small = layers.normalize_pixels(small, self.mean, self.std).astype(self.dtype)
       glance = layers.ConvStages(self.encoder1, norm=self.norm, dtype=self.dtype, name="glance")(
           small, train=train)
+      if self.glance_norm:  # scale-free features: the policy loss alone cannot inflate the saliency's scale
+        glance = layers.norm_layer("group", train=train, dtype=self.dtype, name="glance_norm")(glance)
 
     unroll = layers.scan_unroll(self.unroll, num_steps, train=train)
     step_cls = nn.remat(_Step, static_argnums=(5,)) if self.remat else _Step

@@ -188,6 +188,7 @@ def _one_d_core(m, stages, *, crops=None):
   m.core = "gru"
   m.core_features = stages[-1][0]
   m.glance = True              # the dorsal stream looks at the whole image once (GlimpseRNN, docs/zoo.md)
+  m.glance_norm = True         # GroupNorm on the glance's features (docs/zoo.md § the glance's saliency scale)
   if crops:
     m.sampler.kind = "crop"
     m.sampler.scales = crops
@@ -220,7 +221,7 @@ def _build_glimpse(model_cfg, **common):
       sampler=make_sampler(model_cfg.sampler), encoder1=_stages(model_cfg.encoder1), core=model_cfg.core,
       core_features=int(model_cfg.core_features), encoder2=_stages(model_cfg.encoder2),
       dorsal=dict(model_cfg.dorsal.to_dict()), ior_size=int(model_cfg.ior_size),
-      glance=bool(model_cfg.get("glance", False)),
+      glance=bool(model_cfg.get("glance", False)), glance_norm=bool(model_cfg.get("glance_norm", False)),
       unroll=int(model_cfg.unroll), remat=bool(model_cfg.remat), **common)
 
 
