@@ -4,6 +4,7 @@ through a .pth file and pip installs only this project (--no-deps); pip builds i
 setuptools from the configured index (PyPI or a local mirror: the only download, about 1 MB)."""
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -39,3 +40,18 @@ def test_pip_install_editable_then_load_from_another_directory(tiny_data, tmp_pa
   assert out.returncode == 0, out.stderr[-2000:]
   where, step = out.stdout.strip().splitlines()[-2:]
   assert pathlib.Path(where).resolve().is_relative_to(ROOT / "rsrnn_jax") and step == "1"
+
+
+@pytest.mark.parametrize("target,module", [("demo", "launch.py"), ("reproduce", "rsrnn_jax.reproduction.run")])
+def test_make_targets_pass_every_xla_flag_in_one_variable(target, module):
+  """`make demo` / `make reproduce` run ``XLA_FLAGS="…" python …``: the shell must see one assignment holding
+  every flag of DEMO_XLA_FLAGS (unquoted, the second flag became the command: 'not found', session 11)."""
+  out = subprocess.run(["make", "-n", "--always-make", target], cwd=ROOT, check=True, capture_output=True,
+                       text=True).stdout
+  line = next(l for l in out.splitlines() if module in l)
+  words = shlex.split(line)
+  assert words[0].startswith("XLA_FLAGS=") and words[1].endswith("python"), line
+  flags = words[0].split("=", 1)[1].split()
+  assert "--xla_force_host_platform_device_count=2" in flags
+  assert {"--xla_cpu_collective_call_terminate_timeout_seconds=900",
+          "--xla_cpu_collective_timeout_seconds=900"} <= set(flags)
