@@ -118,8 +118,12 @@ def random_resized_crop(img: np.ndarray, size: int, rng: np.random.Generator, *,
   """RandomResizedCrop(size) + RandomHorizontalFlip(0.5) of a decoded uint8 (H, W, C) image, written into
   ``out`` (C-contiguous (size, size, C)) when given. Without ``out`` a flipped result is a reversed view."""
   (top, left, h, w), flipped = crop_and_flip(rng, img.shape[0], img.shape[1], flip=flip)
-  res = resize(img[top:top + h, left:left + w], size, size, out)
-  if not flipped:
+  return _flipped(resize(img[top:top + h, left:left + w], size, size, out), flipped, out)
+
+
+def _flipped(res: np.ndarray, flip: bool, out: np.ndarray | None) -> np.ndarray:
+  """``res`` mirrored left-right if ``flip``: in place in ``out`` (OpenCV), else as a reversed view."""
+  if not flip:
     return res
   return res[:, ::-1] if out is None else cv2.flip(out, 1, dst=out)
 
@@ -163,10 +167,7 @@ def train_crop(data, size: int, rng: np.random.Generator, *, flip: bool = True, 
     bottom, right = min(round((top + h) / factor), img.shape[0]), min(round((left + w) / factor), img.shape[1])
     top, left = round(top / factor), round(left / factor)
     h, w = bottom - top, right - left
-  res = resize(img[top:top + h, left:left + w], size, size, out, linear_up_to=LINEAR_UP_TO)
-  if not flipped:
-    return res
-  return res[:, ::-1] if out is None else cv2.flip(out, 1, dst=out)
+  return _flipped(resize(img[top:top + h, left:left + w], size, size, out, linear_up_to=LINEAR_UP_TO), flipped, out)
 
 
 def resize_center_crop(img: np.ndarray, resize_to: int, size: int) -> np.ndarray:
