@@ -10,9 +10,11 @@ Builds the real ``imagenet100`` TFDS data set from fake ILSVRC2012 tars in a tem
   system library is found): images per CPU-second = per core;
 * ``transforms``: decode + RandomResizedCrop(336) + flip (train) or Resize(384) + CenterCrop(336) (eval), one
   image at a time, through the imagenet100 task with ``decoder`` "pil" (before), "pil" with PIL's reduced-size
-  decode (``draft``) and "turbo" (after: libjpeg-turbo + OpenCV, rsrnn_jax/data/decoders.py);
+  decode (``draft``), "turbo" with ``downscale`` "area" (issue 27's first version) and "turbo" with "fast"
+  (after: libjpeg-turbo + OpenCV, DCT-scaled decode, rsrnn_jax/data/decoders.py);
 * ``pipeline``: ``data.train_batches`` / ``data.eval_batches`` with each worker count, **before** (decoder
-  "pil", float32 batches from the workers) and **after** (decoder "turbo", uint8 train batches), alternated
+  "pil", float32 batches, ``prefetch`` threads inside each worker: the code before issue 27) and **after** (the
+  defaults: decoder "turbo", downscale "fast", uint8 train batches built in shared memory), alternated
   within each of ``--rounds`` rounds (order reversed every other round), so that the machine's load hits both:
   images/s of wall time and per CPU-second of this process and its workers (psutil); ``pipeline_medians`` has
   the medians over the rounds and the after ÷ before ratios;
@@ -45,7 +47,13 @@ from rsrnn_jax import data  # noqa: E402
 from rsrnn_jax.data import imagenet100, tasks, transforms  # noqa: E402
 from synthetic_imagenet import image_sizes, prepared_config, synthetic_jpeg  # noqa: E402,F401
 
-VARIANTS = {"before": dict(decoder="pil", image_dtype="float32"), "after": dict(decoder="turbo", image_dtype="uint8")}
+# before: the code before issue 27 (PIL, float32 batches, `prefetch` threads inside each worker: the bench's prefetch
+# is 2); after: today's defaults (libjpeg-turbo + OpenCV with the 'fast' downscale, uint8 batches built in shared
+# memory by workers without threads of their own).
+VARIANTS = {"before": dict(decoder="pil", image_dtype="float32", worker_threads=2),
+            "after": dict(decoder="turbo", image_dtype="uint8", worker_threads=0, downscale="fast")}
+TRANSFORMS = (("pil", "pil", "fast", False), ("pil_draft", "pil", "fast", True), ("turbo_area", "turbo", "area", False),
+              ("turbo", "turbo", "fast", False))  # (row, decoder, downscale, PIL draft)
 
 
 def cpu_seconds() -> float:
@@ -119,21 +127,24 @@ def time_decoders(records: list[bytes]) -> dict:
   return out
 
 
-def time_transforms(records: list[bytes], size: int, resize: int, decoder: str, draft: bool = False) -> dict:
+def time_transforms(records: list[bytes], size: int, resize: int, decoder: str, downscale: str = "fast",
+                    draft: bool = False) -> dict:
   """Decode + train transform and decode + eval transform of every record, one at a time (per-core rates):
-  the imagenet100 task's own code with ``decoder`` ("pil" with ``draft``: PIL's reduced-size decode)."""
+  the imagenet100 task's own code with ``decoder`` and ``downscale`` ("pil" with ``draft``: PIL's reduced-size
+  decode). The train crop is written into a preallocated slot, as the pipeline does."""
   cfg = data.default_data_config("imagenet100")
-  cfg.image_size, cfg.eval_resize, cfg.decoder = size, resize, decoder
+  cfg.image_size, cfg.eval_resize, cfg.decoder, cfg.downscale = size, resize, decoder, downscale
   task = tasks.task_for(cfg)
-  train = (lambda b, rng: transforms.to_array(transforms.random_resized_crop(
+  train = (lambda b, rng, out: transforms.to_array(transforms.random_resized_crop(
       transforms.decode_pil(b, 3), size, rng, draft=True), 3)) if draft else task.train
+  slot = np.empty((size, size, 3), np.uint8)
   evaluate = (lambda b: transforms.to_array(transforms.resize_center_crop(
       transforms.decode_pil(b, 3), resize, size, draft=True), 3)) if draft else task.eval
   out = {}
   for split in ("train", "eval"):
     tic_wall, tic_cpu = time.perf_counter(), time.process_time()
     for i, blob in enumerate(records):
-      train(blob, np.random.default_rng([0, i])) if split == "train" else evaluate(blob)
+      train(blob, np.random.default_rng([0, i]), out=slot) if split == "train" else evaluate(blob)
     out[split] = rate(len(records), time.perf_counter() - tic_wall, time.process_time() - tic_cpu)
   return out
 
@@ -262,9 +273,8 @@ def main(argv=None) -> int:
     result["prepare_s"] = round(time.perf_counter() - tic, 2)
     records = _records(root, args.transform_images)
     result["decoders"] = time_decoders(records)
-    result["transforms"] = {name: time_transforms(records, args.image_size, args.eval_resize, dec, draft)
-                            for name, dec, draft in (("pil", "pil", False), ("pil_draft", "pil", True),
-                                                     ("turbo", "turbo", False))}
+    result["transforms"] = {name: time_transforms(records, args.image_size, args.eval_resize, dec, down, draft)
+                            for name, dec, down, draft in TRANSFORMS}
     result["float_conversion"] = time_float_conversion(args.batch, args.image_size)
     result["pipeline"] = pipeline_rounds(cfg, workers_list, args.rounds, args.batch, runs)
     result["pipeline_medians"] = medians(result["pipeline"])
@@ -282,11 +292,11 @@ def table(result: dict) -> str:
   for name, r in result["decoders"].items():
     lines.append(f"| {name} | {r.get('images_per_cpu_s', r.get('unavailable'))} |")
   t = result["transforms"]
-  lines += ["", "| transform (one core), images / CPU-s | pil (before) | pil + draft | turbo (after) | after ÷ "
-            "before |", "|---|---|---|---|---|"]
+  lines += ["", "| transform (one core), images / CPU-s | pil (before) | pil + draft | turbo, area | turbo, fast "
+            "(after) | after ÷ before |", "|---|---|---|---|---|---|"]
   for split in ("train", "eval"):
-    a, b, c = (t[k][split]["images_per_cpu_s"] for k in ("pil", "pil_draft", "turbo"))
-    lines.append(f"| {split} | {a} | {b} | {c} | {c / a:.2f}× |")
+    a, b, c, d = (t[k][split]["images_per_cpu_s"] for k, *_ in TRANSFORMS)
+    lines.append(f"| {split} | {a} | {b} | {c} | {d} | {d / a:.2f}× |")
   lines += ["", "| pipeline | workers | before: images / CPU-s (images / s) | after: images / CPU-s (images / s) | "
             "after ÷ before per CPU-s |", "|---|---|---|---|---|"]
   for r in result["pipeline_medians"]:

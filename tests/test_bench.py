@@ -86,7 +86,7 @@ def test_input_pipeline_quick(tmp_path):
   assert input_pipeline.main(["--quick", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   assert result["synthetic_images"]["images"] == 64 + 32
-  for name in ("pil", "pil_draft", "turbo"):
+  for name in ("pil", "pil_draft", "turbo_area", "turbo"):
     for split in ("train", "eval"):
       assert result["transforms"][name][split]["images_per_cpu_s"] > 0
   assert result["decoders"]["simplejpeg"]["images_per_cpu_s"] > 0 and result["decoders"]["opencv"]["images"] == 64

@@ -371,11 +371,15 @@ def test_process_shards_are_disjoint_and_make_the_global_batch(fmnist_dir, clutt
     data.train_batches(cfg, global_batch_size=61, seed=1, process_count=2)
 
 
-def test_worker_processes_give_the_same_batches(fmnist_dir, clutter_data_dir):
+@pytest.mark.parametrize("worker_threads", [0, 1])  # 0: batches built in shared memory; 1: copied there by grain
+def test_worker_processes_give_the_same_batches(fmnist_dir, clutter_data_dir, worker_threads):
   cfg = _cfg(fmnist_dir, clutter_data_dir, cache_in_memory=False)
   want = data.train_batches(cfg, global_batch_size=32, seed=2, start_step=4)
   flags_were_parsed = flags.FLAGS.is_parsed()  # grain's workers need parsed absl flags; the pipeline marks them
-  got = data.train_batches(_with(cfg, num_workers=1, prefetch=1), global_batch_size=32, seed=2, start_step=4)
+  with pytest.raises(ValueError, match="config.data.worker_threads=-1"):
+    data.train_batches(_with(cfg, num_workers=1, worker_threads=-1), global_batch_size=32, seed=2)
+  got = data.train_batches(_with(cfg, num_workers=1, prefetch=1, worker_threads=worker_threads),
+                           global_batch_size=32, seed=2, start_step=4)
   try:
     for _ in range(3):
       np.testing.assert_array_equal(next(got)["image"], next(want)["image"])

@@ -33,10 +33,17 @@ Images are not normalised (mean/std live in the model).
                    for 60k 96² images, the fast choice; needs fixed-size images, so not for imagenet100).
   num_workers      grain worker processes decoding/augmenting batches (0 = in the training process; ignored
                    with cache_in_memory, where batching is a numpy gather).
-  prefetch         batches prepared ahead by background threads (per worker with num_workers > 0; 0 = off).
+  prefetch         batches prepared ahead: by background threads with num_workers=0 (0 = off); with workers, the
+                   batches each worker keeps ready (grain's per-worker buffer, at least 1).
+  worker_threads   threads inside each grain worker preparing batches ahead (0, default: the worker's own loop,
+                   and uint8 train batches are built in shared memory, handed over without a copy; issue 27's
+                   first version ran ``prefetch`` threads per worker: bench/README.md).
   decoder          imagenet100, coco: 'turbo' (libjpeg-turbo + OpenCV, default) | 'pil' (PIL, torchvision's
                    exact pixels; slower) | 'dali' (training crops decoded on the GPU; falls back to 'turbo' with
                    one logged line without nvidia-dali or a GPU): :mod:`rsrnn_jax.data.decoders`.
+  downscale        'turbo' training crops: 'fast' (default: JPEG decoded at 1/2, 1/4 or 1/8 scale where the crop
+                   spans twice the output, bilinear up to a √2 shrink) | 'area' (full-size decode, area average
+                   on every shrinking axis): :func:`rsrnn_jax.data.decoders.train_crop`.
   image_dtype      train batches: 'uint8' (default; converted on the device) | 'float32' (converted by the
                    workers, as before).
   train_split      TFDS split (slicing allowed, e.g. 'train[:50000]') used by ``train_batches``.
@@ -79,6 +86,7 @@ from concurrent import futures
 from typing import Iterator
 
 import grain
+from grain.multiprocessing import SharedMemoryArray
 import ml_collections
 from absl import flags
 import numpy as np
@@ -116,6 +124,8 @@ def default_data_config(name: str = "cluttered_fashion_mnist") -> ml_collections
       num_workers=min(8, os.cpu_count() or 1),  # never changes the batches
       prefetch=2,
       decoder="turbo",
+      downscale="fast",
+      worker_threads=0,
       image_dtype="uint8",
       train_split="train",
       eval_split="validation",
@@ -338,10 +348,11 @@ class _TrainBatch:
   """Batch ``step`` of this process (picklable, for grain worker processes)."""
 
   def __init__(self, source, task: tasks.Task, order, global_batch: int, local_batch: int, process_index: int,
-               aug_seed: int, image_dtype: str = "uint8", gpu_decode: bool = False):
+               aug_seed: int, image_dtype: str = "uint8", gpu_decode: bool = False, shared_memory: bool = False):
     self.source, self.task, self.order = source, task, order
     self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
     self.aug_seed, self.image_dtype, self.gpu_decode = aug_seed, image_dtype, gpu_decode
+    self.shared_memory = shared_memory  # runs in grain worker processes (mp_prefetch)
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     first = step * self.global_batch + self.process_index * self.local_batch
@@ -354,9 +365,24 @@ class _TrainBatch:
       rngs = [np.random.default_rng([self.aug_seed, p]) for p in positions]
       if self.gpu_decode:  # records and crop boxes only: dali.decoded turns them into images on the GPU
         return {**dali.encoded_batch(data, rngs), "label": labels.astype(np.int32)}
-      images = np.stack([self.task.train(d, r) for d, r in zip(data, rngs)])
+      images = self._fill(data, rngs)
     images = images if self.image_dtype == "uint8" else unit_float(images)
     return {"image": images, "label": labels.astype(np.int32)}
+
+  def _fill(self, data, rngs) -> np.ndarray:
+    """The augmented images, each written straight into its slot of the batch; in a grain worker (uint8) the
+    batch is allocated in shared memory, which grain hands over as it is (no copy into shared memory)."""
+    shape = (len(data), *self.task.image_shape)
+    shared = self.shared_memory and self.image_dtype == "uint8"
+    images = SharedMemoryArray(shape, np.uint8) if shared else np.empty(shape, np.uint8)
+    try:
+      for i, (d, r) in enumerate(zip(data, rngs)):
+        self.task.train(d, r, out=images[i])
+    except BaseException:
+      if shared:  # never handed over: nobody else would unlink it
+        images.shm.unlink()
+      raise
+    return images
 
 
 class _EvalBatch:
@@ -383,16 +409,31 @@ class _EvalBatch:
     return {"image": unit_float(images), "label": labels, "mask": valid.astype(np.float32)}
 
 
+def _worker_threads(cfg) -> int:
+  threads = int(_get(cfg, "worker_threads", 0))
+  if threads < 0:
+    raise ValueError(f"config.data.worker_threads={threads}; use 0 (no threads) or more")
+  return threads
+
+
 def _iterate(cfg, batches: grain.MapDataset, source) -> Iterator[dict[str, np.ndarray]]:
   prefetch = int(_get(cfg, "prefetch", 2))
   workers = 0 if isinstance(source, _ArraySource) else int(_get(cfg, "num_workers", 0))
-  read = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+  threads = prefetch if workers == 0 else _worker_threads(cfg)
+  read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch if threads else 0)
   ds = batches.to_iter_dataset(read)
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's worker setup reads absl flags; outside absl.app use defaults
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(prefetch, 1)))
   return iter(ds)
+
+
+def _shared_memory_output(cfg, source) -> bool:
+  """Whether the train batches are built in shared memory: in grain workers without threads of their own (a
+  batch waiting in a thread's buffer when the iterator closes would never be unlinked)."""
+  return (not isinstance(source, _ArraySource) and int(_get(cfg, "num_workers", 0)) > 0
+          and _worker_threads(cfg) == 0)
 
 
 def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
@@ -413,7 +454,7 @@ def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0
     raise ValueError(f"{_check(cfg)}: the train split is empty")
   order = grain.MapDataset.range(len(source)).shuffle(seed=_derived_seed(seed, 0) % 2**32).repeat()
   load = _TrainBatch(source, task, order, global_batch_size, local, process_index, _derived_seed(seed, 1),
-                     image_dtype, gpu_decode)
+                     image_dtype, gpu_decode, shared_memory=_shared_memory_output(cfg, source))
   steps = grain.MapDataset.range(start_step, sys.maxsize // (2 * global_batch_size)).map(load)
   batches = _iterate(cfg, steps, source)
   if gpu_decode:

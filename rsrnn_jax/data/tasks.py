@@ -9,6 +9,13 @@ from PIL import Image
 from rsrnn_jax.data import coco, decoders, registry, transforms
 
 
+def _into(out: np.ndarray | None, image: np.ndarray) -> np.ndarray:
+  if out is None:
+    return image
+  out[...] = image
+  return out
+
+
 class Task(abc.ABC):
   """Per-dataset decoding and preprocessing (one subclass per data set)."""
   channels: int
@@ -21,8 +28,8 @@ class Task(abc.ABC):
     return np.array([int(r["label"]) for r in records], np.int32).reshape(-1, *self.label_shape)
 
   @abc.abstractmethod
-  def train(self, data, rng: np.random.Generator) -> np.ndarray:
-    """Decoded, augmented training image."""
+  def train(self, data, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+    """Decoded, augmented training image; written into ``out`` (its slot in the batch) when given."""
 
   @abc.abstractmethod
   def eval(self, data) -> np.ndarray:
@@ -35,9 +42,9 @@ class ClutteredTask(Task):
   def __init__(self, cfg):
     self.image_shape = registry.image_shape(cfg)
 
-  def train(self, data, rng):
+  def train(self, data, rng, out=None):
     del rng  # no augmentation: the task is already randomised by construction
-    return transforms.decode(data, 1)
+    return _into(out, transforms.decode(data, 1))
 
   def eval(self, data):
     return transforms.decode(data, 1)
@@ -54,6 +61,7 @@ class ImagenetTask(Task):
       raise ValueError(f"eval_resize ({self.resize}) must be >= image_size ({self.size})")
     self.image_shape = registry.image_shape(cfg)
     self.decoder = decoders.check(str(registry.field(cfg, "decoder", "turbo")))  # "dali": eval decodes as "turbo"
+    self.downscale = decoders.check_downscale(str(registry.field(cfg, "downscale", "fast")))
 
   @staticmethod
   def _pil(data):
@@ -61,10 +69,10 @@ class ImagenetTask(Task):
       return Image.fromarray(data.reshape(data.shape[0], data.shape[1], -1)[..., :3]).convert("RGB")
     return transforms.decode_pil(bytes(data), 3)
 
-  def train(self, data, rng):
+  def train(self, data, rng, out=None):
     if self.decoder == "pil":
-      return transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3)
-    return decoders.random_resized_crop(decoders.decode_rgb(data), self.size, rng)
+      return _into(out, transforms.to_array(transforms.random_resized_crop(self._pil(data), self.size, rng), 3))
+    return decoders.train_crop(data, self.size, rng, out=out, downscale=self.downscale)
 
   def eval(self, data):
     if self.decoder == "pil":
