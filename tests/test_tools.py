@@ -89,3 +89,7 @@ def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
   assert [p for p in tool.keep(paper_done) if "checkpoints" in p] == [f"{paper_done}/checkpoints/2600"]
   assert [p for p in tool.keep(finished) if "checkpoints" in p] == [f"{finished}/checkpoints/2600"]
   assert tool.keep(training) == []
+  assert tool.main([str(tmp_path / "repro")]) == 0
+  with pytest.raises(SystemExit) as e:  # a folder that is not there: one line, exit 2
+    tool.main([str(tmp_path / "missing")])
+  assert e.value.code == 2

@@ -12,9 +12,9 @@ skips every finished stage (its fingerprints match) and resumes at the first mis
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 
 SMALL = ("reproduce_stages.json", "config.json", "config_history.jsonl", "metrics.jsonl", "compute.json",
          "figures.npz", "plateau.json", "eval")
@@ -44,8 +44,11 @@ def keep(run: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  root = argv[0] if argv else "reproduction"
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("out", nargs="?", default="reproduction", help="the reproduction's --out folder")
+  root = p.parse_args(argv).out
+  if not os.path.isdir(root):
+    p.error(f"{root} is not a folder: give the reproduction's --out folder (default: reproduction)")
   paths = []
   for setting in sorted(os.listdir(root)):
     runs = os.path.join(root, setting, "runs")
