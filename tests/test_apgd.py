@@ -151,7 +151,7 @@ def _autoattack_reference(loss_grad, x, x_init, eps, n_iter, rho=0.75):
 
 
 def _authors_targeted_dlr(z, y, t):
-  """AutoAttack's dlr_loss_targeted (APGDAttack_targeted), transliterated: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)."""
+  """AutoAttack's dlr_loss_targeted, transliterated: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)."""
   s, u = jnp.sort(z, axis=1), jnp.arange(z.shape[0])
   return -(z[u, y] - z[u, t]) / (s[:, -1] - 0.5 * (s[:, -3] + s[:, -4]) + 1e-12)
 
