@@ -12,10 +12,15 @@ Robust flags, as in the authors' code: the attacks run in that order, each only 
 earlier attack left correctly classified, and so does each restart of APGD and each target of APGD-T / FAB-T
 (targets: the classes ranked highest by the clean logits after the label); examples are re-packed into batches
 of ``batch_size`` (the last one padded, so each attack compiles once); an example is broken when the attack's
-image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own: :func:`rsrnn_jax.attacks.apgd.apgd` (two departures
-from the authors' APGD, in its docstring), :func:`rsrnn_jax.attacks.fab.fab` and
-:func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under ``norm="l2"`` Square is skipped and the result says
-so). bench/autoattack_reference.py compares the result with the authors' code.
+image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own:
+:func:`rsrnn_jax.attacks.apgd.apgd` (two departures from the authors' APGD, in its docstring),
+:func:`rsrnn_jax.attacks.fab.fab` and :func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under
+``norm="l2"`` Square is skipped and the result says so). bench/autoattack_reference.py compares the result with
+the authors' code.
+
+The compiled programs are kept per ``logits_fn`` object (weakly: dropping the function frees them) and per
+attack, ε, norm and budget, so calling ``autoattack`` again with the same function (e.g. over several image
+sets or seeds) neither traces nor compiles again; a new function object (a new lambda) compiles anew.
 """
 from __future__ import annotations
 
