@@ -15,8 +15,9 @@ and run from the repository root (JSON to --out and stdout; bench/README.md has 
 A JAX ``logits_fn`` is wrapped as a ``torch.nn.Module`` (:class:`JaxModule`): forward = the jitted JAX forward,
 backward = its VJP (a ``torch.autograd.Function``), images NCHW on the torch side, NHWC on the JAX side; batches
 are padded to powers of two so the authors' shrinking batches reuse a few compilations. Per model and ε it runs
-the standard version (APGD-CE, APGD-T, FAB-T, Square) with robust flags on both sides, then each attack alone,
-and reports the robust accuracy of each (both sides' images re-scored by the same JAX model, ε-ball checked).
+the standard version (APGD-CE, APGD-T, FAB-T, Square) with robust flags on both sides, then each attack alone
+(``--runs``), once per seed of ``--seeds`` (both sides' random starts), and reports the robust accuracy of each
+(both sides' images re-scored by the same JAX model, ε-ball checked).
 
 Models: ``rsrnn`` (--rsrnn_workdir, logits of step k = 4), ``ff_cnn`` (--ff_cnn_workdir) and ``mlp`` (a one
 hidden-layer MLP trained here, --mlp_steps Adam steps on the training split; deterministic).
