@@ -15,8 +15,9 @@ and run from the repository root (JSON to --out and stdout; bench/README.md has 
 A JAX ``logits_fn`` is wrapped as a ``torch.nn.Module`` (:class:`JaxModule`): forward = the jitted JAX forward,
 backward = its VJP (a ``torch.autograd.Function``), images NCHW on the torch side, NHWC on the JAX side; batches
 are padded to powers of two so the authors' shrinking batches reuse a few compilations. Per model and ε it runs
-the standard version (APGD-CE, APGD-T, FAB-T, Square) with robust flags on both sides, then each attack alone,
-and reports the robust accuracy of each (both sides' images re-scored by the same JAX model, ε-ball checked).
+the standard version (APGD-CE, APGD-T, FAB-T, Square) with robust flags on both sides, then each attack alone
+(``--runs``), once per seed of ``--seeds`` (both sides' random starts), and reports the robust accuracy of each
+(both sides' images re-scored by the same JAX model, ε-ball checked).
 
 Models: ``rsrnn`` (--rsrnn_workdir, logits of step k = 4), ``ff_cnn`` (--ff_cnn_workdir) and ``mlp`` (a one
 hidden-layer MLP trained here, --mlp_steps Adam steps on the training split; deterministic).
@@ -143,10 +144,10 @@ def load_model(name, args):
 # the two sides
 # ----------------------------------------------------------------------------------------------------------
 
-def authors_autoattack(module, eps, attacks, args):
+def authors_autoattack(module, eps, attacks, args, seed):
   """The authors' AutoAttack, standard version's parameters, cut to ``attacks`` and the budget."""
   from pyautoattack import AutoAttack
-  aa = AutoAttack(module, norm="Linf", eps=eps, version="standard", seed=args.seed, device="cpu")
+  aa = AutoAttack(module, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu")
   aa.attacks_to_run = list(attacks)
   aa.verbose = False
   for apgd in (aa.apgd, aa.apgd_targeted):
@@ -157,8 +158,8 @@ def authors_autoattack(module, eps, attacks, args):
   return aa
 
 
-def run_authors(logits_fn, module, x, y, eps, attacks, args):
-  aa = authors_autoattack(module, eps, attacks, args)
+def run_authors(logits_fn, module, x, y, eps, attacks, args, seed):
+  aa = authors_autoattack(module, eps, attacks, args, seed)
   start = time.perf_counter()
   xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype(np.int64))
   x_adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=args.batch_size)
@@ -166,34 +167,37 @@ def run_authors(logits_fn, module, x, y, eps, attacks, args):
   return np.ascontiguousarray(x_adv.numpy().transpose(0, 2, 3, 1)), seconds
 
 
-def run_ours(logits_fn, x, y, eps, attacks, args):
+def run_ours(logits_fn, x, y, eps, attacks, args, seed):
   from rsrnn_jax import attacks as A
   start = time.perf_counter()
-  res = A.autoattack(logits_fn, x, y, eps=eps, rng=jax.random.key(args.seed), batch_size=args.batch_size,
+  res = A.autoattack(logits_fn, x, y, eps=eps, rng=jax.random.key(seed), batch_size=args.batch_size,
                      attacks=attacks, iterations=args.iterations, queries=args.queries)
   return res.images, time.perf_counter() - start
 
 
 def rescore(logits_fn, x, y, adv, eps, batch=250):
-  """Robust accuracy of ``adv`` by the JAX model, and the largest L∞ distance (must be ≤ ε)."""
+  """Robust accuracy of ``adv`` by the JAX model, the largest L∞ distance (must be ≤ ε), and how many changed
+  images this forward pass still classifies correctly (both sides keep an image only for an example their own
+  forward pass judged broken: these are decision-boundary ties between two forward programs)."""
   fn = jax.jit(logits_fn)
   pred = np.concatenate([np.asarray(jnp.argmax(fn(adv[i:i + batch]), -1)) for i in range(0, len(x), batch)])
-  return float(np.mean(pred == y)), float(np.abs(adv - x).max())
+  changed = np.any((adv != x).reshape(len(x), -1), axis=1)
+  return float(np.mean(pred == y)), float(np.abs(adv - x).max()), int(np.sum(changed & (pred == y)))
 
 
-def compare(name, logits_fn, x, y, eps, args):
+def compare(name, logits_fn, x, y, eps, args, seed):
   module = JaxModule(logits_fn)
   rows = []
-  for attacks in [STANDARD] + [(a,) for a in args.alone]:
-    label = "standard" if attacks == STANDARD else attacks[0]
-    row = {"model": name, "eps": eps, "attacks": label}
-    for side, run in (("ours", lambda: run_ours(logits_fn, x, y, eps, attacks, args)),
-                      ("authors", lambda: run_authors(logits_fn, module, x, y, eps, attacks, args))):
+  for label in args.runs:
+    attacks = STANDARD if label == "standard" else (label,)
+    row = {"model": name, "eps": eps, "attacks": label, "seed": seed}
+    for side, run in (("ours", lambda: run_ours(logits_fn, x, y, eps, attacks, args, seed)),
+                      ("authors", lambda: run_authors(logits_fn, module, x, y, eps, attacks, args, seed))):
       adv, seconds = run()
-      acc, dist = rescore(logits_fn, x, y, adv, eps)
+      acc, dist, ties = rescore(logits_fn, x, y, adv, eps)
       if dist > eps + 1e-5:
         raise SystemExit(f"{side} {label}: an image {dist:.6f} from its original, beyond ε = {eps}")
-      row[side] = {"robust_acc": acc, "seconds": round(seconds, 1)}
+      row[side] = {"robust_acc": acc, "seconds": round(seconds, 1), "changed_but_correct": ties}
     row["diff_points"] = round(100 * (row["ours"]["robust_acc"] - row["authors"]["robust_acc"]), 2)
     print(json.dumps(row), flush=True)
     rows.append(row)
@@ -209,29 +213,47 @@ def parse_args(argv=None):
   p.add_argument("--iterations", type=int, default=100, help="per APGD / FAB run (AutoAttack: 100)")
   p.add_argument("--queries", type=int, default=5000, help="Square's budget (AutoAttack: 5000)")
   p.add_argument("--batch_size", type=int, default=250)
-  p.add_argument("--alone", default=",".join(STANDARD), help="attacks also run alone (comma-separated; '' none)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--runs", default=",".join(("standard",) + STANDARD),
+                 help="what to compare, in order: 'standard' (the four with robust flags) and attacks alone")
+  p.add_argument("--seeds", default="0", help="seeds of both sides' random starts (comma-separated): each run "
+                 "once per seed")
   p.add_argument("--rsrnn_workdir", default="workdirs/demo")
   p.add_argument("--ff_cnn_workdir", default="workdirs/ffcnn")
   p.add_argument("--mlp_steps", type=int, default=1500)
   p.add_argument("--out", default="bench/results/autoattack_reference.json")
   args = p.parse_args(argv)
-  args.alone = [a for a in args.alone.split(",") if a]
+  args.runs = [a for a in args.runs.split(",") if a]
+  bad = [a for a in args.runs if a not in ("standard",) + STANDARD]
+  if bad or not args.runs:
+    p.error(f"--runs: choose from standard, {', '.join(STANDARD)}; got {args.runs}")
+  args.seeds = [int(s) for s in args.seeds.split(",") if s]
   own = dict(item.split("=") for item in args.model_eps.split(";") if item)
   args.eps_of = lambda name: [float(e) for e in (own[name].split("+") if name in own else args.eps.split(","))]
   return args
 
 
+def _cell(values):
+  """Robust accuracy (%) of one side: the value, or mean [min, max] over seeds."""
+  v = [100 * a for a in values]
+  return f"{v[0]:.1f}" if len(v) == 1 else f"{np.mean(v):.1f} [{min(v):.0f}, {max(v):.0f}]"
+
+
 def markdown(paths) -> str:
-  """The comparison table (robust accuracy %, ours / the authors', Δ in points) of one or more result JSONs."""
-  lines = ["| model | ε | images | iterations / queries | attacks | ours | authors' | Δ (points) | time ours / authors' (s) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  """The comparison table (robust accuracy %, ours / the authors', Δ in points) of one or more result JSONs; rows
+  run with several seeds are merged into one (mean [min, max]; Δ of the means; times summed)."""
+  lines = ["| model | ε | images | iterations / queries | attacks | seeds | ours | authors' | Δ (points) | "
+           "time ours / authors' (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
   for path in paths:
     res = json.load(open(path))
+    groups = {}
     for r in res["rows"]:
-      lines.append(f"| {r['model']} | {r['eps']:g} | {res['examples']} | {res['iterations']} / {res['queries']} | "
-                   f"{r['attacks']} | {100 * r['ours']['robust_acc']:.1f} | {100 * r['authors']['robust_acc']:.1f} | "
-                   f"{r['diff_points']:+.1f} | {r['ours']['seconds']:.0f} / {r['authors']['seconds']:.0f} |")
+      groups.setdefault((r["model"], r["eps"], r["attacks"]), []).append(r)
+    for (model, eps, attacks), rows in groups.items():
+      ours, theirs = ([r[side]["robust_acc"] for r in rows] for side in ("ours", "authors"))
+      time_ = lambda side: sum(r[side]["seconds"] for r in rows)
+      lines.append(f"| {model} | {eps:g} | {res['examples']} | {res['iterations']} / {res['queries']} | {attacks} | "
+                   f"{len(rows)} | {_cell(ours)} | {_cell(theirs)} | {100 * (np.mean(ours) - np.mean(theirs)):+.1f} | "
+                   f"{time_('ours'):.0f} / {time_('authors'):.0f} |")
   return "\n".join(lines)
 
 
@@ -249,7 +271,8 @@ def main(argv=None):
     logits_fn, description = load_model(name, args)
     out["models"][name] = {"description": description, "clean_acc": rescore(logits_fn, x, y, x, 1.0)[0]}
     for eps in args.eps_of(name):
-      out["rows"] += compare(name, logits_fn, x, y, eps, args)
+      for seed in args.seeds:
+        out["rows"] += compare(name, logits_fn, x, y, eps, args, seed)
       out["loadavg_end"] = os.getloadavg()
       os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
       with open(args.out, "w") as f:

@@ -88,8 +88,8 @@ def main(argv=None):
   with torch.no_grad():
     y_torch = own_labels(lambda v: net(torch.from_numpy(v.transpose(0, 3, 1, 2).copy())).argmax(-1).numpy(), x)
   sides = {
-      "ours": lambda: ref.run_ours(logits_fn, x, y_jax, args.eps, attacks, args)[1],
-      "authors_bridged": lambda: ref.run_authors(logits_fn, module, x, y_jax, args.eps, attacks, args)[1],
+      "ours": lambda: ref.run_ours(logits_fn, x, y_jax, args.eps, attacks, args, args.seed)[1],
+      "authors_bridged": lambda: ref.run_authors(logits_fn, module, x, y_jax, args.eps, attacks, args, args.seed)[1],
       "authors_native": lambda: _native(net, xt, y_torch, args, attacks)}
   times = {k: [] for k in sides}
   for r in range(args.rounds):
@@ -108,7 +108,7 @@ def main(argv=None):
 
 
 def _native(net, xt, y, args, attacks):
-  aa = ref.authors_autoattack(net, args.eps, attacks, args)
+  aa = ref.authors_autoattack(net, args.eps, attacks, args, args.seed)
   start = time.perf_counter()
   aa.run_standard_evaluation(xt, torch.from_numpy(y.astype(np.int64)), batch_size=args.batch_size)
   return time.perf_counter() - start

@@ -150,14 +150,28 @@ def _autoattack_reference(loss_grad, x, x_init, eps, n_iter, rho=0.75):
   return x_best, loss_best, np.stack(steps)
 
 
-@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def _authors_targeted_dlr(z, y, t):
+  """AutoAttack's dlr_loss_targeted, transliterated: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)."""
+  s, u = jnp.sort(z, axis=1), jnp.arange(z.shape[0])
+  return -(z[u, y] - z[u, t]) / (s[:, -1] - 0.5 * (s[:, -3] + s[:, -4]) + 1e-12)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr", "dlr-targeted"])
 def test_apgd_run_matches_autoattack_loop(loss):
   f = _mlp(_random_mlp(1, 12, 4, hidden=8, scale=4.0))
   r = np.random.RandomState(0)
   x = np.clip(r.uniform(-0.1, 1.1, (6, 12)), 0, 1).astype(np.float32)
   y = jnp.asarray(r.randint(0, 4, 6))
   eps, n_iter = np.float32(0.25), 20
-  evaluate, _ = apgd_mod.make_evaluator(f, y, None, loss, None)
+  if loss == "dlr-targeted":  # APGD-T's run toward its first target, the loss the authors' own formula
+    t = apgd_mod.ranked_targets(f(jnp.asarray(x)), y, 9)[:, 0]
+    evaluate, _ = apgd_mod.make_evaluator(f, y, t, "dlr", None)
+    authors_grad = jax.grad(lambda v: jnp.sum(_authors_targeted_dlr(f(v), y, t)))
+    value, _, grad = evaluate(jnp.asarray(x), None)
+    np.testing.assert_allclose(value, _authors_targeted_dlr(f(jnp.asarray(x)), y, t), rtol=1e-5)
+    np.testing.assert_allclose(grad, authors_grad(jnp.asarray(x)), rtol=1e-4, atol=1e-6)
+  else:
+    evaluate, _ = apgd_mod.make_evaluator(f, y, None, loss, None)
   x_init = np.asarray(apgd_mod._start(jax.random.key(3), jnp.asarray(x), eps, "linf"))
   loss_grad_jit = jax.jit(lambda v: evaluate(v, None))
 
@@ -172,6 +186,16 @@ def test_apgd_run_matches_autoattack_loop(loss):
   assert len(np.unique(ref_steps[-1])) > 1  # the examples' step sizes diverged: the checkpoints were exercised
   np.testing.assert_allclose(np.asarray(out["x_best"]), ref_best, atol=1e-6)
   np.testing.assert_allclose(np.asarray(out["loss_best"]), ref_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_targets_are_the_authors_ranks_two_to_ten():
+  """AutoAttack's APGD-T / FAB-T pass p (target_class = p + 2) aims at ``sort(logits)[1][:, -target_class]`` of the
+  clean logits of an example it attacks (one classified correctly): the same class as ``ranked_targets[:, p]``."""
+  z = jax.random.normal(jax.random.key(0), (64, 12))
+  y = jnp.argmax(z, -1)  # attacked examples are classified correctly
+  authors = jnp.stack([jnp.argsort(z, axis=1)[:, -c] for c in range(2, 11)], axis=1)
+  np.testing.assert_array_equal(apgd_mod.ranked_targets(z, y, 9), authors)
+  assert apgd_mod.ranked_targets(z[:, :4], jnp.argmax(z[:, :4], -1), 9).shape == (64, 3)  # at most K − 1
 
 
 def test_run_result_prefers_the_highest_loss_point_among_fooling_ones():

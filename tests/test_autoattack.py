@@ -84,3 +84,26 @@ def test_bad_input_is_a_value_error_naming_the_argument(change, match):
   logits_fn, images, labels = kwargs.pop("logits_fn"), kwargs.pop("images"), kwargs.pop("labels")
   with pytest.raises(ValueError, match=match):
     attacks.autoattack(logits_fn, images, labels, **kwargs)
+
+
+def test_repeated_calls_reuse_the_compiled_attacks():
+  f, x, y, dist = _linear(n=8)
+  traces = []
+
+  def counted(u):  # the Python body runs once per trace
+    traces.append(u.shape)
+    return f(u)
+
+  run = lambda eps, iterations=2: attacks.autoattack(counted, x, y, eps=eps, rng=jax.random.key(0),
+                                                     attacks=("apgd-ce",), iterations=iterations, batch_size=8)
+  first = run(0.05)
+  n = len(traces)
+  assert n > 0
+  second = run(0.05)
+  assert len(traces) == n  # same function, ε, budget and shapes: nothing traced again
+  np.testing.assert_array_equal(first.images, second.images)
+  run(0.06)
+  assert len(traces) > n  # another ε is another program
+  m = len(traces)
+  run(0.05, iterations=3)
+  assert len(traces) > m

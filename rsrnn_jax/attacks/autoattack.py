@@ -12,17 +12,22 @@ Robust flags, as in the authors' code: the attacks run in that order, each only 
 earlier attack left correctly classified, and so does each restart of APGD and each target of APGD-T / FAB-T
 (targets: the classes ranked highest by the clean logits after the label); examples are re-packed into batches
 of ``batch_size`` (the last one padded, so each attack compiles once); an example is broken when the attack's
-image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own: :func:`rsrnn_jax.attacks.apgd.apgd` (two departures
-from the authors' APGD, in its docstring), :func:`rsrnn_jax.attacks.fab.fab` and
-:func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under ``norm="l2"`` Square is skipped and the result says
-so). bench/autoattack_reference.py compares the result with the authors' code.
+image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own:
+:func:`rsrnn_jax.attacks.apgd.apgd` (two departures from the authors' APGD, in its docstring),
+:func:`rsrnn_jax.attacks.fab.fab` and :func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under
+``norm="l2"`` Square is skipped and the result says so). bench/autoattack_reference.py compares the result with
+the authors' code.
+
+The compiled programs are kept per ``logits_fn`` object (weakly: dropping the function frees them) and per
+attack, ε, norm and budget, so calling ``autoattack`` again with the same function (e.g. over several image
+sets or seeds) neither traces nor compiles again; a new function object (a new lambda) compiles anew.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +73,36 @@ _VERSION_ATTACKS = {
     "rand": (("apgd-ce", _apgd("ce", eot=_EOT_DRAWS), 1, 2), ("apgd-dlr", _apgd("dlr", eot=_EOT_DRAWS), 1, 3)),
 }
 _NUM_TARGETS = 9
+
+
+# The compiled programs of each logits_fn, kept while the caller keeps that function: {logits_fn: {key: jitted}}.
+# A jitted program refers to its logits_fn only weakly, so the cache never keeps a model alive.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _jitted(logits_fn, key, make):
+  """``jax.jit`` of ``make(logits_fn)``, one per (logits_fn, key): a repeated autoattack call with the same
+  function, ε, budget and batch shape reuses the compiled program instead of tracing and compiling it again.
+  A function that cannot be weakly referenced (or a bound method, a new object at each access) is not cached."""
+  try:
+    programs = _COMPILED.setdefault(logits_fn, {})
+  except TypeError:
+    return jax.jit(make(logits_fn))
+  if key not in programs:
+    ref = weakref.ref(logits_fn)
+    programs[key] = jax.jit(make(lambda *a: ref()(*a)))
+  return programs[key]
+
+
+def _attack_program(logits_fn, name, run, *, eps, norm, iterations, queries):
+  make = lambda fn: lambda x, y, t, key: run(fn, x, y, t, key, eps=eps, norm=norm, iterations=iterations,
+                                              queries=queries)
+  return _jitted(logits_fn, ("attack", name, run, eps, norm, iterations, queries), make)
+
+
+def _score_program(logits_fn, randomised):
+  make = lambda fn: lambda v, key: (fn(v, key) if randomised else fn(v)).astype(jnp.float32)
+  return _jitted(logits_fn, ("score", randomised), make)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +199,9 @@ def autoattack(logits_fn, images, labels, *, eps, norm: str = "linf", version: s
   randomised = version == "rand"
   size = min(int(batch_size), len(x))
   keys = jax.random.split(rng, len(runs) + 1)
-  score = jax.jit(lambda v, key: (logits_fn(v, key) if randomised else logits_fn(v)).astype(jnp.float32))
+  score = _score_program(logits_fn, randomised)
 
-  logits = np.asarray((logits_fn(x[:size], keys[0]) if randomised else logits_fn(x[:size])))
+  logits = np.asarray(score(x[:size], keys[0]))
   _fail(logits.ndim == 2 and logits.shape[0] == size and logits.shape[1] >= 2,
         f"logits_fn must return logits [B, K] with K >= 2 classes, got shape {logits.shape}")
   k = logits.shape[1]
@@ -184,8 +219,8 @@ def autoattack(logits_fn, images, labels, *, eps, norm: str = "linf", version: s
   adv, accuracy, seconds = x.copy(), {"clean": float(robust.mean())}, {}
   for i, (name, run, passes, _) in enumerate(runs):
     start = time.perf_counter()
-    attack = jax.jit(functools.partial(run, logits_fn, eps=float(eps), norm=norm, iterations=int(iterations),
-                                       queries=int(queries)))
+    attack = _attack_program(logits_fn, name, run, eps=float(eps), norm=norm, iterations=int(iterations),
+                             queries=int(queries))
     for p in range(targets.shape[1] if passes == TARGETS else passes):
       for j, (rows, n) in enumerate(_chunks(np.flatnonzero(robust), size)):
         key = jax.random.fold_in(jax.random.fold_in(keys[i + 1], p), j)
