@@ -137,3 +137,29 @@ def test_robust_flag_checks_pass_and_fail():
   checks_ = {c["id"]: c for c in checks.sanity_checks(r, paper)}
   assert [checks_[i]["status"] for i in (8, 9, 10)] == ["skipped"] * 3
   assert checks_[10]["detail"] == "transfer: skipped (no source model)"
+
+
+def test_every_failure_says_what_it_means_for_the_numbers():
+  paper = profiles.attack_profile("paper").checks
+  r = _flagged_results()
+  r["untargeted"]["attacks"]["pgd_step"][1]["adv_acc"][1] = 0.5  # 1 fails
+  r["convergence"][0]["strong_acc"] = 0.2                       # 3 fails
+  r["square"]["square_only"] = 5                                # 5 fails
+  for e in r["untargeted"]["attacks"]["pgd_full"]:              # 7 fails
+    e["adv_acc"][3] = e["adv_acc"][1] - 0.1
+  r["policy_check"]["attacks"]["bpda_step"]["broke"] = 40       # 9 fails
+  out = checks.sanity_checks(r, paper)
+  failed = {c["id"]: c["reading"] for c in out if c["status"] == "fail"}
+  assert {1, 3, 5, 7, 9} <= set(failed)
+  assert all(c["reading"] in checks.READING_KINDS and c["meaning"] for c in out if c["status"] == "fail")
+  assert "reading" not in next(c for c in out if c["status"] == "pass")
+  # A lost recovery is a finding about the model; an unconverged attack or a weak policy attack is covered by
+  # the stronger one in the worst case; an accuracy that rises with ε is a warning.
+  assert (failed[7], failed[3], failed[9], failed[1]) == ("finding", "covered", "covered", "warning")
+  # Square's extra breaks count in the worst case only where it runs in the robust-flags cascade.
+  assert failed[5] == "covered" and checks.reading(5, flags=False)[0] == "warning"
+  # Over several runs: each failed check once, read as in its own profile.
+  plain = checks.sanity_checks(_fake_results(), paper)
+  read = checks.readings([plain, out])
+  assert list(read) == sorted(failed) and read[5][1] == "covered"
+  assert checks.readings([plain]) == {}

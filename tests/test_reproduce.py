@@ -603,7 +603,8 @@ def _setting_verdicts(name, side, accs, verdict):
           "claims": [claim("retina", verdict)], "claims_clean_correct": [claim("retina", "fails", num_examples=412)],
           "pairs": [claim("retina:A>B", "fails", of="retina")], "paper": [claim("retina", "holds")],
           "under_attack": {"paper": {"rsrnn": {"eps": [0.01], "k": [0.3], "T": [0.35]}}},
-          "sanity": {"rsrnn": {"adaptive": {"runs": 2, "failed": {"9. policy attacks": 1}}}}}
+          "sanity": {"rsrnn": {"adaptive": {"runs": 2, "failed": {"9. policy attacks": 1},
+                                              "readings": {"9. policy attacks": ["covered", "counted broken"]}}}}}
 
 
 def test_side_by_side_report_puts_the_settings_together(tmp_path):
@@ -628,4 +629,18 @@ def test_side_by_side_report_puts_the_settings_together(tmp_path):
   claims = md.split("## The paper's claims in both settings")[1].split("\n## ")[0]
   row = next(line for line in claims.splitlines() if line.startswith("| retina |"))
   assert row.count("**holds**") == 2 and "**undecided**" in row and "(n = 412)" in row  # ours ×1, paper ×1
-  assert "## Pairs that disagree" in md and "9. policy attacks (1/2)" in md
+  assert "## Pairs that disagree" in md and "9. policy attacks (1/2; covered)" in md
+  assert "- 9. policy attacks (covered): counted broken." in md  # every failure says what it means
+
+
+def test_each_setting_report_reads_every_failed_check():
+  import types
+  from rsrnn_jax.reproduction import sections
+  from rsrnn_jax.robustness import checks
+  check = lambda i, status: {"id": i, "name": f"check {i}", "status": status, "detail": "", "numbers": {}}
+  runs = {"rsrnn": {s: {"attack": {"adaptive": {"checks": [check(i, "fail" if i == 7 and s == 0 else "pass")
+                                                           for i in range(1, 12)]}}} for s in (0, 1)}}
+  rep = types.SimpleNamespace(runs=runs, budget=types.SimpleNamespace(profiles=("paper", "adaptive")))
+  md = "\n".join(sections.sanity_checks(rep))
+  assert "FAIL 1/2 (finding)" in md and md.count("FAIL 1/") == 1 and "FAIL 2/" not in md
+  assert f"- check 7, check 7 (finding): {checks.reading(7)[1]}." in md

@@ -38,6 +38,7 @@ import os
 
 from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
+from rsrnn_jax.robustness import checks as checks_lib
 from rsrnn_jax.reproduction import figures as fig
 from rsrnn_jax.reproduction import sections, stats
 from rsrnn_jax.reproduction import runs as saved
@@ -126,7 +127,8 @@ def _under_attack(acc: dict) -> dict:
 
 
 def _sanity(runs: dict, profiles) -> dict:
-  """{model: {profile: {"runs": n, "failed": {check name: runs that failed it}}}} for verdicts.json."""
+  """{model: {profile: {"runs": n, "failed": {check name: runs that failed it}, "readings": {check name:
+  [kind, meaning]}}}} for verdicts.json (kind: finding | covered | warning, robustness/checks.py)."""
   out = {}
   for m, seeds in runs.items():
     for p in profiles:
@@ -137,7 +139,8 @@ def _sanity(runs: dict, profiles) -> dict:
           if c["status"] == "fail":
             failed[c["name"]] = failed.get(c["name"], 0) + 1
       if done:
-        out.setdefault(m, {})[p] = {"runs": len(done), "failed": failed}
+        readings = {name: [kind, meaning] for name, kind, meaning in checks_lib.readings(done).values()}
+        out.setdefault(m, {})[p] = {"runs": len(done), "failed": failed, "readings": readings}
   return out
 
 

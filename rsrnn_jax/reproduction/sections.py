@@ -7,6 +7,7 @@ import time
 
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
+from rsrnn_jax.robustness import checks as checks_lib
 from rsrnn_jax.robustness.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
@@ -321,22 +322,25 @@ def sanity_checks(rep: Report) -> list[str]:
     return []
   names = max((cs for _, _, done in found for cs in done), key=len)
   names = [c["name"] for c in names]
-  rows = []
+  rows, meanings = [], {}
   for m, profile, done in found:
-    cells = []
+    cells, read = [], checks_lib.readings(done)
+    meanings.update(read)
     for i in range(len(names)):
       st = [cs[i]["status"] for cs in done if i < len(cs)]
       bad = sum(x == "fail" for x in st)
-      cells.append(f"FAIL {bad}/{len(st)}" if bad else "–" if not st else
+      kind = read.get(i + 1, ("", ""))[1]
+      cells.append(f"FAIL {bad}/{len(st)} ({kind})" if bad else "–" if not st else
                    st[0].upper() if len(set(st)) == 1 else "/".join(x.upper() for x in st))
     rows.append([display(m), profile, len(done)] + cells)
   out = ["## Sanity checks of each attack suite (gradient masking; rsrnn_jax/robustness/suite.py)", ""]
   out += [table(["model", "profile", "seeds"] + [f"{i + 1}. {nm}" for i, nm in enumerate(names)], rows), ""]
   out += ["A check's status over the seeds (FAIL i/n: it failed on i of the n runs). Details and numbers: "
-          "`runs/<model>/seed<s>/attack_<profile>/report.md`. A FAIL means that run's numbers under that attack "
-          "are not to be trusted as they stand (e.g. check 3: the attack had not converged; the worst case "
-          "includes the converged one).", ""]
-  return out
+          "`runs/<model>/seed<s>/attack_<profile>/report.md`. Each FAIL is read as a **finding** (a property of "
+          "the model), **covered** (the stronger attack that exposed it is in the worst case the verdicts read) "
+          "or a **warning** (that run's numbers under that attack may overstate robustness):", ""]
+  out += [f"- check {cid}, {name} ({kind}): {meaning}." for cid, (name, kind, meaning) in meanings.items()]
+  return out + [""] if meanings else out
 
 
 def where_they_look(rep: Report) -> list[str]:

@@ -172,18 +172,23 @@ def under_attack(found: dict) -> list[str]:
 
 
 def sanity(found: dict) -> list[str]:
-  rows = []
+  rows, meanings = [], {}
   for name, v in found.items():
     for m, per in v.get("sanity", {}).items():
       for profile, s in per.items():
-        failed = ", ".join(f"{c} ({n}/{s['runs']})" for c, n in s["failed"].items()) or "all pass"
+        read = s.get("readings", {})
+        meanings.update({c: tuple(r) for c, r in read.items()})
+        failed = ", ".join(f"{c} ({n}/{s['runs']}{'; ' + read[c][0] if c in read else ''})"
+                           for c, n in s["failed"].items()) or "all pass"
         rows.append([name, v["models"].get(m, {}).get("display", m), profile, s["runs"], failed])
   if not rows:
     return []
   return ["## Sanity checks (gradient masking): the checks that failed, per model and profile", "",
-          table(["setting", "model", "profile", "runs", "failed checks (runs)"], rows), "",
-          "Each setting's report lists every check with its numbers; docs/reproduction.md says which failures are "
-          "a property of the model and which a stronger attack fixed.", ""]
+          table(["setting", "model", "profile", "runs", "failed checks (runs; reading)"], rows), "",
+          "Each setting's report lists every check with its numbers. A failure is read as a **finding** (a "
+          "property of the model), **covered** (the stronger attack that exposed it is in the worst case the "
+          "verdicts read) or a **warning** (the numbers may overstate robustness):", "",
+          *(f"- {c} ({kind}): {meaning}." for c, (kind, meaning) in sorted(meanings.items())), ""]
 
 
 def markdown(found: dict) -> str:

@@ -35,6 +35,10 @@ Under robust flags (the adaptive profile) also:
    robust (else the white-box gradients are masked); skipped without a source model;
 11. AutoAttack's flags: no APGD run starts at an exactly zero gradient, two forward passes of the same input
    give the same logits, and check 5 passed.
+
+A failed check also carries ``reading`` and ``meaning`` (:func:`reading`): whether the failure is a finding
+about the model, covered by a stronger attack inside the worst case, or a warning that the numbers may
+overstate robustness. Reports print it beside every FAIL.
 """
 from __future__ import annotations
 
@@ -317,6 +321,52 @@ def check_autoattack_flags(results: dict, square_status: str) -> dict:
                 randomness=rnd)
 
 
+# What a FAIL means for the numbers a verdict reads (the reports print it next to every failed check):
+#   finding  — a property of the model the check exposed, not a weakness of the attack;
+#   covered  — a stronger attack exposed it and is part of the worst case the verdicts read;
+#   warning  — the numbers may overstate robustness: a stronger or different attack is needed.
+READING_KINDS = ("finding", "covered", "warning")
+_READINGS = {
+    1: ("warning", "the attack is weaker at a larger ε than at a smaller one: the larger ε's numbers overstate "
+                   "robustness"),
+    2: ("warning", "the attack cannot reach chance at a large ε: gradients may be masked"),
+    3: ("covered", "the attack with more iterations and restarts is part of the worst case (the paper-attack rows "
+                   "are the paper's fixed PGD-5 by design)"),
+    4: ("warning", "a one-step attack beat the iterative one: the iterative attack is not working"),
+    5: ("warning", "a gradient-free attack found examples the gradient attacks missed: gradients may be masked"),
+    6: ("warning", "the input gradients vanish, explode or are not finite at some step"),
+    7: ("finding", "the model's recovery with more glimpses does not survive an attacker of every step: the "
+                   "recovery is a property of the step-k attack, not of the model"),
+    8: ("warning", "the policy attacks did not move the fixations: their gradient through the policy is dead"),
+    9: ("covered", "the policy attacks run after APGD-CE under robust flags: the examples they miss that APGD-CE "
+                   "broke are counted broken, and what they break beyond it still counts"),
+    10: ("warning", "a transfer attack beat the white-box attacks: white-box gradients may be masked"),
+    11: ("warning", "an AutoAttack flag (zero gradient, non-determinism or Square) was raised"),
+}
+_FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what it breaks counts in the worst "
+                           "case; a gradient-free attack found examples the gradient attacks missed")}
+
+
+def reading(check_id: int, flags: bool = False) -> tuple[str, str]:
+  """(kind, sentence): what a FAIL of check ``check_id`` means for the numbers (``READING_KINDS``); ``flags``:
+  the profile ran under robust flags, where every attack's breaks count in the worst case."""
+  if flags and check_id in _FLAGGED:
+    return _FLAGGED[check_id]
+  return _READINGS[check_id]
+
+
+def readings(check_lists) -> dict:
+  """{check id: (name, kind, meaning)} of every check that failed in any of ``check_lists`` (each a
+  ``sanity_checks`` list; checks 8-11 present = the profile ran under robust flags)."""
+  out = {}
+  for checks in check_lists:
+    flags = any(c["id"] >= 8 for c in checks)
+    for c in checks:
+      if c["status"] == "fail":
+        out[c["id"]] = (c["name"], *reading(c["id"], flags))
+  return dict(sorted(out.items()))
+
+
 def sanity_checks(results: dict, checks) -> list[dict]:
   """The seven checks on a results dict (``checks``: the ``config.attack.checks`` fields), and under robust
   flags (``results["flags"]``) checks 8-11."""
@@ -331,9 +381,13 @@ def sanity_checks(results: dict, checks) -> list[dict]:
                       tuple(results.get("losses", ("ce",)))),
       check_full_horizon(results, float(get("monotone_tol"))),
   ]
-  if results.get("flags"):
+  flags = bool(results.get("flags"))
+  if flags:
     out += [check_scanpath_changed(results),
             check_policy_not_weaker(results, float(checks.get("policy_tol", 0.1))),
             check_transfer(results, float(checks.get("transfer_tol", 0.01))),
             check_autoattack_flags(results, out[4]["status"])]
+  for c in out:
+    if c["status"] == "fail":
+      c["reading"], c["meaning"] = reading(c["id"], flags)
   return out

@@ -24,6 +24,7 @@ import sys
 import numpy as np
 
 from rsrnn_jax import workdir as workdir_lib
+from rsrnn_jax.robustness import checks as checks_lib
 from rsrnn_jax.robustness import registry
 from rsrnn_jax.report import figures as viz
 
@@ -328,6 +329,14 @@ def _checks(results: dict) -> list[str]:
                     [[c["id"], c["name"], f"**{c['status'].upper()}**", c["detail"].replace("|", "/")]
                      for c in checks]))
   out.append("")
+  failed = [c for c in checks if c["status"] == "fail"]
+  if failed:
+    out += ["What each failure means for the numbers (finding: a property of the model; covered: the stronger "
+            "attack is in the worst case; warning: the numbers may overstate robustness):", ""]
+    for c in failed:
+      kind, meaning = checks_lib.reading(c["id"], bool(results.get("flags")))
+      out.append(f"- check {c['id']} ({kind}): {meaning}.")
+    out.append("")
   pc = results.get("policy_check")
   if pc and pc.get("num_examples"):
     out.append(f"Check 9: each policy attack alone on {pc['num_examples']} examples `{pc['reference']}` broke "
