@@ -243,6 +243,7 @@ def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles()
   assert (train.attack.attack_step, train.attack.eval_steps, train.train.num_glimpses) == (4, 8, 4)
   assert adaptive.profile == "adaptive" and adaptive.flags and tuple(adaptive.epsilons) == (0.02,)
   assert (adaptive.attack_step, adaptive.eval_steps, adaptive.num_examples) == (4, 8, 1000)
+  assert (adaptive.num_iterations, adaptive.policy.num_iterations) == (20, 60)  # check 9 passes at 60
   steps = {m: R.model_config(m, b).train.num_train_steps for m in R.MODELS}
   assert set(steps.values()) == {2600}
   assert R.main(["--seeds", "0,x", "--report_only"]) == 2 and R.main(["--models", "nonesuch"]) == 2
@@ -263,11 +264,29 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   assert RUNS.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
   # how batches are decoded and handed over: the same batches of the cluttered data, so the same runs
   assert RUNS.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
+  assert RUNS.fingerprints(cfg(**{"data.downscale": "area", "data.worker_threads": 2})) == base  # JPEG-only, speed
   assert RUNS.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
   seed1 = RUNS.fingerprints(R.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
   assert all(seed1[s] != base[s] for s in base)
   ff, ff_at = (RUNS.fingerprints(R.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
   assert ff != ff_at
+
+
+@pytest.mark.parametrize("setting", ["demo", "paper_geometry"])
+def test_the_committed_rsrnn_runs_keep_their_fingerprints(setting):
+  """A config field added since the committed reproduction ran must not change what its runs depend on (else
+  ``make reproduce`` would discard and retrain them): register it in runs._DATA_PIPELINE or _TRAIN_BOOKKEEPING
+  if it changes nothing, or rerun the reproduction if it does."""
+  from rsrnn_jax.reproduction import settings
+  root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "reproduction", setting)
+  recorded = RUNS.read_stages(RUNS.run_dir(root, "rsrnn", 0))
+  if not recorded:
+    pytest.skip(f"no committed {setting} RS-RNN run")
+  st = settings.get(setting)
+  b = st.budget(R.FULL_BUDGET)
+  now = RUNS.fingerprints(R.plan(b, ("rsrnn",), (0,), out_dir=root, setting=st)["rsrnn"][0], b.plateau_examples)
+  kept = ("train", "eval", "attack_paper")  # the adaptive stage follows the budget's deliberate changes
+  assert {k: recorded[k]["fingerprint"] for k in kept} == {k: now[k] for k in kept}
 
 
 def test_plateau_rule_counts_a_rise_of_exactly_one_point_as_reached():

@@ -119,6 +119,7 @@ def _cut_adaptive_attack(a, budget: Budget) -> None:
   a.epsilons = tuple(budget.adaptive_epsilons)
   a.num_iterations = budget.adaptive_iterations
   a.fab.num_iterations = budget.adaptive_fab_iterations
+  a.policy.num_iterations = budget.adaptive_policy_iterations
   if budget.adaptive_attacks:
     from rsrnn_jax.robustness import profiles as attack_profiles
     attack_profiles.keep_attacks(a, budget.adaptive_attacks)

@@ -72,11 +72,12 @@ def _digest(obj) -> str:
 
 # Train-config fields that do not change the trained model.
 _TRAIN_BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_at_end")
-# Data-config fields that do not change the batches of the reproduction's data: how JPEGs are decoded (the
-# cluttered images are PNGs, which no decoder option touches) and the dtype batches are handed over in (uint8 and
-# float32 give the same normalised batches: tests/test_decoders.py). Left out so that runs trained before these
-# fields existed keep their fingerprints.
-_DATA_PIPELINE = ("decoder", "image_dtype")
+# Data-config fields that do not change the batches of the reproduction's data: how JPEGs are decoded and how
+# the JPEG training crops are shrunk (``downscale``; the cluttered images are PNGs, which no decoder option
+# touches), the dtype batches are handed over in (uint8 and float32 give the same normalised batches:
+# tests/test_decoders.py) and the threads that prepare them (``worker_threads``: throughput only). Left out so
+# that runs trained before these fields existed keep their fingerprints (tests/test_reproduce.py).
+_DATA_PIPELINE = ("decoder", "image_dtype", "downscale", "worker_threads")
 
 
 def fingerprints(configs: dict, plateau_examples: int = 0) -> dict:
