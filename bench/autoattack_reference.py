@@ -123,7 +123,7 @@ def trained_mlp(steps: int, hidden: int = 256, seed: int = 0):
 
   batch = first
   for i in range(steps):
-    params, state, _ = step(params, state, batch["image"], batch["label"])
+    params, state, _ = step(params, state, data.unit_float(batch["image"]), batch["label"])  # uint8 batches
     batch = next(it)
   return lambda x: apply(params, x)
 
@@ -235,7 +235,7 @@ def parse_args(argv=None):
 def _cell(values):
   """Robust accuracy (%) of one side: the value, or mean [min, max] over seeds."""
   v = [100 * a for a in values]
-  return f"{v[0]:.1f}" if len(v) == 1 else f"{np.mean(v):.1f} [{min(v):.0f}, {max(v):.0f}]"
+  return f"{v[0]:.1f}" if len(v) == 1 else f"{np.mean(v):.1f} [{min(v):.1f}, {max(v):.1f}]"
 
 
 def markdown(paths) -> str:
