@@ -176,17 +176,88 @@ def _adaptive_config(tiny_data):
   return c
 
 
-@pytest.mark.slow
-def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
-  c = _adaptive_config(tiny_data)
-  profiles.validate_attack_config(c)
+def _breakable(c):
+  """The untrained tiny model, which answers one class for every image, with its classifier bias centred on the
+  test images so that its answers depend on the image (about 10% correct, and breakable)."""
   _, model, variables = untrained()
-  # The untrained model answers one class for every image; centre its classifier bias on the test images so that
-  # its answers depend on the image (about 10% correct, and breakable).
   x = np.concatenate([b["image"] for b in data.eval_batches(c.data, global_batch_size=16, max_examples=16)])
   variables = jax.tree_util.tree_map(lambda v: v, variables)
   mean_logits = model.apply(variables, x, num_steps=3, train=False)["logits"].mean((0, 1))
   variables["params"]["step"]["classifier"]["bias"] -= mean_logits
+  return model, variables
+
+
+def test_an_interrupted_cascade_resumes_from_its_journal(tiny_data, tmp_path, monkeypatch):
+  """The journal replays the attacks done before an interruption; the resumed run's results are the
+  uninterrupted run's, and a changed config or checkpoint discards the journal."""
+  from rsrnn_jax.robustness import cascade, journal
+  c = _adaptive_config(tiny_data)
+  profiles.keep_attacks(c.attack, ("apgd_ce", "apgd_t"))
+  c.attack.checks.policy_examples = 0
+  model, variables = _breakable(c)
+  mesh = parallel.make_mesh()
+  real, calls = cascade.attack_rows, []
+
+  def counting(*args, **kw):
+    calls.append(kw.get("label"))
+    if len(calls) == stop_at:
+      raise KeyboardInterrupt
+    return real(*args, **kw)
+
+  monkeypatch.setattr(cascade, "attack_rows", counting)
+  run = lambda j: suite.run_sections(model, variables, c, data.dataset_info(c.data), mesh, progress=False,
+                                     journal=j)
+  with jax.set_mesh(mesh):
+    stop_at = 0
+    whole = run(None)
+    cascade_calls = lambda: [label for label in calls if label in ("apgd_ce_step", "apgd_t_step")]
+    total, calls[:] = len(cascade_calls()), []
+    assert total == 4  # two attacks at two ε (then check 3's attack, which is not journaled)
+    folder = str(tmp_path / ".attack_adaptive.journal")
+    stop_at = 3        # interrupted in the third: the larger ε's first attack
+    with pytest.raises(KeyboardInterrupt):
+      run(journal.Journal(folder, "k"))
+    assert sorted(os.listdir(folder)) == ["eps0_apgd_ce_step.npz", "eps0_apgd_t_step.npz", "meta.json"]
+    stop_at, calls[:] = 0, []
+    again = journal.Journal(folder, "k")
+    resumed = run(again)
+  assert again.replayed == 2 and len(cascade_calls()) == total - 2
+  (whole, w), (resumed, r) = whole, resumed
+  assert set(w.per_example) == set(r.per_example)
+  for name, v in w.per_example.items():  # every attack's worst case per example, ε and step
+    np.testing.assert_array_equal(v, r.per_example[name])
+  for a, b in zip(w.keepers, r.keepers):  # the verified sets' images and the attacks that made them
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.winners() == b.winners()
+  assert whole["flags"]["per_eps"] == resumed["flags"]["per_eps"] and whole["checks"] == resumed["checks"]
+  assert len(os.listdir(folder)) == 5  # four results and the key
+  journal.Journal(folder, "another config")  # any change of config or checkpoint: start afresh
+  assert os.listdir(folder) == ["meta.json"]
+
+
+def test_the_journal_is_keyed_by_config_and_checkpoint(tmp_path):
+  from rsrnn_jax.robustness import journal
+  c = tiny_config()
+  c.attack = profiles.attack_profile("adaptive")
+  res = {"adv_correct": np.array([[True, False, True], [False, False, True]]), "adv_images": None,
+         "info": {"hit": np.array([True, False])}}
+  journal.for_run(c, str(tmp_path), "checkpoint A").save(0, "apgd_ce_step", [3, 5], res)
+  back = journal.for_run(c, str(tmp_path), "checkpoint A").load(0, "apgd_ce_step", [3, 5])
+  np.testing.assert_array_equal(back["adv_correct"], res["adv_correct"])
+  assert back["adv_images"] is None and back["info"]["hit"].tolist() == [True, False]
+  assert journal.for_run(c, str(tmp_path), "checkpoint A").load(0, "apgd_ce_step", [3, 6]) is None  # other rows
+  assert journal.for_run(c, str(tmp_path), "checkpoint B").load(0, "apgd_ce_step", [3, 5]) is None
+  journal.for_run(c, str(tmp_path), "checkpoint A").save(0, "apgd_ce_step", [3, 5], res)
+  c.attack.seed = 1
+  assert journal.for_run(c, str(tmp_path), "checkpoint A").load(0, "apgd_ce_step", [3, 5]) is None
+  assert os.listdir(tmp_path) == [".attack_adaptive.journal"]
+
+
+@pytest.mark.slow
+def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
+  c = _adaptive_config(tiny_data)
+  profiles.validate_attack_config(c)
+  model, variables = _breakable(c)
   mesh = parallel.make_mesh()
   with jax.set_mesh(mesh):
     results, r = suite.run_sections(model, variables, c, data.dataset_info(c.data), mesh, progress=False)

@@ -502,6 +502,7 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
       assert list(z["index"]) == list(range(n)) and not (z["worst"] & ~z["pgd_step"]).any()
     with np.load(os.path.join(d, "attack_adaptive", "per_example.npz")) as z:
       assert z["worst"].shape == (1, n, R.QUICK_BUDGET.eval_steps)
+    assert not os.path.exists(os.path.join(d, ".attack_adaptive.journal"))  # a finished attack leaves no journal
     plateau = json.load(open(os.path.join(d, "plateau.json")))
     assert plateau["steps"] == [2, 2, 4] and None not in plateau["accuracy"] and plateau["reached"] in (True, False)
   md = open(os.path.join(out, "report.md")).read()

@@ -60,7 +60,11 @@ def cascade_section(r, plan):
     def attack(name, spec, rows, i=i, eps=eps, mine=mine):
       if r.bar is not None:  # the progress total assumed every example: drop the ones the flags skip
         r.bar.total = max(r.bar.total - spec.cost(r.setup) * (everyone - len(rows)), r.bar.n)
-      res = attack_rows(r, spec, eps, rows, jax.random.fold_in(r.key_for(name), i), label=name)
+      res = r.journal.load(i, name, rows) if r.journal else None  # done before an interruption
+      if res is None:
+        res = attack_rows(r, spec, eps, rows, jax.random.fold_in(r.key_for(name), i), label=name)
+        if r.journal:
+          r.journal.save(i, name, rows, res)
       mine[name] = {"rows": np.asarray(rows), "adv_correct": res["adv_correct"], "info": res["info"]}
       return res
 

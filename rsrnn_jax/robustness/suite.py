@@ -61,6 +61,7 @@ from rsrnn_jax import outputs
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.robustness import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
 from rsrnn_jax.robustness import flags as flags_lib
+from rsrnn_jax.robustness import journal as journal_lib
 from rsrnn_jax.robustness.plan import Plan, make_plan
 from rsrnn_jax.robustness.sweep import (CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn,
                                      per_example_stats)
@@ -105,6 +106,7 @@ class SuiteRun:
     self.sweep = Sweep(variables, self.batches, self.clean_logits, self.eval_keys)
     self._host = None
     self.keepers = []  # per untargeted ε: the strongest adversarial image per example (the verified sets)
+    self.journal = None  # the cascade's results on disk, for resuming (rsrnn_jax/robustness/journal.py)
 
   @property
   def num_examples(self) -> int:
@@ -403,12 +405,13 @@ def _plain_sections(r: SuiteRun, plan: Plan) -> dict:
 
 
 def run_sections(model, variables, config, info, mesh, *, has_steps: bool = True, has_fixations: bool = True,
-                 progress: bool = True, workdir: str | None = None):
+                 progress: bool = True, workdir: str | None = None, journal=None):
   """Every section and the sanity checks → (the results dict, the :class:`SuiteRun`, whose ``keepers`` hold
-  the adversarial images of the verified sets); no files written. See :func:`run_suite`."""
+  the adversarial images of the verified sets); no files written but ``journal``'s. See :func:`run_suite`."""
   flagged = bool(config.attack.get("flags", False))
   r = SuiteRun(model, variables, config, info, mesh, progress=progress, workdir=workdir,
                track_fixations=flagged and has_fixations)
+  r.journal = journal
   plan = make_plan(config, len(r.batches), has_steps=has_steps, has_fixations=has_fixations)
   r.keepers = [flags_lib.Keeper(r.host["image"], r.clean_correct, r.k, r.t_eval) for _ in plan.eps]
   r.start_progress(_total_work(r, plan))
@@ -459,11 +462,15 @@ def run(config, workdir: str) -> dict:
   try:
     model, state, info, mesh = evaluate.load_model(config, workdir)
     variables, step = train_state.variables_of(state), int(jax.device_get(state.step))
+    fingerprint = verify.fingerprint(variables, step)
+    journal = journal_lib.for_run(config, workdir, fingerprint) if config.attack.get("flags", False) else None
     with jax.set_mesh(mesh):
       results, r = run_sections(model, variables, config, info, mesh, has_steps=is_recurrent(config.model),
-                                has_fixations=has_fixations(config.model), workdir=workdir)
-    results.update(checkpoint_step=step, fingerprint=verify.fingerprint(variables, step),
-                   run_id=outputs.new_run_id())
+                                has_fixations=has_fixations(config.model), workdir=workdir, journal=journal)
+    if journal is not None and journal.replayed:
+      results["notes"] = [*results.get("notes", []), f"resumed: {journal.replayed} cascade attacks replayed from "
+                          "an interrupted run's journal (their time is not in the run time)"]
+    results.update(checkpoint_step=step, fingerprint=fingerprint, run_id=outputs.new_run_id())
     results["timing"]["total_s"] = time.perf_counter() - t_start
     if jax.process_index() == 0:
       with outputs.staged_folder(out_dir, results["run_id"]) as staging:  # swapped in when complete
@@ -472,6 +479,8 @@ def run(config, workdir: str) -> dict:
         with workdir_lib.atomic_path(os.path.join(staging, "per_example.npz")) as tmp:
           np.savez_compressed(tmp, **r.per_example)
         report.write_all(results, staging)
+    if journal is not None:
+      journal.discard()  # the results are in place: nothing to resume
   except workdir_lib.Interrupted as e:
     raise e.because(f"attack interrupted; {out_dir}/ is unchanged") from None
   log.info("attack results in %s (run %s)", out_dir, results["run_id"])
