@@ -149,10 +149,11 @@ def test_every_failure_says_what_it_means_for_the_numbers():
     e["adv_acc"][3] = e["adv_acc"][1] - 0.1
   r["policy_check"]["attacks"]["bpda_step"]["broke"] = 40       # 9 fails
   out = checks.sanity_checks(r, paper)
-  failed = {c["id"]: c["reading"] for c in out if c["status"] == "fail"}
+  read = checks.readings([out])
+  failed = {i: kind for i, (_, kind, _) in read.items()}
   assert {1, 3, 5, 7, 9} <= set(failed)
-  assert all(c["reading"] in checks.READING_KINDS and c["meaning"] for c in out if c["status"] == "fail")
-  assert "reading" not in next(c for c in out if c["status"] == "pass")
+  assert all(kind in checks.READING_KINDS and meaning for _, kind, meaning in read.values())
+  assert set(read) == {c["id"] for c in out if c["status"] == "fail"}  # the failed checks, and only them
   # A lost recovery is a finding about the model; an unconverged attack or a weak policy attack is covered by
   # the stronger one in the worst case; an accuracy that rises with ε is a warning.
   assert (failed[7], failed[3], failed[9], failed[1]) == ("finding", "covered", "covered", "warning")

@@ -36,9 +36,10 @@ Under robust flags (the adaptive profile) also:
 11. AutoAttack's flags: no APGD run starts at an exactly zero gradient, two forward passes of the same input
    give the same logits, and check 5 passed.
 
-A failed check also carries ``reading`` and ``meaning`` (:func:`reading`): whether the failure is a finding
-about the model, covered by a stronger attack inside the worst case, or a warning that the numbers may
-overstate robustness. Reports print it beside every FAIL.
+What a FAIL means for the numbers (:func:`reading`, :func:`readings`, derived from the check's id and whether
+the profile ran under robust flags, so results written before it existed read the same): a finding about the
+model, covered by a stronger attack inside the worst case, or a warning that the numbers may overstate
+robustness. Reports print it beside every FAIL.
 """
 from __future__ import annotations
 
@@ -381,13 +382,9 @@ def sanity_checks(results: dict, checks) -> list[dict]:
                       tuple(results.get("losses", ("ce",)))),
       check_full_horizon(results, float(get("monotone_tol"))),
   ]
-  flags = bool(results.get("flags"))
-  if flags:
+  if results.get("flags"):
     out += [check_scanpath_changed(results),
             check_policy_not_weaker(results, float(checks.get("policy_tol", 0.1))),
             check_transfer(results, float(checks.get("transfer_tol", 0.01))),
             check_autoattack_flags(results, out[4]["status"])]
-  for c in out:
-    if c["status"] == "fail":
-      c["reading"], c["meaning"] = reading(c["id"], flags)
   return out
