@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rsrnn_jax import attacks as A
-from rsrnn_jax.attacks import core as attack_core
+from rsrnn_jax.attacks import square as attack_square
 
 TOL = 1e-6
 
@@ -310,7 +310,7 @@ def test_square_attack_reduces_accuracy(blob_model):
 
 
 def test_square_schedule():
-  p = lambda it, n=10000: pytest.approx(float(attack_core._square_fraction(0.8, it, n)), rel=1e-6)
+  p = lambda it, n=10000: pytest.approx(float(attack_square._square_fraction(0.8, it, n)), rel=1e-6)
   assert p(0) == p(10) == 0.8
   assert p(11) == p(50) == 0.4
   assert p(51) == 0.2 and p(201) == 0.1 and p(501) == 0.05

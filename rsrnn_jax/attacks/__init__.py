@@ -4,8 +4,9 @@ level), the model-level objectives they ascend, and the suite that runs them on 
 from rsrnn_jax.attacks.apgd import APGD_LOSSES, apgd, apgd_checkpoints, apgd_targeted
 from rsrnn_jax.attacks.autoattack import AutoAttackResult, autoattack
 from rsrnn_jax.attacks.core import (ATTACK_LOSSES, LOSSES, NORMS, LogitsFn, attack_loss, attack_success, fgsm,
-                                    pgd, pgd_restarts, project, random_targets, square_attack)
+                                    pgd, pgd_restarts, project, random_targets)
 from rsrnn_jax.attacks.fab import fab, project_hyperplane
+from rsrnn_jax.attacks.square import square_attack
 
 __all__ = ["APGD_LOSSES", "ATTACK_LOSSES", "AutoAttackResult", "LOSSES", "NORMS", "LogitsFn", "apgd",
            "apgd_checkpoints", "apgd_targeted", "attack_loss", "attack_success", "autoattack", "fab", "fgsm", "pgd",

@@ -14,7 +14,7 @@ earlier attack left correctly classified, and so does each restart of APGD and e
 of ``batch_size`` (the last one padded, so each attack compiles once); an example is broken when the attack's
 image is misclassified by one forward pass (one draw for ``rand``). The attacks are this package's own:
 :func:`rsrnn_jax.attacks.apgd.apgd` (two departures from the authors' APGD, in its docstring),
-:func:`rsrnn_jax.attacks.fab.fab` and :func:`rsrnn_jax.attacks.core.square_attack` (L∞ only: under
+:func:`rsrnn_jax.attacks.fab.fab` and :func:`rsrnn_jax.attacks.square.square_attack` (L∞ only: under
 ``norm="l2"`` Square is skipped and the result says so). bench/autoattack_reference.py compares the result with
 the authors' code.
 
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks import core
+from rsrnn_jax.attacks import core, square
 from rsrnn_jax.attacks.apgd import apgd, ranked_targets
 from rsrnn_jax.attacks.fab import fab
 
@@ -57,7 +57,7 @@ def _fab(targeted, restarts=1):
 
 
 def _square(logits_fn, x, y, target, key, *, eps, norm, iterations, queries):
-  return core.square_attack(logits_fn, x, y, eps=eps, num_queries=queries, rng=key,
+  return square.square_attack(logits_fn, x, y, eps=eps, num_queries=queries, rng=key,
                             schedule_queries=_SQUARE_SCHEDULE)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.attacks import core, policy
+from rsrnn_jax.attacks import core, policy, square
 from rsrnn_jax.attacks.apgd import apgd
 from rsrnn_jax.attacks.fab import fab
 from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn, step_horizon
@@ -159,7 +159,7 @@ def plotted(result: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The attacks of the paper and strong profiles (the pure attacks are in rsrnn_jax/attacks/core.py)
+# The attacks of the paper and strong profiles (the pure attacks are in rsrnn_jax/attacks/)
 # ----------------------------------------------------------------------------------------------------------
 
 def worst_of(logits_fn, candidates, labels, targeted: bool):
@@ -225,7 +225,7 @@ def square_attack(victim, images, labels, *, eps, rng, norm, targeted, num_queri
   """The gradient-free L∞ Square Attack (margin loss) with ``num_queries`` queries."""
   if norm != "linf":
     raise ValueError("the Square attack is L∞ only")
-  return core.square_attack(victim.logits_fn(), images, labels, eps=eps, num_queries=num_queries, rng=rng,
+  return square.square_attack(victim.logits_fn(), images, labels, eps=eps, num_queries=num_queries, rng=rng,
                             targeted=targeted)
 
 

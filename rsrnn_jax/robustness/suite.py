@@ -15,7 +15,8 @@ attack over the batches and ε values and the per-step counts; ``flags`` / ``cas
 The suite (:func:`run`) attacks the first ``attack.num_examples`` test images, data-parallel (batches sharded
 over the mesh's ``data`` axis, parameters replicated). Targets (targeted attacks) are drawn uniformly from the
 other classes with the key ``fold_in(key(attack.target_seed), example index)``: the same image gets the same
-target whatever the batch, the model or the profile. Sections, each one function below:
+target whatever the batch, the model or the profile. Sections, each one function of
+:mod:`rsrnn_jax.robustness.sections` (or, under robust flags, of :mod:`rsrnn_jax.robustness.cascade`):
 
 * untargeted: every attack in ``attack.attacks`` (registry names) at every ε in ``attack.epsilons``, on every
   objective in ``attack.horizons`` (or step k only, as its registry entry says): ``pgd_step``, ``pgd_avg``,
@@ -53,18 +54,16 @@ import time
 import zlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from rsrnn_jax import outputs
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.robustness import cascade, checks, gradients, probmaps, profiles, registry, subset, verify
+from rsrnn_jax.robustness import cascade, checks, profiles, registry, sections, subset, verify
 from rsrnn_jax.robustness import flags as flags_lib
 from rsrnn_jax.robustness import journal as journal_lib
 from rsrnn_jax.robustness.plan import Plan, make_plan
-from rsrnn_jax.robustness.sweep import (CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn,
-                                     per_example_stats)
+from rsrnn_jax.robustness.sweep import CompiledOnce, Setup, Sweep, clean_logits_fn, make_attack_fn
 from rsrnn_jax.train import parallel
 
 log = logging.getLogger(__name__)
@@ -168,169 +167,12 @@ class SuiteRun:
     self.timing[key] = time.perf_counter() - tic
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The sections
-# ----------------------------------------------------------------------------------------------------------
-
-def _total_work(r: SuiteRun, plan: Plan) -> float:
-  """Work estimate for the progress bar (relative glimpse-step evaluations × images); under flags every
-  attack is counted on every example and the cascade takes off what the flags skip."""
-  w = lambda spec: spec.cost(r.setup)
-  everything = r.rows(len(r.batches))
-  return (sum(w(s) for s in plan.untargeted.values()) * len(plan.eps) * everything
-          + (w(plan.untargeted[_ref(plan)]) * r.rows(plan.large_eps_batches) if plan.large_eps > 0 else 0)
-          + w(plan.targeted) * len(plan.targeted_eps) * everything
-          + w(plan.convergence) * len(plan.convergence_eps) * r.rows(plan.convergence_batches)
-          + (w(plan.square) * r.rows(plan.square_batches) if plan.run_square else 0))
-
-
-def _ref(plan: Plan) -> str:
-  return f"{plan.reference}_step"
-
-
-def untargeted_section(r: SuiteRun, plan: Plan) -> dict:
-  """Every untargeted attack at every ε: {result name: [one entry per ε]}; the images go to the keepers."""
-  out = {}
-  everyone = np.arange(len(r.clean_correct))
-  for name, spec in plan.untargeted.items():
-    with r.timed(f"untargeted_{name}_s"):
-      out[name] = r.attack(spec, plan.eps, name, keep_images=True)
-    for keeper, entry in zip(r.keepers, out[name]):
-      keeper.offer(name, everyone, entry.pop("adv_images"), entry["adv_correct"])
-  return out
-
-
-def large_eps_section(r: SuiteRun, plan: Plan) -> dict:
-  """Check 2: the step-k reference attack at a large ε (on the first ``checks.large_eps_examples``)."""
-  if plan.large_eps <= 0:
-    return {}
-  with r.timed("large_eps_s"):
-    return {_ref(plan): r.attack(plan.untargeted[_ref(plan)], [plan.large_eps], "large", label="large ε",
-                                 num_batches=plan.large_eps_batches)[0]}
-
-
-def _base_at(r: SuiteRun, plan: Plan, untargeted: dict, eps: float, num_batches: int, label: str) -> dict:
-  """The step-k reference result at ``eps``: from the sweep, or (ε outside the list) run on the same batches."""
-  base = _find_eps(untargeted[_ref(plan)], eps)
-  if base is None:
-    base = r.attack(plan.untargeted[_ref(plan)], [eps], _ref(plan), num_batches=num_batches, label=label)[0]
-  return base
-
-
-def convergence_section(r: SuiteRun, plan: Plan, untargeted: dict):
-  """Check 3: more iterations and restarts, worst per example with the original attack.
-
-  Returns (rows of the check, {ε: the stronger attack's adv_correct [n, T]} for the worst case)."""
-  rows, entries = [], {}
-  if not plan.convergence_eps:
-    return rows, entries
-  spec, k = plan.convergence, r.k
-  with r.timed("convergence_s"):
-    results = r.attack(spec, plan.convergence_eps, spec.name, num_batches=plan.convergence_batches,
-                       label="convergence", keep_images=True)
-    n = len(results[0]["adv_correct"]) if results else 0
-    for e, res in zip(plan.convergence_eps, results):
-      base_k = _base_at(r, plan, untargeted, e, plan.convergence_batches, "convergence base")["adv_correct"][:n, k - 1]
-      strong_k = base_k & res["adv_correct"][:, k - 1]
-      entries[e] = res["adv_correct"]
-      i = cascade._eps_index(plan.eps, e)
-      if i is not None:
-        r.keepers[i].offer(spec.name, np.arange(n), res.pop("adv_images"), res["adv_correct"])
-      rows.append({"eps": e, "num_examples": int(n), "iterations": spec.opts["num_iterations"],
-                   "restarts": spec.opts["num_restarts"], "base_acc": float(base_k.mean()),
-                   "strong_acc": float(strong_k.mean()), "converged_attack_acc": float(res["adv_acc"][k - 1])})
-  return rows, entries
-
-
-def targeted_section(r: SuiteRun, plan: Plan) -> dict:
-  """The step-k PGD towards the targets at every targeted ε."""
-  if not plan.targeted_eps:
-    return {}
-  with r.timed("targeted_s"):
-    return {"pgd_step": r.attack(plan.targeted, plan.targeted_eps, "targeted", label="targeted")}
-
-
-def square_section(r: SuiteRun, plan: Plan, untargeted: dict):
-  """Check 5: the gradient-free Square attack vs PGD on the same examples."""
-  if not plan.run_square:
-    return None
-  k, t = r.k, r.t_eval
-  with r.timed("square_s"):
-    sq = r.attack(plan.square, [plan.square_eps], "square", num_batches=plan.square_batches, label="square")[0]
-    n = len(sq["adv_correct"])
-    base = _base_at(r, plan, untargeted, plan.square_eps, plan.square_batches, "square base")  # the reference
-    sq_broken = ~sq["adv_correct"][:, k - 1]
-    pgd_broken = ~base["adv_correct"][:n, k - 1]
-    return {"eps": plan.square_eps, "queries": plan.square.opts["num_queries"], "num_examples": int(n),
-            "square_broken": int(sq_broken.sum()), "pgd_broken": int(pgd_broken.sum()),
-            "square_only": int((sq_broken & ~pgd_broken).sum()),
-            "square_acc_k": float(sq["adv_acc"][k - 1]), "square_acc_T": float(sq["adv_acc"][t - 1])}
-
-
-def gradients_section(r: SuiteRun):
-  """Check 6: input-gradient norms per step on the first ``checks.grad_examples`` examples."""
-  a = r.config.attack
-  with r.timed("gradients_s"):
-    if int(a.checks.grad_examples) <= 0:
-      return None
-    grad_fn = jax.jit(functools.partial(gradients.input_gradient_norms, r.model, num_steps=r.t_eval,
-                                        fixations=a.fixations))
-    per = {"ce": [], "margin": []}
-    for j, sub in enumerate(subset.first_examples(r.batches_np, int(a.checks.grad_examples), r.mesh)):
-      g = _to_host(grad_fn(r.variables, sub["image"], sub["label"], rng=r.eval_keys[j]))
-      sub_mask = np.asarray(_to_host(sub["mask"])) > 0
-      for l in per:
-        per[l].append(np.asarray(g[l])[:, sub_mask])
-    norms = {l: np.concatenate(v, axis=1) for l, v in per.items()}
-    return {"num_examples": int(norms["ce"].shape[1]), "per_loss": gradients.gradient_summary(norms)}
-
-
-def worst_section(r: SuiteRun, plan: Plan, untargeted: dict, convergence_entries: dict) -> list:
-  """Per example and step, the worst case over every untargeted attack (and the check-3 attack) at each ε."""
-  worst = []
-  for i, e in enumerate(plan.eps):
-    correct = np.ones_like(r.clean_correct)
-    for entries in untargeted.values():
-      correct &= entries[i]["adv_correct"]
-    if e in convergence_entries:
-      correct[:len(convergence_entries[e])] &= convergence_entries[e]
-    worst.append(_worst_entry(r, e, correct))
-  return worst
-
-
-def _worst_entry(r: SuiteRun, eps: float, correct) -> dict:
-  k, t = r.k, r.t_eval
-  return {"eps": eps, **per_example_stats(r.clean_correct, correct, r.clean_correct & ~correct),
-          "robust_at_k_and_T": int((correct[:, k - 1] & correct[:, t - 1]).sum()),
-          "robust_at_k": int(correct[:, k - 1].sum()), "adv_correct": correct}
-
-
-def prob_maps_section(r: SuiteRun, plan: Plan):
-  """Targeted adversarial images of the first batch at the maps' ε → probability maps of their targets."""
-  if not plan.run_maps:
-    return None
-  pm = r.config.attack.prob_map
-  with r.timed("prob_maps_s"):
-    # The same key as the targeted sweep at this ε (identical adversarial images when ε is in the list).
-    hits = [i for i, e in enumerate(plan.targeted_eps) if abs(e - plan.maps_eps) <= 1e-12 * max(1.0, plan.maps_eps)]
-    i = hits[0] if hits else len(plan.targeted_eps)
-    key = jax.random.fold_in(jax.random.fold_in(r.key_for("targeted"), i), 0)
-    out = r.fn_for(plan.targeted)(r.variables, r.batches[0], r.clean_logits[0],
-                                  jnp.asarray(plan.maps_eps, jnp.float32), key, r.eval_keys[0])
-    batch = {k: np.asarray(v) for k, v in _to_host({k: r.batches[0][k] for k in ("image", "label", "mask",
-                                                                                 "target", "index")}).items()}
-    correct = np.argmax(r.clean_host[0][r.t_eval - 1], -1) == batch["label"]
-    return probmaps.adversarial_maps(r.model, r.variables, batch, _to_host(out["adv_images"]), correct,
-                                     eps=plan.maps_eps, num_images=int(pm.num_images), grid=int(pm.grid),
-                                     chunk=int(pm.chunk), mesh=r.mesh)
-
-
 def _strip(entries):
   return [{k: v for k, v in e.items() if k not in ("adv_correct", "success", "adv_images", "info")}
           for e in entries]
 
 
-def _results(r: SuiteRun, plan: Plan, sections: dict) -> dict:
+def _results(r: SuiteRun, plan: Plan, s: dict) -> dict:
   a = r.config.attack
   clean_acc = r.clean_correct.mean(0) if len(r.clean_correct) else np.zeros(r.t_eval)
   headline = profiles.headline(a.profile)
@@ -340,7 +182,7 @@ def _results(r: SuiteRun, plan: Plan, sections: dict) -> dict:
       "profile_overrides": profiles.profile_overrides(a),
       "headline": headline,
       "headline_accuracy": [{"eps": e["eps"], "accuracy_per_step": e["adv_acc"]}
-                            for e in _strip(sections["untargeted"].get(headline, []))],
+                            for e in _strip(s["untargeted"].get(headline, []))],
       "reference": plan.reference,
       "notes": list(plan.notes),
       "model": r.config.model.name,
@@ -354,18 +196,18 @@ def _results(r: SuiteRun, plan: Plan, sections: dict) -> dict:
       "losses": list(a.losses),
       "clean": {"accuracy_per_step": [float(v) for v in clean_acc],
                 "num_correct_per_step": [int(v) for v in r.clean_correct.sum(0)]},
-      "untargeted": {"epsilons": plan.eps, "attacks": {n: _strip(v) for n, v in sections["untargeted"].items()}},
-      "flags": sections.get("flags"),
-      "verified": sections["verified"],
+      "untargeted": {"epsilons": plan.eps, "attacks": {n: _strip(v) for n, v in s["untargeted"].items()}},
+      "flags": s.get("flags"),
+      "verified": s["verified"],
       "targeted": {"epsilons": plan.targeted_eps,
-                   "attacks": {n: _strip(v) for n, v in sections["targeted"].items()}},
-      "large_eps": {n: _strip([v])[0] for n, v in sections["large_eps"].items()},
-      "convergence": sections["convergence"],
-      "square": sections["square"],
-      "gradients": sections["gradients"],
-      "policy_check": sections.get("policy_check"),
-      "randomness": sections.get("randomness"),
-      "prob_maps": sections["prob_maps"],
+                   "attacks": {n: _strip(v) for n, v in s["targeted"].items()}},
+      "large_eps": {n: _strip([v])[0] for n, v in s["large_eps"].items()},
+      "convergence": s["convergence"],
+      "square": s["square"],
+      "gradients": s["gradients"],
+      "policy_check": s.get("policy_check"),
+      "randomness": s.get("randomness"),
+      "prob_maps": s["prob_maps"],
       "timing": r.timing,
       "config": r.config.to_dict(),
   }
@@ -383,24 +225,24 @@ def _flagged_sections(r: SuiteRun, plan: Plan) -> dict:
   """The untargeted attacks as a cascade with robust flags, check 3 and check 9 on what it left (cascade.py)."""
   s = {}
   s["untargeted"], s["flags"], finals, own = cascade.cascade_section(r, plan)
-  s["large_eps"] = large_eps_section(r, plan)
+  s["large_eps"] = sections.large_eps_section(r, plan)
   s["convergence"] = cascade.convergence_section(r, plan, finals)
-  s["targeted"] = targeted_section(r, plan)
-  s["square"] = square_section(r, plan, s["untargeted"]) if plan.run_square else cascade.square_numbers(
+  s["targeted"] = sections.targeted_section(r, plan)
+  s["square"] = sections.square_section(r, plan, s["untargeted"]) if plan.run_square else cascade.square_numbers(
       r, plan, s["flags"])
   s["policy_check"] = cascade.policy_check_section(r, plan, own)
-  s["untargeted"]["worst"] = [_worst_entry(r, e, c) for e, c in zip(plan.eps, finals)]
+  s["untargeted"]["worst"] = [sections.worst_entry(r, e, c) for e, c in zip(plan.eps, finals)]
   return s
 
 
 def _plain_sections(r: SuiteRun, plan: Plan) -> dict:
   """Every untargeted attack on every example (the paper and strong profiles)."""
-  s = {"untargeted": untargeted_section(r, plan)}
-  s["large_eps"] = large_eps_section(r, plan)
-  s["convergence"], convergence_entries = convergence_section(r, plan, s["untargeted"])
-  s["targeted"] = targeted_section(r, plan)
-  s["square"] = square_section(r, plan, s["untargeted"])
-  s["untargeted"]["worst"] = worst_section(r, plan, s["untargeted"], convergence_entries)
+  s = {"untargeted": sections.untargeted_section(r, plan)}
+  s["large_eps"] = sections.large_eps_section(r, plan)
+  s["convergence"], convergence_entries = sections.convergence_section(r, plan, s["untargeted"])
+  s["targeted"] = sections.targeted_section(r, plan)
+  s["square"] = sections.square_section(r, plan, s["untargeted"])
+  s["untargeted"]["worst"] = sections.worst_section(r, plan, s["untargeted"], convergence_entries)
   return s
 
 
@@ -414,16 +256,16 @@ def run_sections(model, variables, config, info, mesh, *, has_steps: bool = True
   r.journal = journal
   plan = make_plan(config, len(r.batches), has_steps=has_steps, has_fixations=has_fixations)
   r.keepers = [flags_lib.Keeper(r.host["image"], r.clean_correct, r.k, r.t_eval) for _ in plan.eps]
-  r.start_progress(_total_work(r, plan))
+  r.start_progress(sections.total_work(r, plan))
   try:
     s = _flagged_sections(r, plan) if plan.flags else _plain_sections(r, plan)
   finally:
     r.bar.close()
-  s["gradients"] = gradients_section(r)
+  s["gradients"] = sections.gradients_section(r)
   s["randomness"] = cascade.randomness_section(r) if plan.flags else None
   with r.timed("verified_s"):
     s["verified"] = verify.rescore_kept(r, s["untargeted"]["worst"])
-  s["prob_maps"] = prob_maps_section(r, plan)
+  s["prob_maps"] = sections.prob_maps_section(r, plan)
   r.per_example = per_example_arrays(r, plan, s["untargeted"])
   return _results(r, plan, s), r
 
@@ -487,14 +329,3 @@ def run(config, workdir: str) -> dict:
   for c in results["checks"]:
     log.info("check %d %-45s %s: %s", c["id"], c["name"], c["status"].upper(), c["detail"])
   return results
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------------------------------------
-
-def _find_eps(entries, eps):
-  for e in entries:
-    if abs(e["eps"] - eps) <= 1e-12 * max(1.0, abs(eps)):
-      return e
-  return None
