@@ -60,6 +60,26 @@ def test_robust_flags_skip_examples_already_broken():
   assert keeper.correct[1, t - 1] and not correct[1, t - 1]
 
 
+def test_a_flag_counts_the_flagged_examples_no_attack_broke_in_the_end():
+  """``<key>_robust_count``: of the examples an attack's boolean info flags (APGD's zero-gradient starts), those
+  still robust at one of its flag steps after every later attack (check 11 reads it)."""
+  n, t, k = 4, 2, 2
+  clean = np.ones((n, t), bool)
+  zero_grad = {"first": [1, 2, 3], "second": []}
+  breaks = {"first": [0], "second": [1]}  # example 3 is broken at step 1 only, never at the flag step k
+
+  def attack_rows(name, spec, rows):
+    adv = ~np.isin(rows, breaks[name])[:, None].repeat(t, 1)
+    if name == "first":
+      adv[rows == 3, 0] = False
+    return {"adv_correct": adv, "adv_images": None, "info": {"zero_grad": np.isin(rows, zero_grad[name])}}
+
+  steps = {"first": flags.flag_steps("step", k, t), "second": flags.flag_steps("step", k, t)}
+  _, _, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k, eval_steps=t)
+  # first flags 1, 2, 3; second breaks 1; 2 and 3 stay robust at step k (3's break at step 1 is not its step)
+  assert [(r["zero_grad_count"], r["zero_grad_robust_count"]) for r in table] == [(3, 2), (0, 0)]
+
+
 def test_robust_flags_carry_over_from_a_smaller_eps():
   """At a larger ε only the examples still robust at the smaller one are attacked: what broke them there breaks
   them here (the larger ball contains the smaller one); the table's first row says what was carried."""

@@ -129,6 +129,13 @@ def test_robust_flag_checks_pass_and_fail():
   r["flags"]["per_eps"][0]["rows"][-1]["broke_at_k"] = 3   # allowed floor(0.01 × 200) = 2
   r["flags"]["per_eps"][0]["rows"][1]["zero_grad_count"] = 2
   assert status(r) == {8: "fail", 9: "fail", 10: "fail", 11: "fail"}
+  r = _flagged_results()  # zero-gradient starts only on examples another attack broke: nothing overstated
+  r["flags"]["per_eps"][0]["rows"][1].update(zero_grad_count=2, zero_grad_robust_count=0)
+  c11 = {c["id"]: c for c in checks.sanity_checks(r, paper)}[11]
+  assert c11["status"] == "pass" and "zero-gradient starts 2/30 (on examples another attack broke)" in c11["detail"]
+  r["flags"]["per_eps"][0]["rows"][1]["zero_grad_robust_count"] = 1
+  c11 = {c["id"]: c for c in checks.sanity_checks(r, paper)}[11]
+  assert c11["status"] == "fail" and "1 of them on examples no attack broke" in c11["detail"]
   r = _flagged_results()
   r["randomness"]["same_key_max_diff"] = 1e-3
   assert status(r)[11] == "fail"

@@ -298,28 +298,33 @@ def check_transfer(results: dict, tol: float) -> dict:
 
 
 def check_autoattack_flags(results: dict, square_status: str) -> dict:
-  """11. AutoAttack's flags: no APGD run starts at an exactly zero gradient, two forward passes of the same
-  input agree, and Square finds nothing the white-box attacks missed (check 5)."""
+  """11. AutoAttack's flags: no APGD run starts at an exactly zero gradient on an example the cascade leaves
+  robust (one that another attack broke cannot inflate the numbers; results without the cascade's
+  ``zero_grad_robust_count`` count every such start), two forward passes of the same input agree, and Square
+  finds nothing the white-box attacks missed (check 5)."""
   name = "AutoAttack flags (zero gradients, randomness, Square)"
   rows = [r for r in _cascade_rows(results, lambda e: True) if "zero_grad_count" in r]
   rnd = results.get("randomness")
   if not rows and not rnd:
     return _check(11, name, "skipped", "not run")
   attacked, zero = sum(r["attacked"] for r in rows), sum(r["zero_grad_count"] for r in rows)
+  zero_robust = sum(r.get("zero_grad_robust_count", r["zero_grad_count"]) for r in rows)
   problems = []
-  if zero:
-    problems.append(f"{zero} of {attacked} APGD runs started at a zero gradient")
+  if zero_robust:
+    problems.append(f"{zero} of {attacked} APGD runs started at a zero gradient, {zero_robust} of them on "
+                    "examples no attack broke")
   if rnd and rnd["same_key_max_diff"] > 0:
     problems.append(f"two forward passes of the same input differ by {rnd['same_key_max_diff']:.3g}")
   if square_status == "fail":
     problems.append("Square found examples the white-box attacks missed (check 5)")
   stochastic = (f"; sampled fixations: another key changes the logits by {rnd['other_key_max_diff']:.3g} (EOT)"
                 if rnd and rnd.get("other_key_max_diff") is not None else "")
+  broken_anyway = " (on examples another attack broke)" if zero else ""
   detail = ("; ".join(problems) if problems else
-            f"zero-gradient starts {zero}/{attacked}; same input twice: identical logits; Square: {square_status}"
-            + stochastic)
-  return _check(11, name, "fail" if problems else "pass", detail, zero_grad=zero, attacked=attacked,
-                randomness=rnd)
+            f"zero-gradient starts {zero}/{attacked}{broken_anyway}; same input twice: identical logits; Square: "
+            f"{square_status}" + stochastic)
+  return _check(11, name, "fail" if problems else "pass", detail, zero_grad=zero, zero_grad_robust=zero_robust,
+                attacked=attacked, randomness=rnd)
 
 
 # What a FAIL means for the numbers a verdict reads (the reports print it next to every failed check):
@@ -342,7 +347,8 @@ _READINGS = {
     9: ("covered", "the policy attacks run after APGD-CE under robust flags: the examples they miss that APGD-CE "
                    "broke are counted broken, and what they break beyond it still counts"),
     10: ("warning", "a transfer attack beat the white-box attacks: white-box gradients may be masked"),
-    11: ("warning", "an AutoAttack flag (zero gradient, non-determinism or Square) was raised"),
+    11: ("warning", "an AutoAttack flag was raised: a zero gradient on an example no attack broke, "
+                    "non-determinism, or Square"),
 }
 _FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what it breaks counts in the worst "
                            "case; a gradient-free attack found examples the gradient attacks missed")}

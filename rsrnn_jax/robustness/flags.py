@@ -91,13 +91,15 @@ def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, atta
   case at a smaller ε (an example broken there is broken here: the larger ball contains the smaller one); the
   table's first row (``start_label``) then says what it took away.
   Returns (``correct`` [N, T]: the worst case after every attack, the clean image included; ``cumulative``:
-  name → the worst case [N, T] after that attack; ``rows``: per attack what it attacked and took away, with
-  the means of its boolean ``info`` arrays over the attacked examples).
+  name → the worst case [N, T] after that attack; ``rows``: per attack what it attacked and took away, and per
+  boolean ``info`` array (e.g. APGD's ``zero_grad``) ``<key>_count``, the attacked examples it flags, and
+  ``<key>_robust_count``, those of them still robust at one of the attack's flag steps after the whole cascade:
+  a flag on an example some attack broke cannot have made the numbers overstate robustness).
   """
   k, t = attack_step, eval_steps
   clean_correct = np.asarray(clean_correct, bool)
   correct = np.array(clean_correct if start is None else np.asarray(start, bool) & clean_correct, copy=True)
-  cumulative, table = {}, []
+  cumulative, table, flagged = {}, [], []
   if start is not None:
     newly = clean_correct & ~correct
     table.append({"attack": start_label or "start", "flag_step": "–", "attacked": 0,
@@ -122,7 +124,10 @@ def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, atta
       v = np.asarray(v)
       if v.dtype == np.bool_:
         row[f"{key}_count"] = int(v.sum())
+        flagged.append((row, key, rows[v.reshape(len(rows))], s))
     table.append(row)
+  for row, key, which, s in flagged:  # after the whole cascade: which flagged examples no attack broke
+    row[f"{key}_robust_count"] = int(correct[which][:, s].any(1).sum())
   return correct, cumulative, table
 
 
