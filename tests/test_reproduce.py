@@ -455,6 +455,27 @@ def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
   assert R.main(["--out", str(tmp_path), "--quick", "--stages", "tran"]) == 2
 
 
+def test_rerun_runs_an_up_to_date_stage_again_and_never_training(tmp_path, capsys):
+  fake = _FakeStages()
+  configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+  run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
+
+  def run(**kw):
+    fake.calls.clear()
+    RUNS.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), **kw)
+    return list(fake.calls)
+
+  assert run() == ["train", "eval", "attack_paper", "attack_adaptive"]
+  assert run() == []
+  assert run(rerun=("attack_adaptive",)) == ["attack_adaptive"]           # up to date, run again
+  assert RUNS.read_stages(run_dir)["attack_adaptive"]["done"]
+  assert run(rerun=("eval",), only=("eval",)) == ["eval"]                  # what depends on eval does not rerun
+  for bad in (["--rerun", "train"], ["--rerun", "eval", "--stages", "attack_paper"]):
+    assert R.main(["--out", str(tmp_path), "--quick", *bad]) == 2
+    assert "--rerun expects a comma-separated subset of" in capsys.readouterr().err
+  assert run() == []                                                       # the refused runs changed nothing
+
+
 def _tiny_data_args(tiny_data):
   return ["--set", f"data.source_dir={tiny_data['source_dir']}", "--set", f"data.data_dir={tiny_data['data_dir']}",
           "--set", "data.canvas_size=32", "--set", "data.num_clutter=2", "--set", "data.clutter_size=5",

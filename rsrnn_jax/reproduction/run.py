@@ -294,15 +294,17 @@ def run_order(budget: Budget, models) -> list:
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
-              stages=None, report: bool = True, setting: Setting = DEMO) -> str:
+              stages=None, report: bool = True, setting: Setting = DEMO, rerun=()) -> str:
   """Every stage of every run of ``setting`` that is not up to date (seed by seed: every model's first seed first;
-  ``stages``: only these, e.g. ``("train", "eval")``), then ``out_dir/report.md`` and ``out_dir/verdicts.json``
+  ``stages``: only these, e.g. ``("train", "eval")``; ``rerun``: these although up to date, never ``train``),
+  then ``out_dir/report.md`` and ``out_dir/verdicts.json``
   (unless not ``report``: several processes running parts of one ``out_dir`` at once). ``out_dir`` holds one
   setting (the command line's ``OUT/<setting>``). Returns the report's path ("" without it)."""
   from rsrnn_jax.reproduction import report as reproduce_report
   budget = setting.budget(budget)
   if stages is not None and not set(stages) <= set(budget.stages):
     raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
+  _check_rerun(tuple(rerun), stages, budget)
   os.makedirs(out_dir, exist_ok=True)
   configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
   if not report_only:
@@ -311,12 +313,21 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
       for m in run_order(budget, models):
         if s in configs[m]:
           saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
-                          budget.plateau_examples, only=stages, device=device)
+                          budget.plateau_examples, only=stages, device=device, rerun=tuple(rerun))
   if not report:
     return ""
   path = reproduce_report.write(out_dir, configs, budget, setting)
   log.info("report: %s", path)
   return path
+
+
+def _check_rerun(rerun: tuple, stages, budget: Budget) -> None:
+  """``--rerun``: stages after training (a finished training would only resume at its last step), and among
+  ``--stages`` when that is given."""
+  allowed = [s for s in budget.stages if s != "train" and (stages is None or s in stages)]
+  if not set(rerun) <= set(allowed):
+    raise ValueError(f"--rerun expects a comma-separated subset of {','.join(allowed)}; got {','.join(rerun)} "
+                     "(to train again, delete the run's folder or change its training config)")
 
 
 def _log_to_file(out_dir: str) -> logging.Handler:
@@ -361,6 +372,8 @@ def main(argv=None) -> int:
                  help="config override for every model, e.g. --set data.data_dir=/tmp/tfds (repeatable)")
   p.add_argument("--stages", default="", help="comma-separated subset of the stages to run (default: all), "
                  "e.g. train,eval,attack_paper; the others are left as they are")
+  p.add_argument("--rerun", default="", help="comma-separated stages to run again although up to date, e.g. "
+                 "attack_adaptive after a fix to the attack code that the fingerprints do not cover (not train)")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   p.add_argument("--no_report", action="store_true", help="run the stages and leave the report as it is (processes "
                  "running parts of one OUT at once, e.g. one per model; then one --report_only)")
@@ -395,7 +408,8 @@ def main(argv=None) -> int:
       try:
         reproduce(out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
                   config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None,
-                  report=not args.no_report, setting=setting)
+                  report=not args.no_report, setting=setting,
+                  rerun=tuple(s for s in args.rerun.split(",") if s))
       finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -186,11 +186,12 @@ def stage_devices(runs: dict) -> dict[str, int]:
 
 
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
-              only=None, device: str = "") -> dict:
+              only=None, device: str = "", rerun=()) -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
   ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
   returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``: the stages that
-  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it. ``device``
+  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it. ``rerun``:
+  stages that run although up to date (a fix the fingerprints do not see, e.g. to a sanity check). ``device``
   (e.g. ``2× cpu``) is recorded with each finished stage, as is the code version. The run directory is locked
   meanwhile (:func:`rsrnn_jax.workdir.locked`): a second process on the same run raises ``UserError``."""
   fps = fingerprints(configs, plateau_examples)
@@ -199,8 +200,8 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
     ran, current = set(), set()
     for stage, config in configs.items():
       rec = stages.get(stage, {})
-      if (not ran & set(depends_on(stage)) and rec.get("done") and rec.get("fingerprint") == fps[stage]
-          and stage_outputs(stage, config, path)):
+      if (stage not in rerun and not ran & set(depends_on(stage)) and rec.get("done")
+          and rec.get("fingerprint") == fps[stage] and stage_outputs(stage, config, path)):
         log.info("%s: %s up to date, skipped", name, stage)
         current.add(stage)
         continue
