@@ -308,7 +308,7 @@ def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp
   assert src("rsrnn", 1) == RUNS.run_dir(out, "ff_cnn", 1) and src("ff_cnn_at", 0) == RUNS.run_dir(out, "ff_cnn", 0)
   assert src("ff_cnn", 0) == ""                                             # not from itself
   assert configs["rsrnn"][0]["attack_paper"].attack.transfer_workdir == ""  # the paper profile has none
-  assert R.run_order(b, ("rsrnn", "dram", "ff_cnn", "ff_cnn_at")) == ["ff_cnn", "rsrnn", "dram", "ff_cnn_at"]
+  assert b.run_order(("rsrnn", "dram", "ff_cnn", "ff_cnn_at")) == ["ff_cnn", "rsrnn", "dram", "ff_cnn_at"]
   # without ff_cnn in the plan: only a source trained before counts
   alone = lambda o: R.plan(b, ("rsrnn",), (0, 1), out_dir=o)["rsrnn"]
   assert [alone(out)[s]["attack_adaptive"].attack.transfer_workdir for s in (0, 1)] == ["", ""]
@@ -573,6 +573,14 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv + ["--no_report"]) == 0
   assert {p: os.path.getmtime(p) for p in report_files} == before
   assert R.main(argv + ["--no_report", "--report_only"]) == 2
+  # --jobs 2: each run's stages in its own process (two phases), nothing to do; then this process's report.
+  assert R.main(argv + ["--jobs", "2"]) == 0
+  for m, s in runs:
+    for phase in (0, 1):
+      text = open(os.path.join(out, "jobs", f"{m}_seed{s}_{phase}.log")).read()
+      assert "up to date, skipped" in text and "Traceback" not in text, text[-2000:]
+  assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
+  assert all(os.path.getmtime(p) > before[p] for p in report_files)
 
 
 def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagree():

@@ -76,6 +76,21 @@ class Budget:
     limit = self.adversarial_seeds if registry.variant(model).adversarial else 0
     return seeds[:limit] if limit else seeds
 
+  def run_order(self, models) -> list:
+    """``models`` with the transfer source first (the other runs of a seed attack with it)."""
+    return sorted(models, key=lambda m: m != self.transfer_source)
+
+  def check_stages(self, stages=None, rerun=()) -> None:
+    """Raises ValueError unless ``stages`` (``--stages``; None = all) are this budget's and ``rerun``
+    (``--rerun``) are stages after training among them (a finished training would only resume at its end)."""
+    if stages is not None and not set(stages) <= set(self.stages):
+      raise ValueError(f"--stages expects a comma-separated subset of {','.join(self.stages)}; "
+                       f"got {','.join(stages)}")
+    allowed = [s for s in self.stages if s != "train" and (stages is None or s in stages)]
+    if not set(rerun) <= set(allowed):
+      raise ValueError(f"--rerun expects a comma-separated subset of {','.join(allowed)}; got {','.join(rerun)} "
+                       "(to train again, delete the run's folder or change its training config)")
+
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 

@@ -3,6 +3,7 @@
   python -m rsrnn_jax.reproduction.run [--budget full|default|quick] [--seeds 0,1,2] [--models rsrnn,ff_cnn]
                                        [--out reproduction] [--set data.x=v ...]
   python -m rsrnn_jax.reproduction.run --report_only [--out reproduction]     # re-draw the report from saved runs
+  python -m rsrnn_jax.reproduction.run --jobs 12 [--job_gpus 0,1]   # one process per run, 12 at once (jobs.py)
 
 Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``, docs/zoo.md) on cluttered
 Fashion-MNIST with one shared budget (:data:`BUDGETS`; ``full`` by default), once per seed, evaluates each run on
@@ -33,6 +34,7 @@ import sys
 
 from rsrnn_jax import configlib, workdir
 from rsrnn_jax.models import registry
+from rsrnn_jax.reproduction import jobs as jobs_lib
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction import settings as data_settings
 from rsrnn_jax.reproduction import side_by_side
@@ -287,11 +289,6 @@ def transfer_source_dir(budget: Budget, model: str, seed: int, configs: dict, ou
   return path if planned or saved.read_stages(path).get("train", {}).get("done") else ""
 
 
-def run_order(budget: Budget, models) -> list:
-  """``models`` with the transfer source first (the other runs of a seed attack with it)."""
-  return sorted(models, key=lambda m: m != budget.transfer_source)
-
-
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
               stages=None, report: bool = True, setting: Setting = DEMO, rerun=()) -> str:
@@ -302,15 +299,13 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   setting (the command line's ``OUT/<setting>``). Returns the report's path ("" without it)."""
   from rsrnn_jax.reproduction import report as reproduce_report
   budget = setting.budget(budget)
-  if stages is not None and not set(stages) <= set(budget.stages):
-    raise ValueError(f"--stages expects a comma-separated subset of {','.join(budget.stages)}; got {','.join(stages)}")
-  _check_rerun(tuple(rerun), stages, budget)
+  budget.check_stages(stages, rerun)
   os.makedirs(out_dir, exist_ok=True)
   configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
   if not report_only:
     device = device_description()
     for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
-      for m in run_order(budget, models):
+      for m in budget.run_order(models):
         if s in configs[m]:
           saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
                           budget.plateau_examples, only=stages, device=device, rerun=tuple(rerun))
@@ -319,15 +314,6 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   path = reproduce_report.write(out_dir, configs, budget, setting)
   log.info("report: %s", path)
   return path
-
-
-def _check_rerun(rerun: tuple, stages, budget: Budget) -> None:
-  """``--rerun``: stages after training (a finished training would only resume at its last step), and among
-  ``--stages`` when that is given."""
-  allowed = [s for s in budget.stages if s != "train" and (stages is None or s in stages)]
-  if not set(rerun) <= set(allowed):
-    raise ValueError(f"--rerun expects a comma-separated subset of {','.join(allowed)}; got {','.join(rerun)} "
-                     "(to train again, delete the run's folder or change its training config)")
 
 
 def _log_to_file(out_dir: str) -> logging.Handler:
@@ -374,6 +360,9 @@ def main(argv=None) -> int:
                  "e.g. train,eval,attack_paper; the others are left as they are")
   p.add_argument("--rerun", default="", help="comma-separated stages to run again although up to date, e.g. "
                  "attack_adaptive after a fix to the attack code that the fingerprints do not cover (not train)")
+  p.add_argument("--jobs", type=int, default=1, help="runs as separate processes, this many at once (a GPU, many "
+                 "cores): train/eval/paper stages first, then the adaptive ones; then the report")
+  p.add_argument("--job_gpus", default="", help="with --jobs: job i sees GPU i mod their number, e.g. 0,1,2,3")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   p.add_argument("--no_report", action="store_true", help="run the stages and leave the report as it is (processes "
                  "running parts of one OUT at once, e.g. one per model; then one --report_only)")
@@ -389,6 +378,9 @@ def main(argv=None) -> int:
       raise ValueError(f"--setting expects a comma-separated subset of {','.join(data_settings.SETTINGS)}")
     if args.report_only and args.no_report:
       raise ValueError("--report_only and --no_report exclude each other: drop one")
+    if args.jobs < 1 or (args.jobs > 1 and args.report_only):
+      raise ValueError(f"--jobs expects a number of processes >= 1 (and no --report_only); got {args.jobs}")
+    jobs_lib.parse_gpus(args.job_gpus)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -401,15 +393,18 @@ def main(argv=None) -> int:
   from rsrnn_jax import run
   run.setup_logging()
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
+  stages = tuple(s for s in args.stages.split(",") if s) or None
+  rerun, status = tuple(s for s in args.rerun.split(",") if s), 0
   try:
-    for setting in settings:
+    overrides = parse_overrides(args.set)
+    if args.jobs > 1:  # the stages in child processes; this one draws the report after them
+      status = jobs_lib.run_as_jobs(args, settings, budget, models, seeds, stages, rerun)
+    for setting in settings if args.jobs == 1 or not args.no_report else ():
       out = os.path.join(args.out, setting.name)
       handler = _log_to_file(out)  # each setting's log beside its runs
       try:
-        reproduce(out, budget, models, seeds, parse_overrides(args.set), report_only=args.report_only,
-                  config_file=args.config, stages=tuple(s for s in args.stages.split(",") if s) or None,
-                  report=not args.no_report, setting=setting,
-                  rerun=tuple(s for s in args.rerun.split(",") if s))
+        reproduce(out, budget, models, seeds, overrides, report_only=args.report_only or args.jobs > 1,
+                  config_file=args.config, stages=stages, report=not args.no_report, setting=setting, rerun=rerun)
       finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -418,7 +413,7 @@ def main(argv=None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  return 0
+  return status
 
 
 if __name__ == "__main__":
