@@ -104,6 +104,29 @@ def test_stop_ends_the_running_jobs(tmp_path):
   assert codes == [-15]  # SIGTERM: the child records its interrupted stage's time
 
 
+def test_an_interrupted_parent_stops_its_jobs_and_starts_no_more():
+  class Launch:  # like Launcher: a job that started before stop() runs until stop() ends it
+    def __init__(self):
+      self.calls, self.stopped = [], threading.Event()
+
+    def __call__(self, job):
+      self.calls.append(job.seed)
+      if job.seed == 0:
+        raise KeyboardInterrupt  # as SIGTERM (SystemExit) or Ctrl-C reaches the waiting parent
+      assert self.stopped.wait(10)
+      return -15
+
+    def stop(self):
+      self.stopped.set()
+
+  launch = Launch()
+  phases = [[J.Job("demo", "rsrnn", seed, ("train",), 0) for seed in range(4)]]
+  with pytest.raises(KeyboardInterrupt):
+    J.run_jobs(phases, launch, 1, "ff_cnn")
+  # the one worker may have taken job 1 before the parent reacted; jobs 2 and 3 never start
+  assert launch.stopped.is_set() and launch.calls in ([0], [0, 1])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--jobs", "0"], "--jobs expects a number of processes >= 1"),
     (["--jobs", "2", "--report_only"], "--jobs expects a number of processes >= 1 (and no --report_only)"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -77,7 +78,7 @@ class Launcher:
 
   def __init__(self, out: str, common, gpus=(), jobs: int = 1, python: str | None = None):
     self.out, self.common, self.gpus, self.jobs, self.python = out, list(common), list(gpus), jobs, python
-    self._running, self._lock, self._count = set(), threading.Lock(), 0
+    self._running, self._lock, self._count, self._stopped = set(), threading.Lock(), 0, False
 
   def env(self, index: int) -> dict:
     env = dict(os.environ)
@@ -98,8 +99,10 @@ class Launcher:
     with open(path, "a") as f:
       f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n")
       f.flush()
-      proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env(index))
-      with self._lock:
+      with self._lock:  # no job starts once stop() began
+        if self._stopped:
+          return -signal.SIGTERM
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env(index))
         self._running.add(proc)
       try:
         return proc.wait()
@@ -109,7 +112,7 @@ class Launcher:
 
   def stop(self) -> None:
     with self._lock:
-      running = list(self._running)
+      self._stopped, running = True, list(self._running)
     for proc in running:
       proc.terminate()
     for proc in running:
@@ -125,12 +128,17 @@ def run_jobs(phases, launch, jobs: int, transfer_source: str, out: str = "") -> 
     failed += [(j, "not started: its first phase or its transfer source's failed") for j in phase if j not in todo]
     with futures.ThreadPoolExecutor(max_workers=jobs) as pool:
       started = {pool.submit(_timed, launch, j): j for j in todo}
-      for done in futures.as_completed(started):
-        job, (code, seconds) = started[done], done.result()
-        where = f": see {job.log_path(out)}" if out else ""
-        log.info("job %s: %s in %.0f s", job.name, "done" if code == 0 else f"exit code {code}", seconds)
-        if code != 0:
-          failed.append((job, f"exit code {code}{where}"))
+      try:
+        for done in futures.as_completed(started):
+          job, (code, seconds) = started[done], done.result()
+          where = f": see {job.log_path(out)}" if out else ""
+          log.info("job %s: %s in %.0f s", job.name, "done" if code == 0 else f"exit code {code}", seconds)
+          if code != 0:
+            failed.append((job, f"exit code {code}{where}"))
+      except BaseException:  # SIGTERM, Ctrl-C: no new job, the running ones stopped before the pool waits on them
+        pool.shutdown(wait=False, cancel_futures=True)
+        getattr(launch, "stop", lambda: None)()
+        raise
   return failed
 
 
