@@ -134,6 +134,25 @@ def _holder(fd: int) -> dict:
     return {"pid": "?"}
 
 
+def live_holder(workdir: str) -> dict | None:
+  """The process of this host that holds ``workdir``'s lock now, as its lock file names it (pid, since,
+  command), or None. Reads the file only: it never takes the lock, so it cannot get in a run's way."""
+  try:
+    with open(os.path.join(workdir, LOCK_NAME)) as f:
+      h = json.loads(f.read() or "{}")
+  except (OSError, ValueError):
+    return None
+  if h.get("host") != socket.gethostname() or not isinstance(h.get("pid"), int):
+    return None
+  try:
+    os.kill(h["pid"], 0)
+  except ProcessLookupError:
+    return None  # a stale lock: that process is gone
+  except PermissionError:
+    pass  # alive, another user's
+  return h
+
+
 def _describe_holder(h: dict) -> str:
   return f"PID {h.get('pid', '?')} on {h.get('host', '?')} (since {h.get('since', '?')})"
 

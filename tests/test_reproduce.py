@@ -21,6 +21,7 @@ from rsrnn_jax.reproduction import runs as RUNS
 from rsrnn_jax.reproduction import stats as S
 from rsrnn_jax.reproduction import verdicts as V
 from rsrnn_jax.reproduction.paper_numbers import PAPER
+from tests.reproduce_helpers import FakeStages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -349,39 +350,8 @@ def _mkdir(path):
   return path
 
 
-class _FakeStages:
-  """Stage functions that only write the outputs a stage leaves, and count calls."""
-
-  def __init__(self):
-    self.calls = []
-    self.fail_train_at = None
-
-  def fns(self):
-    return {"train": self.train, "eval": self.eval, "attack": self.attack}
-
-  def train(self, config, run_dir):
-    self.calls.append("train")
-    os.makedirs(os.path.join(run_dir, "checkpoints", "2"), exist_ok=True)
-    if self.fail_train_at:
-      raise KeyboardInterrupt
-    os.makedirs(os.path.join(run_dir, "checkpoints", str(config.train.num_train_steps)), exist_ok=True)
-
-  def eval(self, config, run_dir, plateau_examples=0):
-    self.calls.append("eval")
-    os.makedirs(os.path.join(run_dir, "eval"), exist_ok=True)
-    for f in ("eval/results.json", "compute.json", "figures.npz", "plateau.json"):
-      open(os.path.join(run_dir, f), "w").close()
-
-  def attack(self, config, run_dir):
-    name = f"attack_{config.attack.profile}"
-    self.calls.append(name)
-    os.makedirs(os.path.join(run_dir, name), exist_ok=True)
-    for f in ("results.json", "per_example.npz"):
-      open(os.path.join(run_dir, name, f), "w").close()
-
-
 def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, caplog):
-  fake = _FakeStages()
+  fake = FakeStages()
   cfg = lambda seed=0, **o: R.stage_configs("rsrnn", R.QUICK_BUDGET, o, seed=seed)
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
   everything = ["train", "eval", "attack_paper", "attack_adaptive"]
@@ -413,7 +383,7 @@ def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, cap
   fake.fail_train_at = None
   caplog.clear()
   assert run(cfg(**{"train.learning_rate": 1e-4})) == everything
-  assert "resuming at step 2" in caplog.text
+  assert "resuming from step 2" in caplog.text
   assert run(cfg(1), seed=1) == []
 
 
@@ -422,7 +392,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
   hold = ("import sys, time; from rsrnn_jax import workdir; held = workdir.locked(sys.argv[1]); "
           "held.__enter__(); print('locked', flush=True); time.sleep(600)")
   holder = subprocess.Popen([sys.executable, "-c", hold, run_dir], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-  fake = _FakeStages()
+  fake = FakeStages()
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(workdir.UserError, match=f"in use by PID {holder.pid}"):
@@ -434,7 +404,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
 
 
 def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
-  fake = _FakeStages()
+  fake = FakeStages()
   configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
   run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
@@ -456,7 +426,7 @@ def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
 
 
 def test_rerun_runs_an_up_to_date_stage_again_and_never_training(tmp_path, capsys):
-  fake = _FakeStages()
+  fake = FakeStages()
   configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
   run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
 

@@ -4,6 +4,7 @@
                                        [--out reproduction] [--set data.x=v ...]
   python -m rsrnn_jax.reproduction.run --report_only [--out reproduction]     # re-draw the report from saved runs
   python -m rsrnn_jax.reproduction.run --jobs 12 [--job_gpus 0,1]   # one process per run, 12 at once (jobs.py)
+  python -m rsrnn_jax.reproduction.run --dry_run     # what would run, why, and about how long (todo.py)
 
 Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``, docs/zoo.md) on cluttered
 Fashion-MNIST with one shared budget (:data:`BUDGETS`; ``full`` by default), once per seed, evaluates each run on
@@ -37,7 +38,7 @@ from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import jobs as jobs_lib
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction import settings as data_settings
-from rsrnn_jax.reproduction import side_by_side
+from rsrnn_jax.reproduction import side_by_side, todo
 from rsrnn_jax.reproduction.budgets import BUDGETS, DEFAULT_BUDGET, FULL_BUDGET, QUICK_BUDGET, Budget  # noqa: F401
 from rsrnn_jax.reproduction.settings import DEMO, Setting
 
@@ -316,6 +317,18 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   return path
 
 
+def dry_run(out_dir: str, budget: Budget, models, seeds, overrides: dict, config_file: str, stages, rerun,
+            setting: Setting) -> str:
+  """``--dry_run``: the stages :func:`reproduce` would run in ``setting``, why, and their estimated time."""
+  budget = setting.budget(budget)
+  budget.check_stages(stages, rerun)
+  configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
+  order = [(m, s) for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed)
+           for m in budget.run_order(models) if s in configs[m]]
+  rows = todo.pending(out_dir, configs, order, budget.plateau_examples, stages, rerun)
+  return todo.describe(setting.name, out_dir, rows)
+
+
 def _log_to_file(out_dir: str) -> logging.Handler:
   os.makedirs(out_dir, exist_ok=True)
   handler = logging.FileHandler(os.path.join(out_dir, "reproduce.log"))
@@ -363,6 +376,8 @@ def main(argv=None) -> int:
   p.add_argument("--jobs", type=int, default=1, help="runs as separate processes, this many at once (a GPU, many "
                  "cores): train/eval/paper stages first, then the adaptive ones; then the report")
   p.add_argument("--job_gpus", default="", help="with --jobs: job i sees GPU i mod their number, e.g. 0,1,2,3")
+  p.add_argument("--dry_run", action="store_true", help="print what would run, why, and about how long it would "
+                 "take (from the times finished stages recorded); run nothing")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   p.add_argument("--no_report", action="store_true", help="run the stages and leave the report as it is (processes "
                  "running parts of one OUT at once, e.g. one per model; then one --report_only)")
@@ -378,6 +393,8 @@ def main(argv=None) -> int:
       raise ValueError(f"--setting expects a comma-separated subset of {','.join(data_settings.SETTINGS)}")
     if args.report_only and args.no_report:
       raise ValueError("--report_only and --no_report exclude each other: drop one")
+    if args.dry_run and args.report_only:
+      raise ValueError("--dry_run and --report_only exclude each other: drop one")
     if args.jobs < 1 or (args.jobs > 1 and args.report_only):
       raise ValueError(f"--jobs expects a number of processes >= 1 (and no --report_only); got {args.jobs}")
     jobs_lib.parse_gpus(args.job_gpus)
@@ -385,6 +402,16 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   budget = QUICK_BUDGET if args.quick else BUDGETS[args.budget]
+  stages = tuple(s for s in args.stages.split(",") if s) or None
+  rerun = tuple(s for s in args.rerun.split(",") if s)
+  if args.dry_run:  # before JAX or any log file: nothing is touched
+    try:
+      print("\n\n".join(dry_run(os.path.join(args.out, s.name), budget, models, seeds, parse_overrides(args.set),
+                                args.config, stages, rerun, s) for s in settings))
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    return 0
   stop_cleanly_on_sigterm()
   # Two host devices keep both CPU cores busy (what `make demo` uses), with the all-reduce timeouts raised so that
   # a busy machine does not abort a run (the Makefile's DEMO_XLA_FLAGS); must be set before jax starts.
@@ -393,8 +420,7 @@ def main(argv=None) -> int:
   from rsrnn_jax import run
   run.setup_logging()
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
-  stages = tuple(s for s in args.stages.split(",") if s) or None
-  rerun, status = tuple(s for s in args.rerun.split(",") if s), 0
+  status = 0
   try:
     overrides = parse_overrides(args.set)
     if args.jobs > 1:  # the stages in child processes; this one draws the report after them

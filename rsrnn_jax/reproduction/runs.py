@@ -24,6 +24,7 @@ import numpy as np
 from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import stats
+from rsrnn_jax.robustness import journal
 
 log = logging.getLogger("rsrnn_jax.reproduction.run")
 
@@ -132,10 +133,18 @@ def depends_on(stage: str) -> tuple:
   return () if stage == "train" else ("train",)
 
 
-def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> dict:
+def retrain_reason(path: str, stages: dict, fp_train: str) -> str:
+  """Why the run at ``path`` is discarded and trained again ("" if it is not): its training config changed, or
+  it has checkpoints with no stage record."""
   recorded = stages.get("train", {}).get("fingerprint")
-  if (recorded and recorded != fp_train) or (not recorded and latest_checkpoint_step(path)):
-    why = "its training config changed" if recorded else "it has checkpoints with no stage record"
+  if recorded and recorded != fp_train:
+    return "its training config changed"
+  return "it has checkpoints with no stage record" if not recorded and latest_checkpoint_step(path) else ""
+
+
+def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> dict:
+  why = retrain_reason(path, stages, fp_train)
+  if why:
     log.warning("%s: discarding %s: %s; training again", name, path, why)
     shutil.rmtree(path)
     return {}
@@ -185,33 +194,71 @@ def stage_devices(runs: dict) -> dict[str, int]:
   return dict(counts.most_common())
 
 
+def resumes_from(stage: str, path: str) -> str:
+  """What an interrupted ``stage`` of the run at ``path`` goes on from ("" if it starts over): training from its
+  last checkpoint, an attack from its journal (robustness/journal.py); its recorded time is then kept."""
+  if stage == "train":
+    step = latest_checkpoint_step(path)
+    return f"step {step}" if step > 0 else ""
+  profile = stage_profile(stage)
+  return "its journal" if profile and os.path.isdir(journal.folder(path, profile)) else ""
+
+
+def _why_run(stage: str, rec: dict, fp: str, ran: set, rerun) -> str:
+  if stage in rerun:
+    return "--rerun"
+  if ran & set(depends_on(stage)):
+    return f"after {', '.join(sorted(ran & set(depends_on(stage))))}"
+  if not rec:
+    return "never ran"
+  if rec.get("fingerprint") != fp:
+    return "its config changed"
+  return "interrupted" if not rec.get("done") else "its outputs are missing"
+
+
+def decide_stages(configs: dict, path: str, stages: dict, fps: dict, only=None, rerun=()) -> list[tuple]:
+  """What :func:`run_model` does with each stage of a run whose records are ``stages``, as ``(stage, action,
+  why)``: action ``skip`` (up to date: finished, same fingerprint, outputs there), ``run`` (why: never ran, was
+  interrupted, its config changed, its outputs are missing, a stage it depends on runs, ``--rerun``) or
+  ``wait`` (not in ``only``, or a stage it depends on neither up to date nor run). Assumes every stage that
+  runs succeeds (a failure ends the run's process)."""
+  ran, current, out = set(), set(), []
+  for stage, config in configs.items():
+    rec = stages.get(stage, {})
+    if (stage not in rerun and not ran & set(depends_on(stage)) and rec.get("done")
+        and rec.get("fingerprint") == fps[stage] and stage_outputs(stage, config, path)):
+      out.append((stage, "skip", "up to date"))
+      current.add(stage)
+      continue
+    missing = [d for d in depends_on(stage) if d not in current]
+    if (only is not None and stage not in only) or missing:
+      out.append((stage, "wait", f"waits for {', '.join(missing)}" if missing else "not in --stages"))
+      continue
+    out.append((stage, "run", _why_run(stage, rec, fps[stage], ran, rerun)))
+    ran.add(stage)
+    current.add(stage)
+  return out
+
+
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
               only=None, device: str = "", rerun=()) -> dict:
-  """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date, each with
-  ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets ``plateau_examples``);
-  returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``: the stages that
-  may run (None = all); a stage whose prerequisite is neither up to date nor run now waits for it. ``rerun``:
-  stages that run although up to date (a fix the fingerprints do not see, e.g. to a sanity check). ``device``
-  (e.g. ``2× cpu``) is recorded with each finished stage, as is the code version. The run directory is locked
-  meanwhile (:func:`rsrnn_jax.workdir.locked`): a second process on the same run raises ``UserError``."""
+  """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date
+  (:func:`decide_stages`), each with ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also
+  gets ``plateau_examples``); returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``).
+  ``only``: the stages that may run (None = all); ``rerun``: stages that run although up to date (a fix the
+  fingerprints do not see, e.g. to a sanity check). ``device`` (e.g. ``2× cpu``) is recorded with each finished
+  stage, as is the code version. The run directory is locked meanwhile (:func:`rsrnn_jax.workdir.locked`): a
+  second process on the same run raises ``UserError``."""
   fps = fingerprints(configs, plateau_examples)
   with workdir.locked(path):  # one process per run: a second one is refused with the holder's name
     stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
-    ran, current = set(), set()
-    for stage, config in configs.items():
-      rec = stages.get(stage, {})
-      if (stage not in rerun and not ran & set(depends_on(stage)) and rec.get("done")
-          and rec.get("fingerprint") == fps[stage] and stage_outputs(stage, config, path)):
-        log.info("%s: %s up to date, skipped", name, stage)
-        current.add(stage)
+    for stage, action, why in decide_stages(configs, path, stages, fps, only, rerun):
+      if action != "run":
+        log.info("%s: %s %s", name, stage, "up to date, skipped" if action == "skip" else f"not run ({why})")
         continue
-      missing = [d for d in depends_on(stage) if d not in current]
-      if (only is not None and stage not in only) or missing:
-        log.info("%s: %s not run (%s)", name, stage,
-                 f"waits for {', '.join(missing)}" if missing else "not in --stages")
-        continue
-      resumed = stage == "train" and latest_checkpoint_step(path) > 0
-      log.info("%s: %s%s", name, stage, f" (resuming at step {latest_checkpoint_step(path)})" if resumed else "")
+      config, rec = configs[stage], stages.get(stage, {})
+      resumed = resumes_from(stage, path) if why in ("interrupted", "its outputs are missing") else ""
+      log.info("%s: %s%s", name, stage, f" (resuming from {resumed})" if resumed else "")
       stages[stage] = {"fingerprint": fps[stage], "done": False, "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
       write_stages(path, stages)
       tic = time.perf_counter()
@@ -226,8 +273,6 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
         stages[stage]["seconds"] += time.perf_counter() - tic
         write_stages(path, stages)
       log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
-      ran.add(stage)
-      current.add(stage)
     return stages
 
 

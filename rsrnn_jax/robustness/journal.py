@@ -78,5 +78,9 @@ def for_run(config, workdir: str, checkpoint_fingerprint: str) -> Journal | None
   if jax.process_count() > 1:
     return None
   blob = json.dumps({"config": config.to_dict(), "checkpoint": checkpoint_fingerprint}, sort_keys=True, default=str)
-  folder = os.path.join(workdir, f".attack_{config.attack.profile}.journal")
-  return Journal(folder, hashlib.sha256(blob.encode()).hexdigest())
+  return Journal(folder(workdir, config.attack.profile), hashlib.sha256(blob.encode()).hexdigest())
+
+
+def folder(workdir: str, profile: str) -> str:
+  """Where the journal of profile ``profile``'s attack on ``workdir`` lives."""
+  return os.path.join(workdir, f".attack_{profile}.journal")

@@ -1,0 +1,79 @@
+"""``--dry_run``: what a reproduction would run, why, and about how long it would take, without running anything
+or touching a run (no JAX).
+
+Each run's stages are decided as :func:`rsrnn_jax.reproduction.runs.run_model` decides them
+(:func:`~rsrnn_jax.reproduction.runs.decide_stages`; a run whose training config changed counts as trained
+again). A stage to run is estimated from the times its setting's finished stages recorded: the median of the same
+model's same stage (other seeds, or an earlier version of the run), else nothing (the table says so). Recorded
+times belong to the device they ran on (``device`` in each record, listed with the totals). A stage a live process
+is running now (the run's lock names it: :func:`rsrnn_jax.workdir.live_holder`) says so; an interrupted one says
+what it resumes from (its last checkpoint, its attack journal).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+
+from rsrnn_jax import workdir
+from rsrnn_jax.reproduction import runs
+
+
+def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=None, rerun=()) -> list[dict]:
+  """The stages that would run, in the order they would: one dict (model, seed, stage, why) each. ``configs``:
+  {model: {seed: {stage: config}}}; ``order``: the (model, seed) pairs in the order the runs go."""
+  rows = []
+  for model, seed in order:
+    stage_configs = configs[model][seed]
+    path = runs.run_dir(out_dir, model, seed)
+    fps = runs.fingerprints(stage_configs, plateau_examples)
+    records = runs.read_stages(path)
+    retrain = runs.retrain_reason(path, records, fps["train"])
+    holder = workdir.live_holder(path)
+    for stage, action, why in runs.decide_stages(stage_configs, path, {} if retrain else records, fps, only, rerun):
+      if action != "run":
+        continue
+      if retrain:
+        why = f"{retrain}: trained again"
+      elif why == "interrupted" and holder:  # the record a running process wrote when it started the stage
+        why = f"running now (PID {holder['pid']}, since {holder.get('since', '?')})"
+      if why in ("interrupted", "its outputs are missing") and runs.resumes_from(stage, path):
+        why += f", resumes from {runs.resumes_from(stage, path)}"
+      rows.append({"model": model, "seed": seed, "stage": stage, "why": why})
+  return rows
+
+
+def recorded_times(out_dir: str) -> tuple[dict, dict]:
+  """({(model, stage): [seconds of each finished stage]}, {device: number of those stages}) of ``out_dir``'s runs."""
+  times, devices = {}, {}
+  folder = os.path.join(out_dir, "runs")
+  for model in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+    for seed_dir in sorted(os.listdir(os.path.join(folder, model))):
+      for stage, rec in runs.read_stages(os.path.join(folder, model, seed_dir)).items():
+        if rec.get("done"):
+          times.setdefault((model, stage), []).append(float(rec.get("seconds", 0.0)))
+          device = rec.get("device", "not recorded")
+          devices[device] = devices.get(device, 0) + 1
+  return times, devices
+
+
+def _hours(seconds: float) -> str:
+  return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def describe(setting: str, out_dir: str, rows: list[dict]) -> str:
+  """The plan of one setting as text: a line of totals, then one table row per stage to run."""
+  times, devices = recorded_times(out_dir)
+  est = [statistics.median(times[(r["model"], r["stage"])]) if (r["model"], r["stage"]) in times else None
+         for r in rows]
+  known = [e for e in est if e is not None]
+  unknown = len(est) - len(known)
+  head = (f"{setting}: {len(rows)} stage(s) to run"
+          + (f", about {_hours(sum(known))}" if known else "")
+          + (f" ({'+ ' if known else ''}{unknown} without a recorded time to go by)" if unknown else "")
+          + (f"; times recorded on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items()))}" if devices else ""))
+  lines = [head]
+  if rows:
+    lines += ["", "| model | seed | stage | why | estimate |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['seed']} | {r['stage']} | {r['why']} | {_hours(e) if e is not None else '–'} |"
+              for r, e in zip(rows, est)]
+  return "\n".join(lines)
