@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -93,3 +94,25 @@ def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
   with pytest.raises(SystemExit) as e:  # a folder that is not there: one line, exit 2
     tool.main([str(tmp_path / "missing")])
   assert e.value.code == 2
+
+
+def test_policy_probe_cuts_the_stage_config_to_check_9_and_attacks_a_scratch_copy(trained):
+  from rsrnn_jax.robustness import profiles
+  tool = _tool("policy_probe")
+  cfg = tool.probe_config("demo", "gfnet_m", 0, 150, 400, [0.02, 0.03])
+  a = cfg.attack
+  assert a.profile == "adaptive" and a.flags and a.attacks == ("apgd_ce", "bpda", "scanpath")
+  assert a.policy.num_iterations == 150 and a.epsilons == (0.02, 0.03) and a.num_examples == 400
+  assert a.checks.policy_examples == 50 and cfg.model.name == "gfnet_m" and cfg.seed == 0
+  profiles.validate_attack_config(cfg)
+  before = sorted(os.listdir(trained))
+  work = tool.scratch_copy(trained)
+  try:
+    steps = sorted(int(s) for s in os.listdir(os.path.join(trained, "checkpoints")) if s.isdigit())
+    assert sorted(os.listdir(work)) == ["checkpoints", "config.json"]
+    assert os.listdir(os.path.join(work, "checkpoints")) == [str(steps[-1])]
+  finally:
+    shutil.rmtree(work)
+  assert sorted(os.listdir(trained)) == before
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    tool.scratch_copy(os.path.dirname(trained))
