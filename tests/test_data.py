@@ -51,7 +51,7 @@ def _cfg(fmnist_dir, data_dir, **overrides):
 @pytest.fixture(scope="module")
 def clutter_data_dir(fmnist_dir, tmp_path_factory):
   d = tmp_path_factory.mktemp("tfds")
-  pipeline.prepare(_cfg(fmnist_dir, d))
+  data.prepare(_cfg(fmnist_dir, d))
   return d
 
 
@@ -277,11 +277,11 @@ def test_concurrent_prepare_generates_once(fmnist_dir, tmp_path, caplog):
 
   def run():
     try:
-      pipeline.prepare(cfg)
+      data.prepare(cfg)
     except Exception as e:  # noqa: BLE001
       errors.append(e)
 
-  with caplog.at_level(logging.INFO, logger="rsrnn_jax.data.pipeline"):
+  with caplog.at_level(logging.INFO, logger="rsrnn_jax.data.sources"):
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
       t.start()

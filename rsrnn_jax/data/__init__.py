@@ -12,15 +12,14 @@ from rsrnn_jax.data.imagenet100 import Imagenet100
 from rsrnn_jax.data.registry import image_shape, is_multi_label, labels_multi_hot, num_classes
 from rsrnn_jax.data.pipeline import (
     DatasetInfo,
-    clear_cache,
     dataset_info,
     default_data_config,
     eval_batches,
     local_batch_size,
-    prepare,
     train_batches,
     unit_float,
 )
+from rsrnn_jax.data.sources import clear_cache, prepare
 
 __all__ = [
     "ClutteredFashionMnist",

@@ -63,26 +63,15 @@ Eval: positions 0..n-1 of the split in order (n = max_examples if given and smal
 ceil(n / G) global batches, same contiguous per-process blocks; positions ≥ n are zero images with mask 0.
 Every process gets the same number of batches (needed for collectives), every example appears exactly once.
 
-Preparation. The first use of a dataset runs ``download_and_prepare`` into data_dir (logged). Concurrent
-processes take an exclusive ``fcntl.flock`` on ``<data_dir>/.<dataset>-<config>-<version>.lock`` and re-check
-before preparing, so on one machine (or a shared file system with working locks) exactly one process prepares
-while the others wait and then reuse it. TFDS itself writes into a uniquely named temporary folder renamed
-into place at the end, so a reader never sees a half-written dataset; if locks do not work across hosts and two
-hosts race, the loser's rename fails and it reuses the winner's copy.
+Preparation and sources (each split read as records, or decoded once into memory): :mod:`rsrnn_jax.data.sources`.
 """
 from __future__ import annotations
 
-
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import math
 import os
-import pathlib
 import sys
-import time
-from concurrent import futures
 from typing import Iterator
 
 import grain
@@ -93,12 +82,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
-from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.data import dali, fashion_mnist, registry, tasks, transforms
+from rsrnn_jax.data import dali, registry, sources, tasks, transforms
 
 log = logging.getLogger(__name__)
-
-_CACHE: dict[tuple, "_ArraySource"] = {}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,156 +138,10 @@ def _check(cfg) -> str:
   return registry.get(cfg).name
 
 
-def data_dir(cfg) -> pathlib.Path:
-  """The TFDS data dir of ``cfg`` (``data_dir`` or $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-  d = _get(cfg, "data_dir") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-  return pathlib.Path(d).expanduser()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Builders and preparation.
-
-
-def _make_builder(cfg) -> tfds.core.DatasetBuilder:
-  return registry.get(cfg).build(cfg, data_dir(cfg))
-
-
-def _is_prepared(builder) -> bool:
-  return (pathlib.Path(builder.data_dir) / "dataset_info.json").is_file()
-
-
-@contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def prepare(cfg) -> tfds.core.DatasetBuilder:
-  """Builder of ``cfg``'s dataset, prepared (generated into data_dir on first use, under a file lock)."""
-  builder = _make_builder(cfg)
-  if _is_prepared(builder):
-    return _source_checked(cfg, builder)
-  cfg_name = builder.builder_config.name if builder.builder_config else "default"
-  lock = data_dir(cfg) / f".{builder.name}-{cfg_name}-{builder.version}.lock"
-  with _file_lock(lock):
-    builder = _make_builder(cfg)  # another process may have finished while we waited
-    if not _is_prepared(builder):
-      log.info("Preparing TFDS dataset %s/%s into %s (first use; later runs reuse it)",
-               builder.name, cfg_name, data_dir(cfg))
-      start = time.perf_counter()
-      manual_dir = _get(cfg, "manual_dir")
-      dl_config = tfds.download.DownloadConfig(manual_dir=os.fspath(pathlib.Path(manual_dir).expanduser())
-                                               if manual_dir else None)
-      try:
-        builder.download_and_prepare(download_config=dl_config)
-      except OSError:
-        if not _is_prepared(_make_builder(cfg)):  # a racing host may have renamed its copy into place
-          raise
-      log.info("Prepared %s/%s in %.1f s", builder.name, cfg_name, time.perf_counter() - start)
-      _source_checked(cfg, builder, record=True)
-  return _source_checked(cfg, _make_builder(cfg))
-
-
-def _source_checked(cfg, builder, *, record: bool = False):
-  if registry.get(cfg).task == "cluttered":  # which idx files it was built from (fashion_mnist.check_source)
-    fashion_mnist.source_record(builder.data_dir, _get(cfg, "source_dir"), write=record)
-  return builder
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sources.
-
-
-class _RecordSource:
-  """(encoded image, label) records of one split; decoding is left to the task (faster than TFDS's)."""
-
-  def __init__(self, builder, split: str, task: tasks.Task):
-    self._task = task
-    self._batched = True
-    self._where = os.fspath(builder.data_dir)
-    with workdir_lib.damaged_dataset(self._where):
-      try:
-        self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-        self._probe()
-      except ModuleNotFoundError:  # tfds.testing.mock_data needs TF to encode its fakes: let TFDS decode
-        self._ds = builder.as_data_source(split)
-        self._probe()
-
-  def _probe(self):
-    if len(self._ds):
-      try:
-        self._ds.__getitems__([0])
-      except TypeError:  # mock_data's batched read is broken: read one by one
-        self._batched = False
-        self._ds[0]
-
-  def __len__(self) -> int:
-    return len(self._ds)
-
-  def fetch(self, indices) -> tuple[list, np.ndarray]:
-    indices = [int(i) for i in indices]
-    with workdir_lib.damaged_dataset(self._where):
-      # A batched read starts threads (latency on remote storage); on local files one by one costs a third of
-      # the CPU (0.085 against 0.23 ms per ImageNet record, bench/input_pipeline.py's synthetic set).
-      batched = self._batched and "://" in self._where
-      records = self._ds.__getitems__(indices) if batched else [self._ds[i] for i in indices]
-    return [r["image"] for r in records], self._task.labels(records)
-
-
-@dataclasses.dataclass
-class _ArraySource:
-  images: np.ndarray  # uint8 [N, H, W, C]
-  labels: np.ndarray  # int32 [N]
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-
-def _decode_split(source: _RecordSource, task: tasks.Task, chunk: int = 1024, threads: int = 2) -> _ArraySource:
-  n = len(source)
-  images = np.empty((n, *task.image_shape), np.uint8)
-  labels = np.empty((n, *task.label_shape), np.int32)
-
-  def work(start: int) -> None:
-    stop = min(start + chunk, n)
-    data, labels[start:stop] = source.fetch(range(start, stop))
-    for i, d in enumerate(data, start):
-      images[i] = task.eval(d)
-
-  with futures.ThreadPoolExecutor(threads) as pool:  # zlib (PNG) and PIL release the GIL
-    for _ in pool.map(work, range(0, n, chunk)):
-      pass
-  return _ArraySource(images, labels)
-
-
-def _source(cfg, builder, split: str, task: tasks.Task):
-  if not _get(cfg, "cache_in_memory", False):
-    return _RecordSource(builder, split, task)
-  if task.augments:
-    raise ValueError(f"cache_in_memory needs fixed-size, unaugmented images; set it False for {_check(cfg)}")
-  key = (os.fspath(builder.data_dir), split, task.image_shape)
-  if key not in _CACHE:
-    start = time.perf_counter()
-    _CACHE[key] = _decode_split(_RecordSource(builder, split, task), task)
-    log.info("Decoded %s[%s] into memory: %d images, %.0f MB, %.1f s", builder.name, split, len(_CACHE[key]),
-             _CACHE[key].images.nbytes / 2**20, time.perf_counter() - start)
-  return _CACHE[key]
-
-
-def clear_cache() -> None:
-  """Frees the decoded splits kept by ``cache_in_memory``."""
-  _CACHE.clear()
-
-
 def dataset_info(cfg) -> DatasetInfo:
   """Sizes and shapes of ``cfg``'s dataset (prepares it on first use)."""
   task = tasks.task_for(cfg)
-  builder = prepare(cfg)
+  builder = sources.prepare(cfg)
   label = builder.info.features["label"]
   names = tuple(label.feature.names if isinstance(label, tfds.features.Sequence) else label.names)
   return DatasetInfo(
@@ -358,7 +198,7 @@ class _TrainBatch:
     first = step * self.global_batch + self.process_index * self.local_batch
     positions = range(first, first + self.local_batch)
     indices = np.array([self.order[p] for p in positions], np.int64)
-    if isinstance(self.source, _ArraySource):
+    if isinstance(self.source, sources.ArraySource):
       images, labels = self.source.images[indices], self.source.labels[indices]
     else:
       data, labels = self.source.fetch(indices)
@@ -401,7 +241,7 @@ class _EvalBatch:
     labels = np.zeros((self.local_batch, *self.task.label_shape), np.int32)
     indices = positions[valid]
     if len(indices):
-      if isinstance(self.source, _ArraySource):
+      if isinstance(self.source, sources.ArraySource):
         images[valid], labels[valid] = self.source.images[indices], self.source.labels[indices]
       else:
         data, labels[valid] = self.source.fetch(indices)
@@ -418,7 +258,7 @@ def _worker_threads(cfg) -> int:
 
 def _iterate(cfg, batches: grain.MapDataset, source) -> Iterator[dict[str, np.ndarray]]:
   prefetch = int(_get(cfg, "prefetch", 2))
-  workers = 0 if isinstance(source, _ArraySource) else int(_get(cfg, "num_workers", 0))
+  workers = 0 if isinstance(source, sources.ArraySource) else int(_get(cfg, "num_workers", 0))
   threads = prefetch if workers == 0 else _worker_threads(cfg)
   read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch if threads else 0)
   ds = batches.to_iter_dataset(read)
@@ -432,7 +272,7 @@ def _iterate(cfg, batches: grain.MapDataset, source) -> Iterator[dict[str, np.nd
 def _shared_memory_output(cfg, source) -> bool:
   """Whether the train batches are built in shared memory: in grain workers without threads of their own (a
   batch waiting in a thread's buffer when the iterator closes would never be unlinked)."""
-  return (not isinstance(source, _ArraySource) and int(_get(cfg, "num_workers", 0)) > 0
+  return (not isinstance(source, sources.ArraySource) and int(_get(cfg, "num_workers", 0)) > 0
           and _worker_threads(cfg) == 0)
 
 
@@ -448,8 +288,8 @@ def train_batches(cfg, *, global_batch_size: int, seed: int, start_step: int = 0
   task = tasks.task_for(cfg)
   image_dtype = _image_dtype(cfg)
   gpu_decode = task.augments and dali.resolve(str(_get(cfg, "decoder", "turbo"))) == "dali"
-  builder = prepare(cfg)
-  source = _source(cfg, builder, _get(cfg, "train_split", "train"), task)
+  builder = sources.prepare(cfg)
+  source = sources.source(cfg, builder, _get(cfg, "train_split", "train"), task)
   if len(source) == 0:
     raise ValueError(f"{_check(cfg)}: the train split is empty")
   order = grain.MapDataset.range(len(source)).shuffle(seed=_derived_seed(seed, 0) % 2**32).repeat()
@@ -470,8 +310,8 @@ def eval_batches(cfg, *, global_batch_size: int, split: str | None = None, proce
   """
   local = local_batch_size(global_batch_size, process_index, process_count)
   task = tasks.task_for(cfg)
-  builder = prepare(cfg)
-  source = _source(cfg, builder, split or _get(cfg, "eval_split", "test"), task)
+  builder = sources.prepare(cfg)
+  source = sources.source(cfg, builder, split or _get(cfg, "eval_split", "test"), task)
   n = len(source) if not max_examples else min(int(max_examples), len(source))
   load = _EvalBatch(source, task, n, global_batch_size, local, process_index)
   steps = grain.MapDataset.range(math.ceil(n / global_batch_size)).map(load)

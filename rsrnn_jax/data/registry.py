@@ -4,7 +4,7 @@ benches read it, so the facts of a data set (classes, image shape, labels) have 
 An entry (:class:`DatasetEntry`) holds the TFDS builder of the data set (made from the data config), its number
 of classes, the shape of the images fed to the model (from the data config alone: nothing is prepared), whether
 its labels are single class ids or multi-hot, the pipeline's preprocessing for it (``task``, a kind of
-``rsrnn_jax/data/pipeline.py``) and the data-config defaults that differ from the shared ones.
+``rsrnn_jax/data/tasks.py``) and the data-config defaults that differ from the shared ones.
 
 Adding a data set = one builder module in ``rsrnn_jax/data/`` + one :func:`register` call here, with an existing
 task kind (``cluttered``: fixed-size grey images; ``crop``: RGB RandomResizedCrop / centre crop; ``multilabel``:
