@@ -36,8 +36,9 @@ def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=
         why = f"{retrain}: trained again"
       elif why == "interrupted" and holder:  # the record a running process wrote when it started the stage
         why = f"running now (PID {holder['pid']}, since {holder.get('since', '?')})"
-      if why in ("interrupted", "its outputs are missing") and runs.resumes_from(stage, path):
-        why += f", resumes from {runs.resumes_from(stage, path)}"
+      resumed = why in ("interrupted", "its outputs are missing") and runs.resumes_from(stage, path)
+      if resumed:
+        why += f", resumes from {resumed}"
       rows.append({"model": model, "seed": seed, "stage": stage, "why": why})
   return rows
 
