@@ -17,6 +17,7 @@ import pytest
 from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import run as R
+from rsrnn_jax.reproduction import run_configs as RC
 from rsrnn_jax.reproduction import runs as RUNS
 from rsrnn_jax.reproduction import stats as S
 from rsrnn_jax.reproduction import verdicts as V
@@ -183,12 +184,12 @@ def test_settings_give_their_config_variant_and_their_own_epsilons():
     assert (b.epsilons, b.adaptive_epsilons) == (st.epsilons, st.adaptive_epsilons) and len(b.adaptive_epsilons) >= 2
     assert b.train_steps == full.train_steps and b.seeds == full.seeds  # only the ε grids differ
     assert st.budget(quick) is quick                                      # the smoke test keeps its own
-  pg = R.stage_configs("gfnet_m", SET.PAPER_GEOMETRY.budget(full), seed=1, setting=SET.PAPER_GEOMETRY)
+  pg = RC.stage_configs("gfnet_m", SET.PAPER_GEOMETRY.budget(full), seed=1, setting=SET.PAPER_GEOMETRY)
   c, adaptive = pg["train"], pg["attack_adaptive"].attack
   assert (c.data.canvas_size, c.data.item_size, c.model.sampler.out_size) == (168, 100, 32)
   assert tuple(c.attack.epsilons) == SET.PAPER_GEOMETRY.epsilons
   assert tuple(adaptive.epsilons) == SET.PAPER_GEOMETRY.adaptive_epsilons and c.seed == 1
-  demo = R.model_config("gfnet_m", full)
+  demo = RC.model_config("gfnet_m", full)
   assert demo.data.canvas_size == 96 and "item_size" not in demo.data
   assert R.main(["--setting", "nonesuch", "--report_only"]) == 2
 
@@ -212,7 +213,7 @@ def test_paper_numbers_go_through_the_same_rule_with_their_read_off_tolerance():
   assert V.judge_paper(vals(0.30, 0.33))[2]["verdict"] == V.HOLDS
   assert V.judge_paper(vals(0.30, 0.33))[0]["verdict"] == V.NOT_EVALUATED
   # Every model the paper has numbers for is a registered model or variant, and every claim names them.
-  keys = {registry.variant(v).paper_key for v in R.MODELS}
+  keys = {registry.variant(v).paper_key for v in RC.MODELS}
   assert set(PAPER["table1"]["top1"]) | set(PAPER["asr"]["targeted_read_off"]) <= keys
   for c in V.CLAIMS:
     assert set(V.needed_models(c)) <= keys
@@ -220,7 +221,7 @@ def test_paper_numbers_go_through_the_same_rule_with_their_read_off_tolerance():
 
 
 def test_describe_model_reads_table1_columns_from_the_configs():
-  got = {registry.variant(m).paper_key: registry.describe(R.model_config(m).model.to_dict()) for m in R.MODELS}
+  got = {registry.variant(m).paper_key: registry.describe(RC.model_config(m).model.to_dict()) for m in RC.MODELS}
   for m, want in PAPER["table1"]["input"].items():
     assert got[m]["input"] == want, m
     assert got[m]["gru"].split(" ")[0] == PAPER["table1"]["gru"][m], m
@@ -236,7 +237,7 @@ def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles()
   assert b.seeds_for("ff_cnn_at", (5, 6)) == (5,) and b.seeds_for("dram", (5, 6)) == (5, 6)
   assert R.plateau_steps(2600, 260) == [2080, 2340, 2600] and R.plateau_steps(4, 2) == [2, 2, 4]
   assert R.plateau_steps(700, 250) == [500, 500, 700]
-  configs = R.stage_configs("rsrnn", b, seed=2)
+  configs = RC.stage_configs("rsrnn", b, seed=2)
   assert list(configs) == list(b.stages)
   train, adaptive = configs["train"], configs["attack_adaptive"].attack
   assert train.seed == 2 and train.train.num_train_steps == 2600 and train.train.keep_checkpoints >= 3
@@ -245,13 +246,13 @@ def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles()
   assert adaptive.profile == "adaptive" and adaptive.flags and tuple(adaptive.epsilons) == (0.02,)
   assert (adaptive.attack_step, adaptive.eval_steps, adaptive.num_examples) == (4, 8, 1000)
   assert (adaptive.num_iterations, adaptive.policy.num_iterations) == (20, 60)  # check 9 passes at 60
-  steps = {m: R.model_config(m, b).train.num_train_steps for m in R.MODELS}
+  steps = {m: RC.model_config(m, b).train.num_train_steps for m in RC.MODELS}
   assert set(steps.values()) == {2600}
   assert R.main(["--seeds", "0,x", "--report_only"]) == 2 and R.main(["--models", "nonesuch"]) == 2
 
 
 def test_fingerprints_follow_the_fields_each_stage_depends_on():
-  cfg = lambda **o: R.stage_configs("rsrnn", R.DEFAULT_BUDGET, o)
+  cfg = lambda **o: RC.stage_configs("rsrnn", R.DEFAULT_BUDGET, o)
   base = RUNS.fingerprints(cfg())
   assert set(base) == set(R.DEFAULT_BUDGET.stages)
   attack = RUNS.fingerprints(cfg(**{"attack.seed": 1}))  # both profiles' attack configs
@@ -267,9 +268,9 @@ def test_fingerprints_follow_the_fields_each_stage_depends_on():
   assert RUNS.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
   assert RUNS.fingerprints(cfg(**{"data.downscale": "area", "data.worker_threads": 2})) == base  # JPEG-only, speed
   assert RUNS.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
-  seed1 = RUNS.fingerprints(R.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
+  seed1 = RUNS.fingerprints(RC.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
   assert all(seed1[s] != base[s] for s in base)
-  ff, ff_at = (RUNS.fingerprints(R.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
+  ff, ff_at = (RUNS.fingerprints(RC.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
   assert ff != ff_at
 
 
@@ -322,11 +323,11 @@ def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp
 
 _SIGTERM_CHILD = """
 import sys, time
-from rsrnn_jax.reproduction import run as R, runs as RUNS
+from rsrnn_jax.reproduction import run as R, run_configs as RC, runs as RUNS
 R.stop_cleanly_on_sigterm()
 def slow(config, run_dir):
   time.sleep(60)
-configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+configs = RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
 RUNS.run_model("rsrnn/seed0", {"train": configs["train"]}, sys.argv[1], {"train": slow})
 """
 
@@ -352,7 +353,7 @@ def _mkdir(path):
 
 def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, caplog):
   fake = FakeStages()
-  cfg = lambda seed=0, **o: R.stage_configs("rsrnn", R.QUICK_BUDGET, o, seed=seed)
+  cfg = lambda seed=0, **o: RC.stage_configs("rsrnn", R.QUICK_BUDGET, o, seed=seed)
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
   everything = ["train", "eval", "attack_paper", "attack_adaptive"]
 
@@ -396,7 +397,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(workdir.UserError, match=f"in use by PID {holder.pid}"):
-      RUNS.run_model("rsrnn/seed0", R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0), run_dir, fake.fns())
+      RUNS.run_model("rsrnn/seed0", RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0), run_dir, fake.fns())
   finally:
     holder.kill()
     holder.wait()
@@ -405,7 +406,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
 
 def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
   fake = FakeStages()
-  configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+  configs = RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
   run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
   caplog.set_level(logging.INFO, logger="rsrnn_jax.reproduction.run")
 
@@ -427,7 +428,7 @@ def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
 
 def test_rerun_runs_an_up_to_date_stage_again_and_never_training(tmp_path, capsys):
   fake = FakeStages()
-  configs = R.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
+  configs = RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
   run_dir = RUNS.run_dir(str(tmp_path), "rsrnn", 0)
 
   def run(**kw):

@@ -5,6 +5,7 @@ import os
 import socket
 
 from rsrnn_jax.reproduction import run as R
+from rsrnn_jax.reproduction import run_configs as RC
 from rsrnn_jax.reproduction import runs as RUNS
 from rsrnn_jax.reproduction import settings as S
 from tests.reproduce_helpers import FakeStages
@@ -18,7 +19,7 @@ def _rows(text):
 
 def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_path, capsys):
   out, budget = str(tmp_path / "demo"), DEMO.budget(R.QUICK_BUDGET)
-  configs = R.plan(budget, ("rsrnn",), (0, 1), {}, R.DEMO_CONFIG, out, DEMO)
+  configs = R.plan(budget, ("rsrnn",), (0, 1), {}, RC.DEMO_CONFIG, out, DEMO)
   fake = FakeStages()
   seed0, seed1 = (RUNS.run_dir(out, "rsrnn", s) for s in (0, 1))
   RUNS.run_model("rsrnn/seed0", configs["rsrnn"][0], seed0, fake.fns(), budget.plateau_examples, device="2× cpu")
@@ -32,7 +33,7 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
   before = {p: open(os.path.join(p, RUNS.STAGES_FILE)).read() for p in (seed0, seed1)}
   fake.calls.clear()
 
-  dry = lambda **kw: R.dry_run(out, R.QUICK_BUDGET, ("rsrnn",), (0, 1), {}, R.DEMO_CONFIG, kw.get("stages"),
+  dry = lambda **kw: R.dry_run(out, R.QUICK_BUDGET, ("rsrnn",), (0, 1), {}, RC.DEMO_CONFIG, kw.get("stages"),
                                kw.get("rerun", ()), DEMO)
   text = dry()
   assert text.splitlines()[0] == "demo: 4 stage(s) to run, about 1.1 h; times recorded on 2× cpu (4)"
@@ -46,7 +47,7 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
     json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-12-06T21:00:00"}, f)
   assert _rows(dry())[0][3] == "running now (PID %d, since 2026-12-06T21:00:00)" % os.getpid()
   assert fake.calls == [] and before == {p: open(os.path.join(p, RUNS.STAGES_FILE)).read() for p in before}
-  assert R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, R.DEMO_CONFIG, None, (),
+  assert R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, RC.DEMO_CONFIG, None, (),
                    DEMO).splitlines()[0] == "demo: 4 stage(s) to run (4 without a recorded time to go by)"
 
   assert R.main(["--out", str(tmp_path), "--quick", "--setting", "demo", "--models", "rsrnn", "--seeds", "0,1",
@@ -59,7 +60,7 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
 
 def test_an_attack_resumed_from_its_journal_keeps_the_time_it_had_run(tmp_path):
   out = str(tmp_path)
-  configs = R.plan(DEMO.budget(R.QUICK_BUDGET), ("rsrnn",), (0,), {}, R.DEMO_CONFIG, out, DEMO)["rsrnn"][0]
+  configs = R.plan(DEMO.budget(R.QUICK_BUDGET), ("rsrnn",), (0,), {}, RC.DEMO_CONFIG, out, DEMO)["rsrnn"][0]
   run = RUNS.run_dir(out, "rsrnn", 0)
   RUNS.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
   stages = RUNS.read_stages(run)

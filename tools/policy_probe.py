@@ -23,6 +23,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
                       "--xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_timeout_seconds=900")
 
 from rsrnn_jax.reproduction import run as R  # noqa: E402
+from rsrnn_jax.reproduction import run_configs as RC  # noqa: E402
 from rsrnn_jax.reproduction import runs as RUNS  # noqa: E402
 from rsrnn_jax.reproduction import settings as S  # noqa: E402
 
@@ -30,7 +31,7 @@ from rsrnn_jax.reproduction import settings as S  # noqa: E402
 def probe_config(setting: str, model: str, seed: int, iterations: int, examples: int, epsilons):
   """The run's adaptive-stage config cut to what check 9 compares."""
   s = S.get(setting)
-  cfg = R.stage_configs(model, s.budget(R.FULL_BUDGET), {}, seed=seed, setting=s)["attack_adaptive"]
+  cfg = RC.stage_configs(model, s.budget(R.FULL_BUDGET), {}, seed=seed, setting=s)["attack_adaptive"]
   a = cfg.attack
   a.attacks, a.horizons, a.attack_horizons, a.horizon_iterations = ("apgd_ce", "bpda", "scanpath"), ("step",), (), ()
   a.epsilons, a.num_examples, a.policy.num_iterations, a.transfer_workdir = tuple(epsilons), examples, iterations, ""
