@@ -116,6 +116,30 @@ def _flagged_results():
   return r
 
 
+def test_check8_on_a_policy_nothing_moves_is_a_finding():
+  """Check 8 fails when the policy attacks move no fixation; if the plain attack moved none either, the policy
+  does not respond to the image (paper_geometry DRAM seed 0) and the failure is a finding, else a warning."""
+  paper = profiles.attack_profile("paper").checks
+  check8 = lambda r: {c["id"]: c for c in checks.sanity_checks(r, paper)}[8]
+  dead = _flagged_results()  # the plain attack moves fixations, the policy attacks none: a dead policy gradient
+  for row in dead["flags"]["per_eps"][0]["rows"]:
+    row["scanpath_changed_count"] = 0 if row["attack"] in ("bpda_step", "scanpath_step") else 5
+  fixed = copy.deepcopy(dead)  # nothing moves any fixation
+  for row in fixed["flags"]["per_eps"][0]["rows"]:
+    row["scanpath_changed_count"] = 0
+  c_dead, c_fixed = check8(dead), check8(fixed)
+  assert c_dead["status"] == c_fixed["status"] == "fail"
+  assert checks.reading(8, True, c_dead)[0] == "warning" and checks.reading(8, True, c_fixed)[0] == "finding"
+  assert "the policy does not respond to the image" in c_fixed["detail"]
+  assert c_fixed["numbers"]["reference_attacked"] == 150
+  old = copy.deepcopy(c_fixed)  # a results.json written before reference_attacked was recorded
+  del old["numbers"]["reference_attacked"]
+  assert checks.reading(8, True, old)[0] == "finding"
+  # Over several runs the most severe reading stands; a report lists both readings of check 8.
+  runs = [checks.sanity_checks(fixed, paper), checks.sanity_checks(dead, paper)]
+  assert checks.readings(runs)[8][1] == "warning" and checks.readings(runs[:1])[8][1] == "finding"
+
+
 def test_robust_flag_checks_pass_and_fail():
   paper = profiles.attack_profile("paper").checks
   status = lambda r: {c["id"]: c["status"] for c in checks.sanity_checks(r, paper) if c["id"] > 7}

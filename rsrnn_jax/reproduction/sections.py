@@ -325,7 +325,7 @@ def sanity_checks(rep: Report) -> list[str]:
   rows, meanings = [], {}
   for m, profile, done in found:
     cells, read = [], checks_lib.readings(done)
-    meanings.update(read)
+    meanings.update({(cid, r[1]): r for cid, r in read.items()})
     for i in range(len(names)):
       st = [cs[i]["status"] for cs in done if i < len(cs)]
       bad = sum(x == "fail" for x in st)
@@ -339,7 +339,7 @@ def sanity_checks(rep: Report) -> list[str]:
           "`runs/<model>/seed<s>/attack_<profile>/report.md`. Each FAIL is read as a **finding** (a property of "
           "the model), **covered** (the stronger attack that exposed it is in the worst case the verdicts read) "
           "or a **warning** (that run's numbers under that attack may overstate robustness):", ""]
-  out += [f"- check {cid}, {name} ({kind}): {meaning}." for cid, (name, kind, meaning) in meanings.items()]
+  out += [f"- check {cid}, {name} ({kind}): {meaning}." for (cid, _), (name, kind, meaning) in sorted(meanings.items())]
   return out + [""] if meanings else out
 
 

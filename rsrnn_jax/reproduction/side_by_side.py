@@ -177,7 +177,7 @@ def sanity(found: dict) -> list[str]:
     for m, per in v.get("sanity", {}).items():
       for profile, s in per.items():
         read = s.get("readings", {})
-        meanings.update({c: tuple(r) for c, r in read.items()})
+        meanings.update({(c, r[0]): tuple(r) for c, r in read.items()})
         failed = ", ".join(f"{c} ({n}/{s['runs']}{'; ' + read[c][0] if c in read else ''})"
                            for c, n in s["failed"].items()) or "all pass"
         rows.append([name, v["models"].get(m, {}).get("display", m), profile, s["runs"], failed])
@@ -188,7 +188,7 @@ def sanity(found: dict) -> list[str]:
           "Each setting's report lists every check with its numbers. A failure is read as a **finding** (a "
           "property of the model), **covered** (the stronger attack that exposed it is in the worst case the "
           "verdicts read) or a **warning** (the numbers may overstate robustness):", "",
-          *(f"- {c} ({kind}): {meaning}." for c, (kind, meaning) in sorted(meanings.items())), ""]
+          *(f"- {c} ({kind}): {meaning}." for (c, _), (kind, meaning) in sorted(meanings.items())), ""]
 
 
 def markdown(found: dict) -> str:

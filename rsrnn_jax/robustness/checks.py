@@ -260,8 +260,10 @@ def check_scanpath_changed(results: dict) -> dict:
                   for r in rows)
   detail = (f"the policy attacks changed the scanpath of {100 * share:.1f}% of the examples they attacked "
             f"({per}); {_ref(results)}_step: {100 * ref_share:.1f}%")
+  if not changed and ref_attacked and not ref_changed:
+    detail += "; no attack moved a fixation, the plain one included: the policy does not respond to the image"
   return _check(8, name, "pass" if changed > 0 else "fail", detail, share=share, reference_share=ref_share,
-                attacked=attacked, changed=changed)
+                attacked=attacked, changed=changed, reference_attacked=ref_attacked)
 
 
 def check_policy_not_weaker(results: dict, tol: float) -> dict:
@@ -352,11 +354,25 @@ _READINGS = {
 }
 _FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what it breaks counts in the worst "
                            "case; a gradient-free attack found examples the gradient attacks missed")}
+_FIXED_POLICY = ("finding", "no attack moved a fixation, the plain APGD-CE included: the policy does not respond to "
+                            "the image (a fixed scanpath), so a policy attack has nothing to move and the plain "
+                            "attacks on that scanpath are exact")
 
 
-def reading(check_id: int, flags: bool = False) -> tuple[str, str]:
+def _fixed_policy(check: dict) -> bool:
+  """Check 8 failed because nothing moves the fixations: the reference attack attacked examples and changed no
+  scanpath either (results without ``reference_attacked``: the reference attack runs first, on every example)."""
+  n = check.get("numbers") or {}
+  return (check["id"] == 8 and n.get("changed") == 0 and n.get("reference_share") == 0
+          and n.get("reference_attacked", n.get("attacked", 0)) > 0)
+
+
+def reading(check_id: int, flags: bool = False, check: dict | None = None) -> tuple[str, str]:
   """(kind, sentence): what a FAIL of check ``check_id`` means for the numbers (``READING_KINDS``); ``flags``:
-  the profile ran under robust flags, where every attack's breaks count in the worst case."""
+  the profile ran under robust flags, where every attack's breaks count in the worst case; ``check``: the
+  failed check itself, where its numbers decide the reading (check 8 on a fixed policy)."""
+  if check is not None and _fixed_policy(check):
+    return _FIXED_POLICY
   if flags and check_id in _FLAGGED:
     return _FLAGGED[check_id]
   return _READINGS[check_id]
@@ -364,13 +380,16 @@ def reading(check_id: int, flags: bool = False) -> tuple[str, str]:
 
 def readings(check_lists) -> dict:
   """{check id: (name, kind, meaning)} of every check that failed in any of ``check_lists`` (each a
-  ``sanity_checks`` list; checks 8-11 present = the profile ran under robust flags)."""
+  ``sanity_checks`` list; checks 8-11 present = the profile ran under robust flags). Where runs read one check
+  differently, the most severe reading is kept (warning, then covered, then finding)."""
   out = {}
   for checks in check_lists:
     flags = any(c["id"] >= 8 for c in checks)
     for c in checks:
       if c["status"] == "fail":
-        out[c["id"]] = (c["name"], *reading(c["id"], flags))
+        read = (c["name"], *reading(c["id"], flags, c))
+        if c["id"] not in out or READING_KINDS.index(read[1]) > READING_KINDS.index(out[c["id"]][1]):
+          out[c["id"]] = read
   return dict(sorted(out.items()))
 
 

@@ -334,7 +334,7 @@ def _checks(results: dict) -> list[str]:
     out += ["What each failure means for the numbers (finding: a property of the model; covered: the stronger "
             "attack is in the worst case; warning: the numbers may overstate robustness):", ""]
     for c in failed:
-      kind, meaning = checks_lib.reading(c["id"], bool(results.get("flags")))
+      kind, meaning = checks_lib.reading(c["id"], bool(results.get("flags")), c)
       out.append(f"- check {c['id']} ({kind}): {meaning}.")
     out.append("")
   pc = results.get("policy_check")
