@@ -339,7 +339,8 @@ def sanity_checks(rep: Report) -> list[str]:
           "`runs/<model>/seed<s>/attack_<profile>/report.md`. Each FAIL is read as a **finding** (a property of "
           "the model), **covered** (the stronger attack that exposed it is in the worst case the verdicts read) "
           "or a **warning** (that run's numbers under that attack may overstate robustness):", ""]
-  out += [f"- check {cid}, {name} ({kind}): {meaning}." for (cid, _), (name, kind, meaning) in sorted(meanings.items())]
+  out += [f"- check {cid}, {name} ({kind}): {meaning}."
+          for (cid, _), (name, kind, meaning) in sorted(meanings.items())]
   return out + [""] if meanings else out
 
 

@@ -260,10 +260,11 @@ def check_scanpath_changed(results: dict) -> dict:
                   for r in rows)
   detail = (f"the policy attacks changed the scanpath of {100 * share:.1f}% of the examples they attacked "
             f"({per}); {_ref(results)}_step: {100 * ref_share:.1f}%")
-  if not changed and ref_attacked and not ref_changed:
-    detail += "; no attack moved a fixation, the plain one included: the policy does not respond to the image"
-  return _check(8, name, "pass" if changed > 0 else "fail", detail, share=share, reference_share=ref_share,
-                attacked=attacked, changed=changed, reference_attacked=ref_attacked)
+  c = _check(8, name, "pass" if changed > 0 else "fail", detail, share=share, reference_share=ref_share,
+             attacked=attacked, changed=changed, reference_attacked=ref_attacked)
+  if _fixed_policy(c):
+    c["detail"] += "; no attack moved a fixation, the plain one included: the policy does not respond to the image"
+  return c
 
 
 def check_policy_not_weaker(results: dict, tol: float) -> dict:
