@@ -503,8 +503,10 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
     body = next(s for s in sections if s.startswith(title))
     for m in QUICK_MODELS:  # a row per model
       assert sum(line.startswith(f"| {registry.variant(m).display} ") for line in body.splitlines()) >= 1, (title, m)
-  plateau_rows = [line for line in md.split("### Plateau")[1].split("\n## ")[0].splitlines() if line.startswith("| ")]
+  plateau_rows = [line for line in md.split("### Plateau")[1].split("\n### ")[0].splitlines() if line.startswith("| ")]
   assert len(plateau_rows) == 1 + len(runs)  # header, a row per run
+  policy_rows = [line for line in md.split("### Policy")[1].split("\n## ")[0].splitlines() if line.startswith("| ")]
+  assert len(policy_rows) == 1 + 1 and policy_rows[1].startswith("| RS-RNN | 0 |")  # FF-CNN-AT has no fixations
   claims = next(s for s in sections if s.startswith("The paper's claims"))
   assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 3  # header, 3 claims × 3 attacks
   assert "Quick budget" in md and "paper.md §8" in md and "Nothing is missing" in md
@@ -518,6 +520,9 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert verdicts["setting"]["glimpse_side"] == 16 and len(verdicts["claims_clean_correct"]) == 3 * 3
   assert set(verdicts["under_attack"]) == {"paper", "strongest", "adaptive"} and "rsrnn" in verdicts["sanity"]
   assert verdicts["profiles"] == ["paper", "adaptive"] and verdicts["budget"]["name"] == "quick"
+  (rsrnn_policy,) = verdicts["models"]["rsrnn"]["policy"]
+  assert rsrnn_policy["seed"] == 0 and rsrnn_policy["one_scanpath"] in (True, False)
+  assert len(rsrnn_policy["fixation_spread_px"]) == R.QUICK_BUDGET.eval_steps and not verdicts["models"]["ff_cnn_at"]["policy"]
   for v in verdicts["claims"]:  # RS-RNN's recovery gets a verdict and an interval; the others name what is missing
     if v["id"] == "recovery":
       t = v["tests"]["T vs k"]
@@ -651,6 +656,25 @@ def test_side_by_side_report_puts_the_settings_together(tmp_path):
   assert row.count("**holds**") == 2 and "**undecided**" in row and "(n = 412)" in row  # ours ×1, paper ×1
   assert "## Pairs that disagree" in md and "9. policy attacks (1/2; covered)" in md
   assert "- 9. policy attacks (covered): counted broken." in md  # every failure says what it means
+
+
+def test_runs_whose_policy_gives_every_image_one_scanpath_are_named():
+  import types
+  from rsrnn_jax.reproduction import health, side_by_side as SBS
+  policy = lambda spread: {"entropy_per_saccade": [0.0, 0.4], "fixation_spread_px": [0.0, *spread]}  # noqa: E731
+  runs = {"dram": {0: {"eval": {"policy": policy([0.2, 0.3])}}, 1: {"eval": {"policy": policy([0.2, 14.0])}}},
+          "ff_cnn": {0: {"eval": {"policy": {}}}}, "rsrnn": {0: {"eval": None}}}
+  assert health.one_scanpath_runs(runs) == [("dram", 0)]
+  rep = types.SimpleNamespace(runs=runs)
+  table = [line for line in "\n".join(health.policy(rep)).splitlines() if line.startswith("| DRAM")]
+  assert table == ["| DRAM | 0 | 0.00 / 0.40 | 0.2 / 0.3 | **yes** |", "| DRAM | 1 | 0.00 / 0.40 | 0.2 / 14.0 | no |"]
+  assert health.claims_note(rep)[0].startswith("**One scanpath for every image**: DRAM seed 0.")
+  assert health.claims_note(types.SimpleNamespace(runs={"dram": {1: runs["dram"][1]}})) == []
+  found = {"paper_geometry": _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.8, "dram": 0.75}, "holds")}
+  found["paper_geometry"]["models"]["dram"]["policy"] = [{"seed": 0, "one_scanpath": True}, {"seed": 1}]
+  note = SBS.table1(found)[-2]
+  assert note.endswith("(the policy died in training; each setting's report, \"Policy\"): DRAM seed 0 in "
+                       "paper_geometry.")
 
 
 def test_each_setting_report_reads_every_failed_check():

@@ -156,6 +156,32 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
+def test_scanpath_statistics_tell_a_policy_that_ignores_the_image():
+  from rsrnn_jax.evaluation import scanpath
+  rng = np.random.default_rng(0)
+  t, b, s, size = 3, 6, 4, 33  # 33 px: 16 px per unit of the normalised coordinates
+  mask = jnp.array([1, 1, 1, 1, 1, 0], jnp.float32)  # the last example is padding
+  uniform = jnp.full((t, b, s, s), 1.0 / s ** 2)
+  one_hot = jnp.zeros((t, b, s * s)).at[:, :, 5].set(1.0).reshape(t, b, s, s)
+
+  def stats(fixations, probs):
+    return scanpath.summary(jax.device_get(scanpath.batch_sums({"fixations": fixations, "probs": probs}, mask, size)),
+                            float(mask.sum()), size)
+
+  same = jnp.zeros((t, b, 2)).at[1:].set(jnp.array([0.5, -0.25]))  # the centre, then one place for every image
+  saccades, policy = stats(same, one_hot)
+  assert policy["fixation_spread_px"] == [0.0, 0.0, 0.0] and scanpath.one_scanpath(policy) is True
+  assert policy["entropy_per_saccade"] == [0.0, 0.0]
+  np.testing.assert_allclose(saccades["mean_saccade_px"], [16 * np.hypot(0.5, 0.25), 0.0], rtol=1e-6)
+  moving = jnp.asarray(rng.uniform(-1, 1, (t, b, 2)), jnp.float32).at[0].set(0.0)
+  saccades, policy = stats(moving, uniform)
+  valid = np.asarray(moving)[:, :5]  # the spread over the valid examples only
+  spread = 16 * np.sqrt(((valid - valid.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+  np.testing.assert_allclose(policy["fixation_spread_px"], spread, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(policy["entropy_per_saccade"], [np.log(s * s)] * 2, rtol=1e-5)
+  assert scanpath.one_scanpath(policy) is False and scanpath.one_scanpath({}) is None
+
+
 def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
   c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2,
                             "train.keep_checkpoints": 2, "train.eval_at_end": True})
@@ -168,6 +194,10 @@ def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
   for key in ("mean_saccade_px", "fraction_moving"):
     assert len(res["saccades"][key]) == c.eval.num_glimpses - 1
   assert all(0.0 <= f <= 1.0 for f in res["saccades"]["fraction_moving"])
+  policy = res["policy"]  # the entropy of each next fixation's choice, the fixations' spread at every step
+  assert len(policy["entropy_per_saccade"]) == c.eval.num_glimpses - 1
+  assert len(policy["fixation_spread_px"]) == c.eval.num_glimpses and policy["fixation_spread_px"][0] < 1e-3
+  assert all(0.0 <= h <= np.log(c.model.dorsal.saliency_size ** 2) + 1e-5 for h in policy["entropy_per_saccade"])
   for name in ("accuracy_per_step.png", "fixations.png"):
     assert os.path.getsize(tmp_path / "eval" / name) > 1000
   lines = writers.read_metrics(str(tmp_path))

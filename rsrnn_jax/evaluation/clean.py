@@ -17,7 +17,7 @@ from rsrnn_jax import configlib, data
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.train import checkpoints
 from rsrnn_jax.train import loop as train_loop
-from rsrnn_jax.evaluation import multilabel
+from rsrnn_jax.evaluation import multilabel, scanpath
 from rsrnn_jax.train import parallel
 from rsrnn_jax.train import losses as train_losses
 from rsrnn_jax.train import state as train_state
@@ -57,12 +57,6 @@ def load_model(config, workdir: str):
   return model, state, info, mesh
 
 
-def saccade_stats(fixations, mask, image_size: int):
-  """Per step t → t+1: summed saccade length (pixels) and number of saccades longer than one pixel."""
-  moves = jnp.linalg.norm(jnp.diff(fixations, axis=0), axis=-1) * (image_size - 1) / 2.0  # [T-1,B]
-  return jnp.sum(moves * mask[None], axis=1), jnp.sum((moves > 1.0) * mask[None], axis=1)
-
-
 def _eval_step(variables, batch, *, model, num_steps):
   out = predict(model, variables, batch["image"], num_steps=num_steps)
   stats = {"correct": train_losses.per_step_correct(out["logits"], batch["label"], batch["mask"]),
@@ -70,20 +64,20 @@ def _eval_step(variables, batch, *, model, num_steps):
   if data.labels_multi_hot(batch["label"]):
     stats["logits"] = out["logits"]  # [T,B,K]: mAP needs every example's scores
   if "fixations" in out:
-    stats["saccade_px"], stats["saccades_over_1px"] = saccade_stats(out["fixations"], batch["mask"],
-                                                                    batch["image"].shape[1])
+    stats.update(scanpath.batch_sums(out, batch["mask"], batch["image"].shape[1]))
   return stats
 
 
 def accuracy_per_step(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
   """Clean accuracy at every step over the eval split (or its first ``max_examples``).
 
-  Returns (accuracy [T], number of examples, saccade statistics or {} for models without fixations). For
-  multi-label data "accuracy" is the mean example F1; :func:`multilabel_per_step` has the real metrics.
+  Returns (accuracy [T], number of examples, {"saccades", "policy"} (:mod:`rsrnn_jax.evaluation.scanpath`) or {}
+  for models without fixations). For multi-label data "accuracy" is the mean example F1;
+  :func:`multilabel_per_step` has the real metrics.
   """
-  acc, count, saccades, _ = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
-                                            max_examples=max_examples)
-  return acc, count, saccades
+  acc, count, paths, _ = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
+                                         max_examples=max_examples)
+  return acc, count, paths
 
 
 def multilabel_per_step(model, variables, config, mesh, *, num_steps: int, max_examples: int = 0):
@@ -100,6 +94,7 @@ def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examp
                               max_examples=max_examples or None)
   totals, logits, labels = None, [], []
   for batch in batches:
+    image_size = batch["image"].shape[1]
     sharded = parallel.shard_batch(batch, mesh)
     stats = step_fn(variables, sharded)
     if "logits" in stats:
@@ -110,13 +105,12 @@ def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examp
     stats = jax.device_get(stats)
     totals = stats if totals is None else jax.tree_util.tree_map(lambda a, b: a + b, totals, stats)
   count = float(totals["count"])
-  saccades = {}
+  paths = {}
   if "saccade_px" in totals:
-    saccades = {"mean_saccade_px": [float(v) for v in totals["saccade_px"] / count],
-                "fraction_moving": [float(v) for v in totals["saccades_over_1px"] / count]}
+    paths = dict(zip(("saccades", "policy"), scanpath.summary(totals, count, image_size)))
   per_step = (multilabel.metrics_per_step(np.concatenate(logits, 1), np.concatenate(labels))
               if logits else None)
-  return np.asarray(totals["correct"]) / max(count, 1.0), int(count), saccades, per_step
+  return np.asarray(totals["correct"]) / max(count, 1.0), int(count), paths, per_step
 
 
 def train_and_evaluate(config, workdir: str):
@@ -133,12 +127,13 @@ def evaluate(config, workdir: str, loaded=None) -> dict:
   num_steps = int(config.eval.num_glimpses)
   variables = train_state.variables_of(state)
   with jax.set_mesh(mesh):
-    acc, count, saccades, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
+    acc, count, paths, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
                                                      max_examples=int(config.eval.max_examples))
   results = {"step": int(jax.device_get(state.step)), "num_examples": count,
              "train_glimpses": int(config.train.num_glimpses), "eval_glimpses": num_steps,
              "accuracy_per_step": [float(a) for a in acc], "model": config.model.name,
-             "saccades": saccades,  # per step t→t+1: mean length (px) and fraction of moves > 1 px
+             "saccades": paths.get("saccades", {}),  # per step t→t+1: mean length (px), fraction of moves > 1 px
+             "policy": paths.get("policy", {}),  # policy entropy per saccade, fixation spread per step (scanpath.py)
              "adversarial_training": bool(config.train.adversarial.enabled),
              "config": config.to_dict()}
   headline, label = "accuracy", "accuracy"

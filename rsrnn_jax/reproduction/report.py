@@ -9,8 +9,9 @@ Reads ``OUT/runs/<model>/seed<s>/{eval/results.json, compute.json, figures.npz, 
 attack_<profile>/{results.json, per_example.npz}, reproduce_stages.json}`` and writes, in ``OUT/``:
 
   report.md                  the claims' verdicts with their intervals, Table 1 (mean ± sd over seeds), the
-                             plateau per run, accuracy and ASR under attack, the sanity checks, the rules, the
-                             compute per stage and what is still missing
+                             plateau and the policy per run (:mod:`~rsrnn_jax.reproduction.health`), accuracy
+                             and ASR under attack, the sanity checks, the rules, the compute per stage and what is
+                             still missing
   verdicts.json              every verdict with its estimate, interval and the numbers behind it
   accuracy_vs_gmacs.png      accuracy vs GMACs as the steps grow, ours (± sd) and the paper's (AAAI Fig. 3)
   adv_accuracy_bars.png      accuracy under attack at steps k and T_eval per ε, per model (AAAI Fig. 4)
@@ -40,7 +41,8 @@ from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
 from rsrnn_jax.robustness import checks as checks_lib
 from rsrnn_jax.reproduction import figures as fig
-from rsrnn_jax.reproduction import sections, stats
+from rsrnn_jax.evaluation.scanpath import one_scanpath
+from rsrnn_jax.reproduction import health, sections, stats
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction.runs import ATTACK_TITLES, ATTACKS
 from rsrnn_jax.reproduction.verdicts import (CLAIMS, PAIRS, PAPER_TOLERANCE, by_paper_key, judge, judge_paper,
@@ -151,8 +153,11 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict, setting=None) 
     plateaus = [{"seed": s, "reached": saved.plateau_reached(r["plateau"]["rise_points"]),
                  "rise_points": r["plateau"]["rise_points"]}
                 for s, r in rep.runs[m].items() if r["plateau"]]
+    policies = [{"seed": s, "one_scanpath": one_scanpath(p), **p}
+                for mm, s, p in health.run_policies(rep.runs) if mm == m]
     models[m] = {"display": saved.display(m), "seeds": c["seeds"], "train_steps": c["steps"],
-                 "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus}
+                 "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus,
+                 "policy": policies}
   return {
       "setting": geometry(rep.configs, setting),
       "code_versions": saved.code_versions(rep.runs),

@@ -9,10 +9,10 @@ from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
 from rsrnn_jax.robustness import checks as checks_lib
 from rsrnn_jax.robustness.results import _pct as pct, _table as table
-from rsrnn_jax.reproduction import stats
+from rsrnn_jax.reproduction import health, stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, plateau_reached,
-                                          short_of_plateau, stage_devices)
+from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, short_of_plateau,
+                                          stage_devices)
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -123,7 +123,7 @@ def claims(rep: Report) -> list[str]:
                                                      f"training)" for m, s, rise in short)
             + ". The claims that compare with these models rest in part on a run that was still learning "
             "(\"Plateau\" below).", ""]
-  return out
+  return out + health.claims_note(rep)
 
 
 def clean_correct(rep: Report) -> list[str]:
@@ -199,34 +199,12 @@ def table1(rep: Report) -> list[str]:
           "training step count and at T_eval; compute from XLA's cost analysis of one image's forward pass "
           "(`rsrnn_jax/evaluation/compute.py`, docs/zoo.md), in millions of MACs (our demo models are ~10⁴× smaller "
           "than the paper's). Input/GRU/attention are read from each model's config.", ""]
-  out += plateau(rep)
+  out += health.plateau(rep) + health.policy(rep)
   if rep.figures.get("gmacs"):
     out += ["## Accuracy vs compute as the steps grow (paper: AAAI Fig. 3, recog.png)", "",
             f"![accuracy vs GMACs]({rep.figures['gmacs']})", "",
             "Each point of a glimpse model is one more step (GMACs = once + steps × per step), mean ± sd over seeds; "
             "S3TA is drawn at its training step count and FF-CNN(-AT) once, as in the paper.", ""]
-  return out
-
-
-def plateau(rep: Report) -> list[str]:
-  rows = []
-  for m, seeds in rep.runs.items():
-    for s, r in seeds.items():
-      p = r["plateau"]
-      if not p:
-        continue
-      reached = {True: "yes", False: "**no**", None: "–"}[plateau_reached(p["rise_points"])]
-      rows.append([display(m), s, "/".join(map(str, p["steps"])), " / ".join(pct(a) for a in p["accuracy"]),
-                   "–" if p["rise_points"] is None else f"{p['rise_points']:+.1f}", reached])
-  if not rows:
-    return []
-  n = next(r["plateau"]["num_examples"] for seeds in rep.runs.values() for r in seeds.values() if r["plateau"])
-  out = ["### Plateau: has each run finished learning?", ""]
-  out += [table(["model", "seed", "checkpoints (80/90/100%)", "clean top-1 % @T_train", "rise over the last 20% (pt)",
-                 "plateau reached"], rows), ""]
-  out += [f"Clean accuracy at T_train of the checkpoints at 80%, 90% and 100% of training, on the first {n} test "
-          "images. Rule: the plateau is reached iff acc(100%) − acc(80%) ≤ 1 point (a run still rising more than "
-          "that was stopped while it was learning; its comparisons are with a model short of its accuracy).", ""]
   return out
 
 

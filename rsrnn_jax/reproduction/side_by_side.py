@@ -107,10 +107,14 @@ def table1(found: dict) -> list[str]:
         exceptions.append(f"{disp} in {name} ({delta:+.1f} against the paper's {paper_delta:+.2f})")
       row += [_pt(acc), f"{delta:+.1f}", ok]
     rows.append(row)
+  dead = [f"{v['models'][m]['display']} seed {p['seed']} in {name}" for name, v in found.items()
+          for m in v["models"] for p in v["models"][m].get("policy", []) if p.get("one_scanpath")]
   out = ["## Table 1: clean accuracy relative to RS-RNN (paper: AAAI Table 1)", "", table(header, rows), ""]
   out += ["Clean top-1 (%) at T_train, mean over seeds, on the whole test split. The paper's numbers are ImageNet100; "
           "what is compared is each baseline's gap to RS-RNN."
-          + (" Outside the tolerance: " + "; ".join(exceptions) + " (docs/zoo.md says why)." if exceptions else ""), ""]
+          + (" Outside the tolerance: " + "; ".join(exceptions) + " (docs/zoo.md says why)." if exceptions else "")
+          + (" One scanpath for every image (the policy died in training; each setting's report, \"Policy\"): "
+             + "; ".join(dead) + "." if dead else ""), ""]
   return out
 
 
