@@ -599,6 +599,25 @@ def test_code_version_names_this_checkout():
   assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", v), v
 
 
+def test_code_version_is_dirty_for_code_changes_only(tmp_path, monkeypatch):
+  import subprocess
+  monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
+  git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+  git("init", "-q")
+  for path in ("pkg/code.py", "reproduction/demo/reproduce.log", "docs/notes.md"):
+    os.makedirs(os.path.dirname(tmp_path / path), exist_ok=True)
+    (tmp_path / path).write_text("v1\n")
+  git("add", ".")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+  head = RUNS.code_version(str(tmp_path / "pkg"))
+  assert re.fullmatch(r"[0-9a-f]{12}", head), head
+  (tmp_path / "reproduction/demo/reproduce.log").write_text("v1\nmore\n")  # a running reproduction's log
+  (tmp_path / "docs/notes.md").write_text("v2\n")
+  assert RUNS.code_version(str(tmp_path / "pkg")) == head
+  (tmp_path / "pkg/code.py").write_text("v2\n")
+  assert RUNS.code_version(str(tmp_path / "pkg")) == head + "-dirty"
+
+
 def test_code_version_from_the_environment_wins(tmp_path, monkeypatch):
   monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
   assert RUNS.code_version(str(tmp_path)) == "unknown"  # a copy of the tree without .git

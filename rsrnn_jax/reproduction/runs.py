@@ -154,10 +154,14 @@ def _discard_if_retrained(name: str, path: str, stages: dict, fp_train: str) -> 
 CODE_VERSION_ENV = "RSRNN_JAX_CODE_VERSION"
 
 
+NOT_CODE = ("reproduction", "docs")  # tracked folders of results and prose: a change there leaves the code clean
+
+
 def code_version(here: str | None = None) -> str:
   """The code running now: ``$RSRNN_JAX_CODE_VERSION`` when set (a copy of the tree sent to another machine,
   whose ``.git``, if any, need not match it), else the git commit (``-dirty`` with uncommitted changes to
-  tracked files), else ``unknown``. Recorded with every finished stage."""
+  tracked files outside :data:`NOT_CODE`: a running reproduction appends to the committed ``reproduce.log``),
+  else ``unknown``. Recorded with every finished stage."""
   if os.environ.get(CODE_VERSION_ENV):
     return os.environ[CODE_VERSION_ENV]
   here = here or os.path.dirname(os.path.abspath(__file__))
@@ -166,7 +170,9 @@ def code_version(here: str | None = None) -> str:
     head = git("rev-parse", "--short=12", "HEAD")
     if head.returncode:
       return "unknown"
-    return head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "")
+    top = git("rev-parse", "--show-toplevel").stdout.strip()
+    changed = git("diff", "--quiet", "HEAD", "--", top, *(f":(exclude){top}/{d}" for d in NOT_CODE)).returncode
+    return head.stdout.strip() + ("-dirty" if changed else "")
   except (OSError, subprocess.SubprocessError):
     return "unknown"
 
