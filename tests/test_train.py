@@ -1,5 +1,6 @@
 """Training: losses, the data-parallel step (1 vs 4 devices), checkpoint save/restore and resume."""
 import json
+import logging
 import os
 
 import jax
@@ -182,10 +183,27 @@ def test_scanpath_statistics_tell_a_policy_that_ignores_the_image():
   assert scanpath.one_scanpath(policy) is False and scanpath.one_scanpath({}) is None
 
 
-def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path):
-  c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2,
+def test_a_policy_loss_that_stays_at_zero_is_reported_once(caplog):
+  from rsrnn_jax.train import loop
+  watch = loop.PolicyWatch(tol=1e-4, logs=3)
+  with caplog.at_level(logging.WARNING, logger=loop.__name__):
+    for step, loss in enumerate([0.0, 0.0, 0.02, 5e-5, 0.0, -1e-6, 0.0, 0.0], start=1):
+      watch.see(step * 10, {"policy_loss": loss})
+    watch.see(90, {"loss": 1.0})  # a model without a policy logs no policy loss
+  (record,) = caplog.records
+  assert "deterministic since step 40 " in record.getMessage() and "3 logs in a row" in record.getMessage()
+
+
+def test_keeps_n_checkpoints_and_eval_reports_every_step(tiny_data, tmp_path, monkeypatch, caplog):
+  from rsrnn_jax.train import loop
+  c = _config(tiny_data, **{"train.num_train_steps": 6, "train.checkpoint_every": 2, "train.log_every": 1,
                             "train.keep_checkpoints": 2, "train.eval_at_end": True})
-  evaluate.train_and_evaluate(c, str(tmp_path))
+  logged = loop._scalars  # the loop watches the policy loss it logs: here one that is 0 from the start
+  monkeypatch.setattr(loop, "_scalars", lambda *a: ({**logged(*a)[0], "policy_loss": 0.0}, logged(*a)[1]))
+  with caplog.at_level(logging.WARNING, logger=loop.__name__):
+    evaluate.train_and_evaluate(c, str(tmp_path))
+  assert [r.getMessage().split(" (")[0] for r in caplog.records if r.name == loop.__name__] == [
+      "the fixation policy has been deterministic since step 1"]
   assert checkpoints.manager(str(tmp_path), c).all_steps() == [4, 6]
   with open(tmp_path / "eval" / "results.json") as f:
     res = json.load(f)

@@ -8,7 +8,9 @@ next save (``train.nonfinite='stop'``, the default: the last good checkpoint sta
 and what to change) or skips the step (``'skip'``). ``config.json`` is written when the run's first step has run
 (every check passed) and appended to ``config_history.jsonl``; a run that diverges puts the previous one back.
 SIGINT/SIGTERM (under ``launch.py``) stop the run with one line naming the step and the newest checkpoint; a
-checkpoint save in progress completes first.
+checkpoint save in progress completes first. A fixation policy that has become deterministic (its REINFORCE loss
+stays at 0: no gradient is left to change where the model looks) is reported once with a warning
+(:class:`PolicyWatch`).
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
                                process_count=jax.process_count())
   writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
   progress = writers.Progress(total, start, enabled=jax.process_index() == 0)
-  guard = _Guard(config, manager)
+  guard, policy_watch = _Guard(config, manager), PolicyWatch()
   window_t, window_n = time.perf_counter(), 0
   done, previous_config = start, False
   try:
@@ -107,6 +109,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
       if log_now:
         scalars, acc = _scalars(config, info, metrics, step, window_n / max(time.perf_counter() - window_t, 1e-9))
         scalars.update(guard.scalars())
+        policy_watch.see(done, scalars)
         writer.write(done, scalars, **{per_step_metric_name(info.multi_label): acc})
         progress.update(done, loss=scalars["loss"], acc=acc[-1], img_s=scalars["images_per_sec"])
         window_t, window_n = time.perf_counter(), 0
@@ -142,6 +145,34 @@ def _scalars(config, info, metrics, step: int, images_per_sec: float):
   scalars["images_per_sec"] = images_per_sec
   scalars["learning_rate"] = float(learning_rate_schedule(config.train)(step))
   return scalars, [float(a) for a in metrics[per_step_metric_name(info.multi_label)]]
+
+
+class PolicyWatch:
+  """Warns once when the logged REINFORCE loss has stayed below ``tol`` in size for ``logs`` logs in a row.
+
+  The loss is −(R − b)·log π(a) for the sampled fixations: it is 0 exactly when π(a) = 1, a deterministic
+  policy, whose softmax has saturated and gives REINFORCE no gradient: the policy cannot change any more. A policy
+  that died this way may still pick an image-dependent fixation, or the same scanpath for every image (the clean
+  evaluation's ``policy`` statistics tell which: docs/zoo.md § A policy can still die).
+  """
+
+  def __init__(self, tol: float = 1e-4, logs: int = 5):
+    self.tol, self.logs = tol, logs
+    self.since, self.count, self.warned = None, 0, False
+
+  def see(self, step: int, scalars: dict) -> None:
+    loss = scalars.get("policy_loss")
+    if loss is None or self.warned:
+      return
+    if abs(loss) >= self.tol:
+      self.since, self.count = None, 0
+      return
+    self.since, self.count = self.since or step, self.count + 1
+    if self.count >= self.logs:
+      self.warned = True
+      log.warning("the fixation policy has been deterministic since step %d (|policy loss| < %g in %d logs in a "
+                  "row): REINFORCE has no gradient left, so where the model looks will not change any more "
+                  "(docs/zoo.md § A policy can still die)", self.since, self.tol, self.count)
 
 
 class Diverged(workdir_lib.UserError):
