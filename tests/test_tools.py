@@ -48,6 +48,28 @@ def test_fixation_hits_reports_every_step(trained, tmp_path):
   assert all(0.0 <= s["hit"] <= 1.0 and s["distance_px"] >= 0 for s in r["per_step"])
 
 
+def test_policy_value_compares_the_policy_with_fixed_and_random_fixations(trained, tmp_path):
+  tool = _tool("policy_value")
+  out = str(tmp_path / "value.json")
+  assert tool.main([trained, "--examples", "16", "--steps", "3", "--out", out]) == 0
+  r = json.load(open(out))
+  acc = r["accuracy_per_step"]
+  assert r["model"] == "gfnet_m" and r["examples"] == 16 and set(acc) == {"policy", "centre", "random"}
+  assert all(len(v) == 3 and all(0.0 <= a <= 1.0 for a in v) for v in acc.values())
+  assert acc["policy"][0] == acc["centre"][0] == acc["random"][0]  # every way starts at the centre
+  fix, mask = tool.forced_fixations("random", 3, 5, seed=1)
+  assert mask.all() and not fix[0].any() and np.abs(fix[1:]).max() <= 0.9 and len(np.unique(fix[1:, :, 0])) == 10
+  assert not tool.forced_fixations("centre", 3, 5, seed=1)[0].any() and tool.forced_fixations("policy", 3, 5, 1) is None
+
+
+def test_policy_value_refuses_a_model_without_fixations(monkeypatch, capsys):
+  import types
+  tool = _tool("policy_value")
+  monkeypatch.setattr(tool, "load", lambda workdir: types.SimpleNamespace(config=tiny_config("ff_cnn")))
+  assert tool.main(["some/ff_cnn/run"]) == 2
+  assert capsys.readouterr().err.count("\n") == 1  # one line that says what to do
+
+
 def test_fixation_hits_counts_the_fixations_whose_window_holds_the_item_centre():
   """tools/fixation_hits.py (docs/zoo.md's GF-Net-m measurement): fixation (x, y) in [-1, 1] → pixels, against
   the item's (row, col) corner + half its side."""
