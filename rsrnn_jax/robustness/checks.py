@@ -350,8 +350,9 @@ _READINGS = {
     9: ("covered", "the policy attacks run after APGD-CE under robust flags: the examples they miss that APGD-CE "
                    "broke are counted broken, and what they break beyond it still counts"),
     10: ("warning", "a transfer attack beat the white-box attacks: white-box gradients may be masked"),
-    11: ("warning", "an AutoAttack flag was raised: a zero gradient on an example no attack broke, "
-                    "non-determinism, or Square"),
+    11: ("warning", "an AutoAttack flag was raised: an APGD run started at a zero gradient on an example no attack "
+                    "broke (each such example can overstate robust accuracy by one example: the run's report counts "
+                    "them), non-determinism, or Square"),
 }
 _FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what it breaks counts in the worst "
                            "case; a gradient-free attack found examples the gradient attacks missed")}
