@@ -549,6 +549,17 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   assert R.main(argv + ["--no_report"]) == 0
   assert {p: os.path.getmtime(p) for p in report_files} == before
   assert R.main(argv + ["--no_report", "--report_only"]) == 2
+  # --report_to: the reports of the runs so far drawn elsewhere; OUT's reports and log stay as they are.
+  elsewhere, log_size = str(tmp_path / "look"), os.path.getsize(os.path.join(out, "reproduce.log"))
+  assert R.main(argv + ["--report_to", elsewhere]) == 2  # only with --report_only
+  assert R.main(argv + ["--report_only", "--report_to", top]) == 2  # not into OUT itself
+  assert R.main(argv + ["--report_only", "--report_to", elsewhere]) == 0
+  for name in ("report.md", "verdicts.json", "adv_accuracy_bars.png", "reproduce.log"):
+    assert os.path.getsize(os.path.join(elsewhere, "demo", name)) > 0, name
+  assert "[demo](demo/report.md)" in open(os.path.join(elsewhere, "report.md")).read()
+  assert json.load(open(os.path.join(elsewhere, "demo", "verdicts.json")))["claims"] == verdicts["claims"]
+  assert {p: os.path.getmtime(p) for p in report_files} == before and not os.path.exists(os.path.join(elsewhere, "runs"))
+  assert os.path.getsize(os.path.join(out, "reproduce.log")) == log_size
   # --jobs 2: each run's stages in its own process (two phases), nothing to do; then this process's report.
   assert R.main(argv + ["--jobs", "2"]) == 0
   for m, s in runs:

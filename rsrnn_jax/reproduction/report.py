@@ -184,10 +184,13 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict, setting=None) 
   }
 
 
-def write(out_dir: str, configs: dict, budget, setting=None) -> str:
+def write(out_dir: str, configs: dict, budget, setting=None, dest: str = "") -> str:
   """Loads the runs of ``configs`` ({model: {seed: {stage: config}}}) from ``out_dir/runs``, judges the claims,
-  draws the figures, writes ``out_dir/report.md`` and ``out_dir/verdicts.json`` (naming ``setting``, a
-  :class:`rsrnn_jax.reproduction.settings.Setting`); returns the report's path."""
+  draws the figures, writes ``report.md`` and ``verdicts.json`` (naming ``setting``, a
+  :class:`rsrnn_jax.reproduction.settings.Setting`) with the figures in ``dest`` (default ``out_dir``); returns
+  the report's path."""
+  dest = dest or out_dir
+  os.makedirs(dest, exist_ok=True)
   seeds = {m: list(per) for m, per in configs.items()}
   runs = saved.load_runs(out_dir, seeds, budget.profiles)
   attacks = [a for a, (profile, _) in ATTACKS.items() if profile in budget.profiles]
@@ -204,10 +207,10 @@ def write(out_dir: str, configs: dict, budget, setting=None) -> str:
                         compute=saved.compute_seconds(runs, budget.stages), figures={}, pairs=pairs,
                         paper_pairs=judge_paper(claims=PAIRS), clean_correct=clean_correct, **s)
   computes = {m: next((r["compute"] for r in per.values() if r["compute"]), None) for m, per in runs.items()}
-  rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, out_dir), "fixations": fig.fixations(runs, out_dir),
-                 "gif": fig.glimpses_gif(runs, out_dir), "bars": fig.adv_bars(acc, s["k"], s["t"], out_dir),
-                 "per_step": fig.adv_per_step(acc, s["k"], out_dir)}
-  path = os.path.join(out_dir, "report.md")
+  rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, dest), "fixations": fig.fixations(runs, dest),
+                 "gif": fig.glimpses_gif(runs, dest), "bars": fig.adv_bars(acc, s["k"], s["t"], dest),
+                 "per_step": fig.adv_per_step(acc, s["k"], dest)}
+  path = os.path.join(dest, "report.md")
   workdir.write_text(path, markdown(rep))  # atomic: a failed re-draw keeps the previous report
-  workdir.write_json(os.path.join(out_dir, "verdicts.json"), verdicts_json(rep, infos, seeds, setting))
+  workdir.write_json(os.path.join(dest, "verdicts.json"), verdicts_json(rep, infos, seeds, setting))
   return path

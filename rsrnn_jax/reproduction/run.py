@@ -3,6 +3,7 @@
   python -m rsrnn_jax.reproduction.run [--budget full|default|quick] [--seeds 0,1,2] [--models rsrnn,ff_cnn]
                                        [--out reproduction] [--set data.x=v ...]
   python -m rsrnn_jax.reproduction.run --report_only [--out reproduction]     # re-draw the report from saved runs
+  python -m rsrnn_jax.reproduction.run --report_only --report_to DIR   # ... into DIR, OUT's reports untouched
   python -m rsrnn_jax.reproduction.run --jobs 12 [--job_gpus 0,1]   # one process per run, 12 at once (jobs.py)
   python -m rsrnn_jax.reproduction.run --dry_run     # what would run, why, and about how long (todo.py)
 
@@ -181,12 +182,13 @@ def transfer_source_dir(budget: Budget, model: str, seed: int, configs: dict, ou
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
-              stages=None, report: bool = True, setting: Setting = DEMO, rerun=()) -> str:
+              stages=None, report: bool = True, setting: Setting = DEMO, rerun=(), report_dir: str = "") -> str:
   """Every stage of every run of ``setting`` that is not up to date (seed by seed: every model's first seed first;
   ``stages``: only these, e.g. ``("train", "eval")``; ``rerun``: these although up to date, never ``train``),
   then ``out_dir/report.md`` and ``out_dir/verdicts.json``
-  (unless not ``report``: several processes running parts of one ``out_dir`` at once). ``out_dir`` holds one
-  setting (the command line's ``OUT/<setting>``). Returns the report's path ("" without it)."""
+  (unless not ``report``: several processes running parts of one ``out_dir`` at once), or in ``report_dir``
+  (the runs read from ``out_dir``). ``out_dir`` holds one setting (the command line's ``OUT/<setting>``). Returns
+  the report's path ("" without it)."""
   from rsrnn_jax.reproduction import report as reproduce_report
   budget = setting.budget(budget)
   budget.check_stages(stages, rerun)
@@ -201,7 +203,7 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
                           budget.plateau_examples, only=stages, device=device, rerun=tuple(rerun))
   if not report:
     return ""
-  path = reproduce_report.write(out_dir, configs, budget, setting)
+  path = reproduce_report.write(out_dir, configs, budget, setting, dest=report_dir or out_dir)
   log.info("report: %s", path)
   return path
 
@@ -268,6 +270,9 @@ def main(argv=None) -> int:
   p.add_argument("--dry_run", action="store_true", help="print what would run, why, and about how long it would "
                  "take (from the times finished stages recorded); run nothing")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
+  p.add_argument("--report_to", default="", metavar="DIR", help="with --report_only: write the reports (each "
+                 "setting's in DIR/<setting>, side by side in DIR/report.md) there, and leave OUT's as they are "
+                 "(a look at a reproduction still running)")
   p.add_argument("--no_report", action="store_true", help="run the stages and leave the report as it is (processes "
                  "running parts of one OUT at once, e.g. one per model; then one --report_only)")
   args = p.parse_args(argv)
@@ -282,6 +287,10 @@ def main(argv=None) -> int:
       raise ValueError(f"--setting expects a comma-separated subset of {','.join(data_settings.SETTINGS)}")
     if args.report_only and args.no_report:
       raise ValueError("--report_only and --no_report exclude each other: drop one")
+    if args.report_to and not args.report_only:
+      raise ValueError("--report_to goes with --report_only (the stages write their runs to --out): add it")
+    if args.report_to and os.path.abspath(args.report_to) == os.path.abspath(args.out):
+      raise ValueError("--report_to names --out itself: give another folder, or drop --report_to")
     if args.dry_run and args.report_only:
       raise ValueError("--dry_run and --report_only exclude each other: drop one")
     if args.jobs < 1 or (args.jobs > 1 and args.report_only):
@@ -316,15 +325,17 @@ def main(argv=None) -> int:
       status = jobs_lib.run_as_jobs(args, settings, budget, models, seeds, stages, rerun)
     for setting in settings if args.jobs == 1 or not args.no_report else ():
       out = os.path.join(args.out, setting.name)
-      handler = _log_to_file(out)  # each setting's log beside its runs
+      dest = os.path.join(args.report_to, setting.name) if args.report_to else ""
+      handler = _log_to_file(dest or out)  # each setting's log beside its runs (or its reports elsewhere)
       try:
         reproduce(out, budget, models, seeds, overrides, report_only=args.report_only or args.jobs > 1,
-                  config_file=args.config, stages=stages, report=not args.no_report, setting=setting, rerun=rerun)
+                  config_file=args.config, stages=stages, report=not args.no_report, setting=setting, rerun=rerun,
+                  report_dir=dest)
       finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     if not args.no_report:  # the settings side by side, from every setting's verdicts.json there is
-      log.info("report: %s", side_by_side.write(args.out, data_settings.SETTINGS))
+      log.info("report: %s", side_by_side.write(args.report_to or args.out, data_settings.SETTINGS))
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
