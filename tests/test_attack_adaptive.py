@@ -78,6 +78,15 @@ def test_a_flag_counts_the_flagged_examples_no_attack_broke_in_the_end():
   _, _, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k, eval_steps=t)
   # first flags 1, 2, 3; second breaks 1; 2 and 3 stay robust at step k (3's break at step 1 is not its step)
   assert [(r["zero_grad_count"], r["zero_grad_robust_count"]) for r in table] == [(3, 2), (0, 0)]
+  # ... and second attacked 2 and 3 from a non-zero gradient at step k, where they stay robust
+  assert [r["zero_grad_uncovered_count"] for r in table] == [0, 0]
+  zero_grad["second"] = [3]  # second's own start on 3 was at a zero gradient too: 3 has no working gradient
+  _, _, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k, eval_steps=t)
+  assert [(r["zero_grad_robust_count"], r["zero_grad_uncovered_count"]) for r in table] == [(2, 1), (1, 1)]
+  steps["second"] = flags.flag_steps("t1", k, t)  # second aims at step 1 only, where 3 was broken: no cover
+  zero_grad["second"] = []
+  _, _, table = flags.run_cascade(dict.fromkeys(steps), steps, clean, attack_rows, attack_step=k, eval_steps=t)
+  assert table[0]["zero_grad_uncovered_count"] == 1  # 2 stays robust at step 1 (covered), 3 does not
 
 
 def test_robust_flags_carry_over_from_a_smaller_eps():

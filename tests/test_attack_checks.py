@@ -2,7 +2,7 @@
 evaluation, fail on each constructed failure, skipped when not run."""
 import copy
 
-from rsrnn_jax.robustness import checks, profiles
+from rsrnn_jax.robustness import checks, profiles, readings
 
 
 def _entry(eps, acc, asr=None):
@@ -129,15 +129,15 @@ def test_check8_on_a_policy_nothing_moves_is_a_finding():
     row["scanpath_changed_count"] = 0
   c_dead, c_fixed = check8(dead), check8(fixed)
   assert c_dead["status"] == c_fixed["status"] == "fail"
-  assert checks.reading(8, True, c_dead)[0] == "warning" and checks.reading(8, True, c_fixed)[0] == "finding"
+  assert readings.reading(8, True, c_dead)[0] == "warning" and readings.reading(8, True, c_fixed)[0] == "finding"
   assert "the policy does not respond to the image" in c_fixed["detail"]
   assert c_fixed["numbers"]["reference_attacked"] == 150
   old = copy.deepcopy(c_fixed)  # a results.json written before reference_attacked was recorded
   del old["numbers"]["reference_attacked"]
-  assert checks.reading(8, True, old)[0] == "finding"
+  assert readings.reading(8, True, old)[0] == "finding"
   # Over several runs the most severe reading stands; a report lists both readings of check 8.
   runs = [checks.sanity_checks(fixed, paper), checks.sanity_checks(dead, paper)]
-  assert checks.readings(runs)[8][1] == "warning" and checks.readings(runs[:1])[8][1] == "finding"
+  assert readings.readings(runs)[8][1] == "warning" and readings.readings(runs[:1])[8][1] == "finding"
 
 
 def test_robust_flag_checks_pass_and_fail():
@@ -160,6 +160,13 @@ def test_robust_flag_checks_pass_and_fail():
   r["flags"]["per_eps"][0]["rows"][1]["zero_grad_robust_count"] = 1
   c11 = {c["id"]: c for c in checks.sanity_checks(r, paper)}[11]
   assert c11["status"] == "fail" and "1 of them on examples no attack broke" in c11["detail"]
+  assert readings.reading(11, True, c11)[0] == "warning"  # results without the cover count: not known
+  r["flags"]["per_eps"][0]["rows"][1]["zero_grad_uncovered_count"] = 0  # another APGD run had a working gradient
+  c11 = {c["id"]: c for c in checks.sanity_checks(r, paper)}[11]
+  assert c11["status"] == "fail" and "0 of those not attacked by another APGD run" in c11["detail"]
+  assert readings.reading(11, True, c11)[0] == "covered"
+  r["randomness"]["same_key_max_diff"] = 1e-3  # ... but two passes of one input differ: a warning again
+  assert readings.reading(11, True, {c["id"]: c for c in checks.sanity_checks(r, paper)}[11])[0] == "warning"
   r = _flagged_results()
   r["randomness"]["same_key_max_diff"] = 1e-3
   assert status(r)[11] == "fail"
@@ -180,18 +187,18 @@ def test_every_failure_says_what_it_means_for_the_numbers():
     e["adv_acc"][3] = e["adv_acc"][1] - 0.1
   r["policy_check"]["attacks"]["bpda_step"]["broke"] = 40       # 9 fails
   out = checks.sanity_checks(r, paper)
-  read = checks.readings([out])
+  read = readings.readings([out])
   failed = {i: kind for i, (_, kind, _) in read.items()}
   assert {1, 3, 5, 7, 9} <= set(failed)
-  assert all(kind in checks.READING_KINDS and meaning for _, kind, meaning in read.values())
+  assert all(kind in readings.READING_KINDS and meaning for _, kind, meaning in read.values())
   assert set(read) == {c["id"] for c in out if c["status"] == "fail"}  # the failed checks, and only them
   # A lost recovery is a finding about the model; an unconverged attack or a weak policy attack is covered by
   # the stronger one in the worst case; an accuracy that rises with ε is a warning.
   assert (failed[7], failed[3], failed[9], failed[1]) == ("finding", "covered", "covered", "warning")
   # Square's extra breaks count in the worst case only where it runs in the robust-flags cascade.
-  assert failed[5] == "covered" and checks.reading(5, flags=False)[0] == "warning"
+  assert failed[5] == "covered" and readings.reading(5, flags=False)[0] == "warning"
   # Over several runs: each failed check once, read as in its own profile.
   plain = checks.sanity_checks(_fake_results(), paper)
-  read = checks.readings([plain, out])
+  read = readings.readings([plain, out])
   assert list(read) == sorted(failed) and read[5][1] == "covered"
-  assert checks.readings([plain]) == {}
+  assert readings.readings([plain]) == {}

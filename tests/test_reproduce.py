@@ -710,11 +710,11 @@ def test_runs_whose_policy_gives_every_image_one_scanpath_are_named():
 def test_each_setting_report_reads_every_failed_check():
   import types
   from rsrnn_jax.reproduction import sections
-  from rsrnn_jax.robustness import checks
+  from rsrnn_jax.robustness import readings
   check = lambda i, status: {"id": i, "name": f"check {i}", "status": status, "detail": "", "numbers": {}}
   runs = {"rsrnn": {s: {"attack": {"adaptive": {"checks": [check(i, "fail" if i == 7 and s == 0 else "pass")
                                                            for i in range(1, 12)]}}} for s in (0, 1)}}
   rep = types.SimpleNamespace(runs=runs, budget=types.SimpleNamespace(profiles=("paper", "adaptive")))
   md = "\n".join(sections.sanity_checks(rep))
   assert "FAIL 1/2 (finding)" in md and md.count("FAIL 1/") == 1 and "FAIL 2/" not in md
-  assert f"- check 7, check 7 (finding): {checks.reading(7)[1]}." in md
+  assert f"- check 7, check 7 (finding): {readings.reading(7)[1]}." in md

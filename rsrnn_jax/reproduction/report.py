@@ -39,7 +39,7 @@ import os
 
 from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
-from rsrnn_jax.robustness import checks as checks_lib
+from rsrnn_jax.robustness import readings as check_readings
 from rsrnn_jax.reproduction import figures as fig
 from rsrnn_jax.evaluation.scanpath import one_scanpath
 from rsrnn_jax.reproduction import health, sections, stats
@@ -141,7 +141,7 @@ def _sanity(runs: dict, profiles) -> dict:
           if c["status"] == "fail":
             failed[c["name"]] = failed.get(c["name"], 0) + 1
       if done:
-        readings = {name: [kind, meaning] for name, kind, meaning in checks_lib.readings(done).values()}
+        readings = {name: [kind, meaning] for name, kind, meaning in check_readings.readings(done).values()}
         out.setdefault(m, {})[p] = {"runs": len(done), "failed": failed, "readings": readings}
   return out
 

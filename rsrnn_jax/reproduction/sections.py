@@ -7,7 +7,7 @@ import time
 
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
-from rsrnn_jax.robustness import checks as checks_lib
+from rsrnn_jax.robustness import readings as check_readings
 from rsrnn_jax.robustness.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import health, stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
@@ -302,7 +302,7 @@ def sanity_checks(rep: Report) -> list[str]:
   names = [c["name"] for c in names]
   rows, meanings = [], {}
   for m, profile, done in found:
-    cells, read = [], checks_lib.readings(done)
+    cells, read = [], check_readings.readings(done)
     meanings.update({(cid, r[1]): r for cid, r in read.items()})
     for i in range(len(names)):
       st = [cs[i]["status"] for cs in done if i < len(cs)]

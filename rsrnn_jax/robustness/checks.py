@@ -36,10 +36,7 @@ Under robust flags (the adaptive profile) also:
 11. AutoAttack's flags: no APGD run starts at an exactly zero gradient, two forward passes of the same input
    give the same logits, and check 5 passed.
 
-What a FAIL means for the numbers (:func:`reading`, :func:`readings`, derived from the check's id and whether
-the profile ran under robust flags, so results written before it existed read the same): a finding about the
-model, covered by a stronger attack inside the worst case, or a warning that the numbers may overstate
-robustness. Reports print it beside every FAIL.
+What a FAIL means for the numbers: :mod:`rsrnn_jax.robustness.readings`.
 """
 from __future__ import annotations
 
@@ -48,6 +45,7 @@ import math
 import numpy as np
 
 from rsrnn_jax.robustness import registry
+from rsrnn_jax.robustness.readings import fixed_policy
 
 
 def _check(cid: int, name: str, status: str, detail: str, **numbers) -> dict:
@@ -262,7 +260,7 @@ def check_scanpath_changed(results: dict) -> dict:
             f"({per}); {_ref(results)}_step: {100 * ref_share:.1f}%")
   c = _check(8, name, "pass" if changed > 0 else "fail", detail, share=share, reference_share=ref_share,
              attacked=attacked, changed=changed, reference_attacked=ref_attacked)
-  if _fixed_policy(c):
+  if fixed_policy(c):
     c["detail"] += "; no attack moved a fixation, the plain one included: the policy does not respond to the image"
   return c
 
@@ -312,10 +310,13 @@ def check_autoattack_flags(results: dict, square_status: str) -> dict:
     return _check(11, name, "skipped", "not run")
   attacked, zero = sum(r["attacked"] for r in rows), sum(r["zero_grad_count"] for r in rows)
   zero_robust = sum(r.get("zero_grad_robust_count", r["zero_grad_count"]) for r in rows)
+  uncovered = sum(r.get("zero_grad_uncovered_count", r.get("zero_grad_robust_count", r["zero_grad_count"]))
+                  for r in rows)
   problems = []
   if zero_robust:
     problems.append(f"{zero} of {attacked} APGD runs started at a zero gradient, {zero_robust} of them on "
-                    "examples no attack broke")
+                    f"examples no attack broke, {uncovered} of those not attacked by another APGD run from a "
+                    "non-zero gradient at a step where they stay robust")
   if rnd and rnd["same_key_max_diff"] > 0:
     problems.append(f"two forward passes of the same input differ by {rnd['same_key_max_diff']:.3g}")
   if square_status == "fail":
@@ -327,72 +328,7 @@ def check_autoattack_flags(results: dict, square_status: str) -> dict:
             f"zero-gradient starts {zero}/{attacked}{broken_anyway}; same input twice: identical logits; Square: "
             f"{square_status}" + stochastic)
   return _check(11, name, "fail" if problems else "pass", detail, zero_grad=zero, zero_grad_robust=zero_robust,
-                attacked=attacked, randomness=rnd)
-
-
-# What a FAIL means for the numbers a verdict reads (the reports print it next to every failed check):
-#   finding  — a property of the model the check exposed, not a weakness of the attack;
-#   covered  — a stronger attack exposed it and is part of the worst case the verdicts read;
-#   warning  — the numbers may overstate robustness: a stronger or different attack is needed.
-READING_KINDS = ("finding", "covered", "warning")
-_READINGS = {
-    1: ("warning", "the attack is weaker at a larger ε than at a smaller one: the larger ε's numbers overstate "
-                   "robustness"),
-    2: ("warning", "the attack cannot reach chance at a large ε: gradients may be masked"),
-    3: ("covered", "the attack with more iterations and restarts is part of the worst case (the paper-attack rows "
-                   "are the paper's fixed PGD-5 by design)"),
-    4: ("warning", "a one-step attack beat the iterative one: the iterative attack is not working"),
-    5: ("warning", "a gradient-free attack found examples the gradient attacks missed: gradients may be masked"),
-    6: ("warning", "the input gradients vanish, explode or are not finite at some step"),
-    7: ("finding", "the model's recovery with more glimpses does not survive an attacker of every step: the "
-                   "recovery is a property of the step-k attack, not of the model"),
-    8: ("warning", "the policy attacks did not move the fixations: their gradient through the policy is dead"),
-    9: ("covered", "the policy attacks run after APGD-CE under robust flags: the examples they miss that APGD-CE "
-                   "broke are counted broken, and what they break beyond it still counts"),
-    10: ("warning", "a transfer attack beat the white-box attacks: white-box gradients may be masked"),
-    11: ("warning", "an AutoAttack flag was raised: an APGD run started at a zero gradient on an example no attack "
-                    "broke (each such example can overstate robust accuracy by one example: the run's report counts "
-                    "them), non-determinism, or Square"),
-}
-_FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what it breaks counts in the worst "
-                           "case; a gradient-free attack found examples the gradient attacks missed")}
-_FIXED_POLICY = ("finding", "no attack moved a fixation, the plain APGD-CE included: the policy does not respond to "
-                            "the image (a fixed scanpath), so a policy attack has nothing to move and the plain "
-                            "attacks on that scanpath are exact")
-
-
-def _fixed_policy(check: dict) -> bool:
-  """Check 8 failed because nothing moves the fixations: the reference attack attacked examples and changed no
-  scanpath either (results without ``reference_attacked``: the reference attack runs first, on every example)."""
-  n = check.get("numbers") or {}
-  return (check["id"] == 8 and n.get("changed") == 0 and n.get("reference_share") == 0
-          and n.get("reference_attacked", n.get("attacked", 0)) > 0)
-
-
-def reading(check_id: int, flags: bool = False, check: dict | None = None) -> tuple[str, str]:
-  """(kind, sentence): what a FAIL of check ``check_id`` means for the numbers (``READING_KINDS``); ``flags``:
-  the profile ran under robust flags, where every attack's breaks count in the worst case; ``check``: the
-  failed check itself, where its numbers decide the reading (check 8 on a fixed policy)."""
-  if check is not None and _fixed_policy(check):
-    return _FIXED_POLICY
-  if flags and check_id in _FLAGGED:
-    return _FLAGGED[check_id]
-  return _READINGS[check_id]
-
-
-def readings(check_lists) -> dict:
-  """{check id: (name, kind, meaning)} of every check that failed in any of ``check_lists`` (each a
-  ``sanity_checks`` list; checks 8-11 present = the profile ran under robust flags). Where runs read one check
-  differently, the most severe reading is kept (warning, then covered, then finding)."""
-  out = {}
-  for checks in check_lists:
-    flags = any(c["id"] >= 8 for c in checks)
-    for c in checks:
-      if c["status"] == "fail":
-        read = (c["name"], *reading(c["id"], flags, c))
-        if c["id"] not in out or READING_KINDS.index(read[1]) > READING_KINDS.index(out[c["id"]][1]):
-          out[c["id"]] = read
-  return dict(sorted(out.items()))
+                zero_grad_uncovered=uncovered, attacked=attacked, randomness=rnd, square=square_status)
 
 
 def sanity_checks(results: dict, checks) -> list[dict]:

@@ -94,12 +94,14 @@ def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, atta
   name → the worst case [N, T] after that attack; ``rows``: per attack what it attacked and took away, and per
   boolean ``info`` array (e.g. APGD's ``zero_grad``) ``<key>_count``, the attacked examples it flags, and
   ``<key>_robust_count``, those of them still robust at one of the attack's flag steps after the whole cascade:
-  a flag on an example some attack broke cannot have made the numbers overstate robustness).
+  a flag on an example some attack broke cannot have made the numbers overstate robustness; for ``zero_grad``
+  also ``zero_grad_uncovered_count``, those of the robust ones that no other attack reporting ``zero_grad``
+  attacked from a non-zero gradient at a step where they stay robust (:func:`_working_gradient`)).
   """
   k, t = attack_step, eval_steps
   clean_correct = np.asarray(clean_correct, bool)
   correct = np.array(clean_correct if start is None else np.asarray(start, bool) & clean_correct, copy=True)
-  cumulative, table, flagged = {}, [], []
+  cumulative, table, flagged, gradients = {}, [], [], []
   if start is not None:
     newly = clean_correct & ~correct
     table.append({"attack": start_label or "start", "flag_step": "–", "attacked": 0,
@@ -124,11 +126,30 @@ def run_cascade(specs: dict, steps_of: dict, clean_correct, attack_rows, *, atta
       v = np.asarray(v)
       if v.dtype == np.bool_:
         row[f"{key}_count"] = int(v.sum())
-        flagged.append((row, key, rows[v.reshape(len(rows))], s))
+        flagged.append((row, key, rows[v.reshape(len(rows))], s, len(gradients)))
+        if key == ZERO_GRAD:
+          gradients.append((rows[~v.reshape(len(rows))], s))
     table.append(row)
-  for row, key, which, s in flagged:  # after the whole cascade: which flagged examples no attack broke
-    row[f"{key}_robust_count"] = int(correct[which][:, s].any(1).sum())
+  for row, key, which, s, i in flagged:  # after the whole cascade: which flagged examples no attack broke
+    robust = which[correct[which][:, s].any(1)]
+    row[f"{key}_robust_count"] = int(len(robust))
+    if key == ZERO_GRAD:
+      row["zero_grad_uncovered_count"] = int((~_working_gradient(gradients, correct, skip=i)[robust]).sum())
   return correct, cumulative, table
+
+
+ZERO_GRAD = "zero_grad"  # the info key of APGD's zero-gradient start (AutoAttack's flag; sanity check 11)
+
+
+def _working_gradient(gradients, correct, skip: int):
+  """[N]: the examples some attack of ``gradients`` (its rows that started from a non-zero gradient, its flag
+  steps), other than the one at index ``skip``, attacked at a step where they are still robust after the cascade:
+  a zero-gradient start elsewhere cannot be what keeps them robust."""
+  out = np.zeros(len(correct), bool)
+  for i, (rows, s) in enumerate(gradients):
+    if i != skip:
+      out[rows[correct[rows][:, s].any(1)]] = True
+  return out
 
 
 class Repacker:

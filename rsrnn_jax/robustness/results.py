@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from rsrnn_jax import workdir as workdir_lib
-from rsrnn_jax.robustness import checks as checks_lib
+from rsrnn_jax.robustness import readings as check_readings
 from rsrnn_jax.robustness import registry
 from rsrnn_jax.report import figures as viz
 
@@ -334,7 +334,7 @@ def _checks(results: dict) -> list[str]:
     out += ["What each failure means for the numbers (finding: a property of the model; covered: the stronger "
             "attack is in the worst case; warning: the numbers may overstate robustness):", ""]
     for c in failed:
-      kind, meaning = checks_lib.reading(c["id"], bool(results.get("flags")), c)
+      kind, meaning = check_readings.reading(c["id"], bool(results.get("flags")), c)
       out.append(f"- check {c['id']} ({kind}): {meaning}.")
     out.append("")
   pc = results.get("policy_check")
