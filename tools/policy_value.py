@@ -39,10 +39,15 @@ def forced_fixations(way: str, steps: int, n: int, seed: int):
   return fix, np.ones((steps,), bool)
 
 
-def accuracy_per_step(m, images, labels, way: str, steps: int, seed: int, batch: int = 250) -> list[float]:
+def logits_fn(m, steps: int):
+  """jit(variables, images, fixations or None, mask or None) → logits [T, B, K] of the eval policy, or of the
+  forced fixations where given (one compilation per kind)."""
+  return jax.jit(lambda v, x, f, k: m.model.apply(v, x, num_steps=steps, train=False, sample_fixations=False,
+                                                  fixations=f, fixation_mask=k)["logits"])
+
+
+def accuracy_per_step(m, apply, images, labels, way: str, steps: int, seed: int, batch: int = 250) -> list[float]:
   forced = forced_fixations(way, steps, len(images), seed)
-  apply = jax.jit(lambda v, x, f, k: m.model.apply(v, x, num_steps=steps, train=False, sample_fixations=False,
-                                                   fixations=f, fixation_mask=k)["logits"])
   correct = np.zeros(steps)
   for i in range(0, len(images), batch):
     x = images[i:i + batch]
@@ -68,9 +73,10 @@ def main(argv=None) -> int:
   keep = np.asarray(b["mask"]) > 0
   images, labels = np.asarray(b["image"])[keep], np.asarray(b["label"])[keep]
   steps = args.steps or int(m.config.eval.num_glimpses)
+  apply = logits_fn(m, steps)
   out = {"workdir": args.workdir, "model": m.config.model.name, "checkpoint_step": m.step, "examples": len(images),
          "steps": steps, "seed": args.seed,
-         "accuracy_per_step": {w: accuracy_per_step(m, images, labels, w, steps, args.seed) for w in WAYS}}
+         "accuracy_per_step": {w: accuracy_per_step(m, apply, images, labels, w, steps, args.seed) for w in WAYS}}
   text = json.dumps(out, indent=1)
   if args.out:
     with open(args.out, "w") as f:
