@@ -128,7 +128,7 @@ def evaluate(config, workdir: str, loaded=None) -> dict:
   variables = train_state.variables_of(state)
   with jax.set_mesh(mesh):
     acc, count, paths, per_step = _evaluate_split(model, variables, config, mesh, num_steps=num_steps,
-                                                     max_examples=int(config.eval.max_examples))
+                                                  max_examples=int(config.eval.max_examples))
   results = {"step": int(jax.device_get(state.step)), "num_examples": count,
              "train_glimpses": int(config.train.num_glimpses), "eval_glimpses": num_steps,
              "accuracy_per_step": [float(a) for a in acc], "model": config.model.name,
