@@ -10,7 +10,6 @@ attack suite takes). Writes JSON: per ε, `acc_k`, `acc_T`, and the clean accura
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -18,7 +17,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rsrnn_jax import data, load  # noqa: E402
+from rsrnn_jax import load  # noqa: E402
+from tools import common  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,12 +31,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   m = load(args.workdir)
   k, t = int(m.config.attack.attack_step), int(m.config.eval.num_glimpses)
-  images, labels = [], []
-  for b in data.eval_batches(m.config.data, global_batch_size=args.batch, max_examples=args.examples):
-    keep = np.asarray(b["mask"]) > 0
-    images.append(np.asarray(b["image"])[keep])
-    labels.append(np.asarray(b["label"])[keep])
-  images, labels = np.concatenate(images), np.concatenate(labels)
+  images, labels = common.first_test_images(m.config.data, args.examples, args.batch)
 
   def accuracy(x):
     pred = np.concatenate([np.asarray(m.predict(x[i:i + args.batch], steps=t)["logits"]).argmax(-1)
@@ -54,9 +49,7 @@ def main(argv=None) -> int:
   out = {"workdir": args.workdir, "model": m.config.model.name, "checkpoint_step": m.step,
          "examples": int(len(images)), "attack_step": k, "eval_steps": t, "clean_k": float(clean[k - 1]),
          "clean_T": float(clean[t - 1]), "per_eps": rows}
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(json.dumps(out, indent=1) + "\n")
+  common.emit(out, args.out, echo=False)
   return 0
 
 

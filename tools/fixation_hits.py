@@ -13,7 +13,6 @@ with, per step: `hit` (fraction of images whose window contains the item's centr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rsrnn_jax import load  # noqa: E402
 from rsrnn_jax.data import cluttered, fashion_mnist  # noqa: E402
+from tools import common  # noqa: E402
 
 
 def window_half(model_cfg, side: int) -> float:
@@ -71,11 +71,7 @@ def main(argv=None) -> int:
   out = {"workdir": args.workdir, "model": m.config.model.name, "glance": bool(m.config.model.get("glance", False)),
          "checkpoint_step": m.step, "examples": int(len(images)), "window_half_px": window_half(m.config.model, side),
          "per_step": rows}
-  text = json.dumps(out, indent=1)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
-  print(text)
+  common.emit(out, args.out)
   return 0
 
 

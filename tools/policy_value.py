@@ -14,7 +14,6 @@ policy no reward to learn from (docs/zoo.md § A policy can still die). Writes J
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rsrnn_jax import data, load  # noqa: E402
+from rsrnn_jax import load  # noqa: E402
 from rsrnn_jax.models import registry  # noqa: E402
+from tools import common  # noqa: E402
 
 WAYS = ("policy", "centre", "random")
 
@@ -69,19 +69,13 @@ def main(argv=None) -> int:
   if not registry.entry_of(m.config.model).has_fixations:
     print(f"error: model {m.config.model.name!r} has no fixations; give the workdir of a glimpse model", file=sys.stderr)
     return 2
-  b = next(data.eval_batches(m.config.data, global_batch_size=args.examples, max_examples=args.examples))
-  keep = np.asarray(b["mask"]) > 0
-  images, labels = np.asarray(b["image"])[keep], np.asarray(b["label"])[keep]
+  images, labels = common.first_test_images(m.config.data, args.examples)
   steps = args.steps or int(m.config.eval.num_glimpses)
   apply = logits_fn(m, steps)
   out = {"workdir": args.workdir, "model": m.config.model.name, "checkpoint_step": m.step, "examples": len(images),
          "steps": steps, "seed": args.seed,
          "accuracy_per_step": {w: accuracy_per_step(m, apply, images, labels, w, steps, args.seed) for w in WAYS}}
-  text = json.dumps(out, indent=1)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
-  print(text)
+  common.emit(out, args.out)
   return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rsrnn_jax.evaluation.scanpath import ONE_SCANPATH_PX, one_scanpath
 from rsrnn_jax.robustness.results import _pct as pct, _table as table
-from rsrnn_jax.reproduction.runs import display, plateau_reached
+from rsrnn_jax.reproduction.runs import display, plateau_reached, short_of_plateau
 
 
 def plateau(rep) -> list[str]:
@@ -69,10 +69,18 @@ def policy(rep) -> list[str]:
 
 
 def claims_note(rep) -> list[str]:
-  """The note under the claims naming the runs whose policy gives every image one scanpath (none: no lines)."""
+  """The notes under the claims naming the runs still learning when they stopped and those whose policy gives
+  every image one scanpath (none: no lines)."""
+  out = []
+  short = short_of_plateau(rep.runs)
+  if short:
+    out += ["**Short of the plateau**: " + ", ".join(f"{display(m)} seed {s} (+{rise:.1f} pt over its last 20% of "
+                                                     f"training)" for m, s, rise in short)
+            + ". The claims that compare with these models rest in part on a run that was still learning "
+            "(\"Plateau\" below).", ""]
   dead = one_scanpath_runs(rep.runs)
-  if not dead:
-    return []
-  return ["**One scanpath for every image**: " + ", ".join(f"{display(m)} seed {s}" for m, s in dead)
-          + ". The attention of these runs died in training; the claims that compare with them compare with a "
-          "model whose fixations do not depend on the image (\"Policy\" below).", ""]
+  if dead:
+    out += ["**One scanpath for every image**: " + ", ".join(f"{display(m)} seed {s}" for m, s in dead)
+            + ". The attention of these runs died in training; the claims that compare with them compare with a "
+            "model whose fixations do not depend on the image (\"Policy\" below).", ""]
+  return out

@@ -154,7 +154,7 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict, setting=None) 
                  "rise_points": r["plateau"]["rise_points"]}
                 for s, r in rep.runs[m].items() if r["plateau"]]
     policies = [{"seed": s, "one_scanpath": one_scanpath(p), **p}
-                for mm, s, p in health.run_policies(rep.runs) if mm == m]
+                for _, s, p in health.run_policies({m: rep.runs[m]})]
     models[m] = {"display": saved.display(m), "seeds": c["seeds"], "train_steps": c["steps"],
                  "clean_at_train": c["at_train"], "clean_at_eval": c["at_eval"], "plateau": plateaus,
                  "policy": policies}

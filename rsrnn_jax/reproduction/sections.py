@@ -11,8 +11,7 @@ from rsrnn_jax.robustness import readings as check_readings
 from rsrnn_jax.robustness.results import _pct as pct, _table as table
 from rsrnn_jax.reproduction import health, stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.reproduction.runs import (ATTACK_TITLES, code_versions, display, paper_key, short_of_plateau,
-                                          stage_devices)
+from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key, stage_devices
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
 
 
@@ -117,12 +116,6 @@ def claims(rep: Report) -> list[str]:
           "value, worst case). **holds**: the interval is above 0; **fails**: below 0; **undecided**: it contains 0. "
           "A claim read at k and T_eval holds iff both hold and fails iff either fails. Rules: \"How the verdicts "
           "are computed\" below.", ""]
-  short = short_of_plateau(rep.runs)
-  if short:
-    out += ["**Short of the plateau**: " + ", ".join(f"{display(m)} seed {s} (+{rise:.1f} pt over its last 20% of "
-                                                     f"training)" for m, s, rise in short)
-            + ". The claims that compare with these models rest in part on a run that was still learning "
-            "(\"Plateau\" below).", ""]
   return out + health.claims_note(rep)
 
 
