@@ -27,14 +27,13 @@ so a run killed by a timeout still leaves what it measured. Jobs:
   unrolled training default): images/s with the real input pipeline (``os.cpu_count()`` grain workers, the
   default host decoder, uint8 hand-over) on synthetic ImageNet JPEGs (bench/synthetic_imagenet.py) against the
   same step on a resident batch; their ratio says whether this host's cores starve the GPU.
-docs/scaling.md says how to install the CUDA build of jax and run this on a GPU machine.
+The numerics job and the configs live in bench/gpu_numerics.py, the JSON bookkeeping and tables in
+bench/gpu_report.py. docs/scaling.md says how to install the CUDA build of jax and run this on a GPU machine.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import importlib.metadata
 import json
 import os
 import sys
@@ -50,10 +49,11 @@ if "--tiny" in sys.argv:  # before JAX starts: the tiny run stays on the CPU eve
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from configs import common  # noqa: E402
-from rsrnn_jax import attacks, data  # noqa: E402
+import gpu_report  # noqa: E402
+from gpu_numerics import dataset_info, make_config, mesh_of, numerics  # noqa: E402
+
+from rsrnn_jax import attacks  # noqa: E402
 from rsrnn_jax.attacks import objectives  # noqa: E402
 from rsrnn_jax.train import parallel  # noqa: E402
 from rsrnn_jax.train import state as train_state  # noqa: E402
@@ -74,29 +74,6 @@ TINY = dict(batches=(8, 4), attack_steps=(2, 3), attack_batch=4, iterations=2, n
             numerics_steps=2, warmup=1, repeats=2, matmul=128, budget_s=300.0,
             logit_variants=("bf16",), train_variants=("bf16",), fed_images=48, fed_steps=2, fed_workers=0,
             guess_s={"numerics": 10.0, "peak": 1.0, "train": 5.0, "attack": 5.0, "fed": 10.0})
-VARIANTS = {"f32_default": ("float32", None), "f32_highest": ("float32", "highest"), "bf16": ("bfloat16", None)}
-TOLERANCES = {"f32_highest": 1e-3, "f32_default": 2e-2, "bf16": 1e-1}  # relative logit / loss errors
-
-
-def make_config(model: str, *, tiny: bool, dtype: str = "float32", unroll: int = 1, remat: bool = False,
-                batch: int = 8):
-  """configs/imagenet.py for ``model`` (shrunk to toy widths and 32² images with ``tiny``)."""
-  c = benchlib.load_config(f"configs/imagenet.py:model={model}")
-  if tiny:
-    c.data.image_size, c.data.eval_resize = 32, 36
-    common.set_model(c, model, stages=((4, 1, 1), (8, 1, 1), (8, 1, 1), (8, 1, 0)), out_size=16,
-                     density_ratio=4.0)
-    c.model.dorsal.saliency_size, c.model.dorsal.hidden, c.model.ior_size = 4, 4, 8
-    c.train.num_glimpses = 2
-  c.model.dtype, c.model.unroll, c.model.remat = dtype, int(unroll), bool(remat)
-  c.train.batch_size = batch
-  c.train.warmup_steps = 0  # the full learning rate from step 1: a few steps move the parameters
-  return c
-
-
-def mesh_of(device) -> jax.sharding.Mesh:
-  return jax.sharding.Mesh(np.array([device]), (parallel.DATA_AXIS,))
-
 
 def datasheet(device) -> dict:
   kind = getattr(device, "device_kind", "")
@@ -131,89 +108,6 @@ def timed(fn, args, sizes, next_args=None) -> tuple[dict, object]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Numerics: accelerator vs CPU reference.
-
-
-def _rel(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-6))
-
-
-def _forward(model, num_steps: int):
-  """(logits with forced fixations, logits and fixations with the policy's argmax) of an eval forward pass."""
-  def fn(variables, images, scanpath):
-    forced = model.apply(variables, images, num_steps=num_steps, train=False, fixations=scanpath,
-                         fixation_mask=jnp.ones((num_steps,), bool))["logits"]
-    free = model.apply(variables, images, num_steps=num_steps, train=False)
-    return forced, free["logits"], free["fixations"]
-  return jax.jit(fn)
-
-
-def _train_losses(config, host_state, batches, device, steps: int) -> list[dict]:
-  mesh = mesh_of(device)
-  model, _ = train_state.model_from_config(config, _info(config))
-  state = jax.device_put(host_state.replace(apply_fn=model.apply), parallel.replicated(mesh))
-  step = train_step.make_train_step(config, mesh)
-  out = []
-  with jax.set_mesh(mesh):
-    for i in range(steps):
-      state, metrics = step(state, parallel.shard_batch(batches[i], mesh), jax.random.key(100 + i))
-      out.append({k: float(metrics[k]) for k in ("loss", "ce", "grad_norm")})
-  return out
-
-
-def _info(config):
-  shape, classes = benchlib.image_shape_and_classes(config)
-  return data.DatasetInfo(config.data.name, classes, shape, 0, 0, ())
-
-
-def numerics(sizes, tiny: bool, accel, cpu) -> dict:
-  b, steps = sizes["numerics_batch"], sizes["numerics_steps"]
-  ref_cfg = make_config("rsrnn", tiny=tiny, unroll=0, batch=b)  # full unroll: the fast CPU scan
-  _, state, _ = benchlib.random_setup(ref_cfg, b, mesh_of(cpu), seed=0)
-  host_state = jax.device_get(state)
-  variables = train_state.variables_of(host_state)
-  rng = np.random.default_rng(1)
-  shape, classes = benchlib.image_shape_and_classes(ref_cfg)
-  batches = [{"image": rng.uniform(0, 1, (b, *shape)).astype(np.float32),
-              "label": rng.integers(0, classes, b).astype(np.int32)} for _ in range(steps)]
-  T = int(ref_cfg.train.num_glimpses)
-  scanpath = rng.uniform(-0.9, 0.9, (T, b, 2)).astype(np.float32)
-  on = lambda dev, x: jax.device_put(x, dev)
-
-  def forward(config, dev):
-    model, _ = train_state.model_from_config(config, _info(config))
-    return jax.device_get(_forward(model, T)(on(dev, variables), on(dev, batches[0]["image"]), on(dev, scanpath)))
-
-  ref = forward(ref_cfg, cpu)
-  out = {"batch": b, "steps": T, "reference": "f32 on " + str(cpu), "logits": {}, "train": {}}
-  for name in sizes["logit_variants"]:
-    dtype, precision = VARIANTS[name]
-    cfg = make_config("rsrnn", tiny=tiny, dtype=dtype, unroll=1, batch=b)
-    with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
-      forced, free, fix = forward(cfg, accel)
-    err = _rel(forced, ref[0])
-    out["logits"][name] = {"rel_err_forced": err, "tol": TOLERANCES[name], "ok": bool(err <= TOLERANCES[name]),
-                           "rel_err_step1": _rel(free[0], ref[1][0]),
-                           "argmax_fixations_equal": float(np.mean(np.all(np.isclose(fix, ref[2], atol=1e-4),
-                                                                          axis=-1)))}
-  ref_losses = _train_losses(ref_cfg, host_state, batches, cpu, steps)
-  for name in sizes["train_variants"]:
-    cfg = make_config("rsrnn", tiny=tiny, dtype=VARIANTS[name][0], unroll=1, batch=b)
-    losses = _train_losses(cfg, host_state, batches, accel, steps)
-    err = {k: max(abs(x[k] - r[k]) / max(abs(r[k]), 1e-6) for x, r in zip(losses, ref_losses))
-           for k in ("loss", "ce")}
-    # Gate on the cross-entropy: the REINFORCE part of the loss has a 0/1 reward (argmax = label) that a
-    # rounding difference can flip for a near-tied example; its agreement is reported as loss_ok.
-    out["train"][name] = {"losses": [x["loss"] for x in losses], "reference": [r["loss"] for r in ref_losses],
-                          "rel_err_loss": err["loss"], "rel_err_ce": err["ce"], "tol": TOLERANCES[name],
-                          "ok": bool(err["ce"] <= TOLERANCES[name]),
-                          "loss_ok": bool(err["loss"] <= TOLERANCES[name])}
-  out["ok"] = all(v["ok"] for sec in ("logits", "train") for v in out[sec].values())
-  return out
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Peak, train and attack throughput.
 
 
@@ -243,7 +137,7 @@ def _model_flops(config, state, batch, rng, cpu, cache: dict) -> float | None:
   if key not in cache:
     cfg = config.copy_and_resolve_references()
     cfg.model.unroll, cfg.model.remat = 0, False
-    model, _ = train_state.model_from_config(cfg, _info(cfg))
+    model, _ = train_state.model_from_config(cfg, dataset_info(cfg))
     mesh = mesh_of(cpu)
     on_cpu = jax.device_put((state.replace(apply_fn=model.apply), batch), parallel.replicated(mesh))
     with jax.set_mesh(mesh):
@@ -363,7 +257,7 @@ def run(args, prior: dict | None = None) -> dict:
   result = {"bench": "gpu_check", "tiny": args.tiny, "budget_s": budget, "machine": benchlib.machine(),
             "device": {"kind": getattr(accel, "device_kind", ""), "platform": accel.platform,
                        "count": jax.device_count()},
-            "versions": _versions(), "compilation_cache": jax.config.jax_compilation_cache_dir or None,
+            "versions": gpu_report.versions(), "compilation_cache": jax.config.jax_compilation_cache_dir or None,
             "train": [], "attack": [], "skipped": [], "errors": []}
   if prior:
     result["resumed"] = prior.get("resumed", []) + [{k: prior.get(k) for k in ("elapsed_s", "machine", "versions")}]
@@ -372,7 +266,7 @@ def run(args, prior: dict | None = None) -> dict:
         result[k] = prior[k]
   seen: dict = {}  # longest time taken so far per kind of job (and per model for train jobs)
   for kind, name, thunk in jobs(sizes, args.tiny, accel, cpu, result, args.fed_decoder):
-    if prior and _done(result, kind, name):
+    if prior and gpu_report.done(result, kind, name):
       continue
     key = (kind, json.loads(name).get("model")) if kind == "train" else (kind, None)
     estimate = seen.get(key, seen.get((kind, None), sizes["guess_s"][kind]))
@@ -397,98 +291,10 @@ def run(args, prior: dict | None = None) -> dict:
     else:
       result[kind] = row
     result["elapsed_s"] = round(time.perf_counter() - start, 1)
-    _save(result, args.out)
+    gpu_report.save(result, args.out)
     print(f"[gpu_check] {kind} {name} done in {took:.1f} s ({result['elapsed_s']} s elapsed)", flush=True)
   result["elapsed_s"] = round(time.perf_counter() - start, 1)
   return result
-
-
-def _versions() -> dict:
-  out = {"python": sys.version.split()[0]}
-  for dist in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax", "numpy"):
-    try:
-      out[dist] = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  out["jax"] = jax.__version__
-  return out
-
-
-def _prior(out: str) -> dict | None:
-  """The JSON an earlier run wrote at ``out`` (``--resume``), or None where there is none."""
-  if not out or not os.path.exists(out):
-    return None
-  with open(out) as f:
-    return json.load(f)
-
-
-def resume_mismatch(prior: dict, device_kind: str, tiny: bool) -> str:
-  """Why ``--resume`` must not continue ``prior`` here (another device kind or size), or ""."""
-  kind = (prior.get("device") or {}).get("kind")
-  if kind != device_kind or bool(prior.get("tiny")) != tiny:
-    return (f"--resume: the JSON at --out was measured on {kind!r}{' (--tiny)' if prior.get('tiny') else ''}, "
-            f"this run is on {device_kind!r}{' (--tiny)' if tiny else ''}; pass another --out or drop --resume")
-  return ""
-
-
-def _done(result: dict, kind: str, name: str) -> bool:
-  """Whether ``result`` (from an earlier run) already holds the row of job ``kind`` / ``name``."""
-  if kind in ("train", "attack"):
-    spec = json.loads(name)
-    return any(all(row.get(k) == v for k, v in spec.items()) for row in result[kind])
-  return kind in result
-
-
-def _save(result: dict, out: str) -> None:
-  if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-      json.dump(result, f, indent=1)
-
-
-def tables(r: dict) -> str:
-  lines = [f"device: {r['device']['kind']} ({r['device']['platform']}), jax {r['versions']['jax']}, "
-           f"{r.get('elapsed_s')} s of a {r['budget_s']:.0f} s budget"
-           + "".join(f" (resuming a run of {p.get('elapsed_s')} s)" for p in r.get("resumed", []))]
-  n = r.get("numerics")
-  if n:
-    lines += ["", f"numerics vs {n['reference']} (batch {n['batch']}, T = {n['steps']}): "
-              f"{'PASS' if n['ok'] else 'FAIL'}", "| variant | logits rel. err (forced) | step-1 rel. err | "
-              "argmax fixations equal | train loss rel. err | CE rel. err | tol |", "|---|---|---|---|---|---|---|"]
-    for name, v in n["logits"].items():
-      t = n["train"].get(name, {})
-      loss, ce = (f"{t[k]:.2e}" if k in t else "not run" for k in ("rel_err_loss", "rel_err_ce"))
-      lines.append(f"| {name} | {v['rel_err_forced']:.2e} | {v['rel_err_step1']:.2e} | "
-                   f"{v['argmax_fixations_equal']:.2f} | {loss} | {ce} | {v['tol']:.0e} |")
-  p = r.get("peak")
-  if p:
-    lines += ["", f"matmul {p['n']}³ TFLOP/s: bf16 {p['bf16_tflops']}, f32 default {p['f32_default_tflops']}, "
-              f"f32 highest {p['f32_highest_tflops']}; datasheet {p['datasheet_tflops'] or 'unknown device'}"]
-  if r["train"]:
-    lines += ["", "| model | batch | dtype | scan | remat | img/s | compile s | step ms | TFLOP/s | of matmul "
-              "| GFLOP/img | program MB | device peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for t in r["train"]:
-      lines.append(f"| {t['model']} | {t['batch']} | {t['dtype']} | {t['scan']} | {t['remat']} | "
-                   f"{t['images_per_s']} | {t['compile_s']} | {t['median_s'] * 1e3:.1f} | {t['tflops_per_s']} | "
-                   f"{t['of_matmul_peak']} | {t['gflop_per_image']} | {t.get('program_mb')} | "
-                   f"{t.get('device_peak_mb')} |")
-  f = r.get("fed")
-  if f:
-    lines += ["", f"fed rate ({f['model']} {f['dtype']} {f['scan']}, batch {f['batch']}, {f['workers']} workers on "
-              f"{f['cpus']} cores, decoder {f.get('decoder_used', f['decoder'])}, {f['image_dtype']} hand-over): "
-              f"{f['fed_images_per_s']} img/s fed vs {f['resident_images_per_s']} resident = starvation ratio "
-              f"{f['starvation_ratio']}"]
-  if r["attack"]:
-    lines += ["", "| attack | steps | remat | batch | iterations | images × iterations / s | compile s | "
-              "program MB |", "|---|---|---|---|---|---|---|---|"]
-    for a in r["attack"]:
-      lines.append(f"| {a['attack']} | {a['steps']} | {a['remat']} | {a['batch']} | {a['iterations']} | "
-                   f"{a['images_x_iterations_per_s']} | {a['compile_s']} | {a.get('program_mb')} |")
-  for s in r["skipped"]:
-    lines.append(f"skipped {s['kind']} {s['job']}: {s['reason']}")
-  for e in r["errors"]:
-    lines.append(f"ERROR {e['kind']} {e['job']}: {e['error'][:300]}")
-  return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -505,15 +311,15 @@ def main(argv=None) -> int:
     args.out = benchlib.default_out("gpu_check", args.tiny)  # --tiny: gpu_check_quick.json (git ignores it)
   if args.tiny:
     jax.config.update("jax_disable_most_optimizations", True)  # toy sizes: compile time is all there is
-  prior = _prior(args.out) if args.resume else None
-  why = prior and resume_mismatch(prior, getattr(jax.devices()[0], "device_kind", ""), args.tiny)
+  prior = gpu_report.prior_result(args.out) if args.resume else None
+  why = prior and gpu_report.resume_mismatch(prior, getattr(jax.devices()[0], "device_kind", ""), args.tiny)
   if why:
     print(why, file=sys.stderr)
     return 2
   result = run(args, prior)
   result.setdefault("machine", {})["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
-  _save(result, args.out)
-  print(tables(result))
+  gpu_report.save(result, args.out)
+  print(gpu_report.tables(result))
   numerics_ok = (result.get("numerics") or {}).get("ok", True)
   return 0 if numerics_ok and not result["errors"] else 1
 

@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import fed_rate  # noqa: E402
 import gpu_check  # noqa: E402
+import gpu_numerics  # noqa: E402
+import gpu_report  # noqa: E402
 import input_pipeline  # noqa: E402
 import synthetic_imagenet  # noqa: E402
 
@@ -102,7 +104,7 @@ def test_fed_rate_on_a_toy_model(tmp_path):
   """bench/fed_rate.py end to end at toy sizes: the real pipeline (uint8, in-process) feeding a jitted step."""
   data_cfg, stats = synthetic_imagenet.prepared_config(str(tmp_path), 12, image_size=32, eval_resize=36, num_val=2)
   assert stats["images"] == 14
-  config = gpu_check.make_config("rsrnn", tiny=True, unroll=0, batch=4)
+  config = gpu_numerics.make_config("rsrnn", tiny=True, unroll=0, batch=4)
   row = fed_rate.measure(config, data_cfg, workers=0, steps=2, warmup=1, repeats=1)
   assert row["decoder_used"] == "turbo" and row["image_dtype"] == "uint8" and row["batch"] == 4
   assert row["fed_images_per_s"] > 0 and row["resident_images_per_s"] > 0
@@ -138,16 +140,16 @@ def test_gpu_check_flops_and_resume_bookkeeping(tmp_path):
   assert gpu_check._flops_of({"flops": 3}) == 3.0 and gpu_check._flops_of([{"flops": 2.5}]) == 2.5
   spec = gpu_check.train_specs(gpu_check.FULL, tiny=False)[0]
   result = {"train": [{**spec, "images_per_s": 1.0}], "attack": [], "peak": {}}
-  assert gpu_check._done(result, "train", json.dumps(spec)) and gpu_check._done(result, "peak", "peak")
+  assert gpu_report.done(result, "train", json.dumps(spec)) and gpu_report.done(result, "peak", "peak")
   other = {**spec, "remat": True}
-  assert not gpu_check._done(result, "train", json.dumps(other)) and not gpu_check._done(result, "numerics", "n")
-  assert gpu_check._prior(str(tmp_path / "none.json")) is None
+  assert not gpu_report.done(result, "train", json.dumps(other)) and not gpu_report.done(result, "numerics", "n")
+  assert gpu_report.prior_result(str(tmp_path / "none.json")) is None
   h200 = {"device": {"kind": "NVIDIA H200"}, "tiny": False}
-  assert gpu_check.resume_mismatch(h200, "NVIDIA H200", tiny=False) == ""
-  assert "drop --resume" in gpu_check.resume_mismatch(h200, "NVIDIA A100-SXM4-80GB", tiny=False)
-  assert "drop --resume" in gpu_check.resume_mismatch(h200, "NVIDIA H200", tiny=True)
+  assert gpu_report.resume_mismatch(h200, "NVIDIA H200", tiny=False) == ""
+  assert "drop --resume" in gpu_report.resume_mismatch(h200, "NVIDIA A100-SXM4-80GB", tiny=False)
+  assert "drop --resume" in gpu_report.resume_mismatch(h200, "NVIDIA H200", tiny=True)
   (tmp_path / "r.json").write_text(json.dumps(result))
-  assert gpu_check._prior(str(tmp_path / "r.json")) == result
+  assert gpu_report.prior_result(str(tmp_path / "r.json")) == result
 
 
 @pytest.mark.slow
