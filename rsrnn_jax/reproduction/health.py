@@ -10,7 +10,7 @@ before reading a claim (:mod:`rsrnn_jax.reproduction.sections` places them).
 from __future__ import annotations
 
 from rsrnn_jax.evaluation.scanpath import ONE_SCANPATH_PX, one_scanpath
-from rsrnn_jax.robustness.results import _pct as pct, _table as table
+from rsrnn_jax.report.tables import pct, table
 from rsrnn_jax.reproduction.runs import display, plateau_reached, short_of_plateau
 
 

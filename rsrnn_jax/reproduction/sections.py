@@ -7,12 +7,12 @@ import time
 
 from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
-from rsrnn_jax.robustness import readings as check_readings
-from rsrnn_jax.robustness.results import _pct as pct, _table as table
+from rsrnn_jax.report.tables import pct, table
 from rsrnn_jax.reproduction import health, stats
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key, stage_devices
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
+from rsrnn_jax.robustness import readings as check_readings
 
 
 @dataclasses.dataclass

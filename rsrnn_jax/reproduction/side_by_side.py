@@ -11,8 +11,8 @@ import os
 import time
 
 from rsrnn_jax import workdir
+from rsrnn_jax.report.tables import table
 from rsrnn_jax.reproduction.paper_numbers import PAPER
-from rsrnn_jax.robustness.results import _table as table
 
 REFERENCE = "RS-RNN"          # Table 1 is read relative to this model (the paper's)
 TABLE1_TOLERANCE = 5.0        # points: a baseline's clean gap to RS-RNN within this of the paper's gap
