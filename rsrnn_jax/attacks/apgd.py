@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks import core, loops
+from rsrnn_jax.attacks import arguments, core, loops
 
 APGD_LOSSES = ("ce", "dlr")
 _ALPHA = 0.75      # momentum
@@ -65,7 +65,7 @@ def apgd_checkpoints(num_steps: int) -> tuple[int, ...]:
   The first interval is max(⌊0.22·N⌋, 1); each next one is shorter by max(⌊0.03·N⌋, 1), down to
   max(⌊0.06·N⌋, 1). N = 100 gives (22, 41, 57, 70, 80, 87, 93, 99), the paper's p_j·N.
   """
-  core._check_count("num_steps", num_steps, 0)
+  arguments.check_count("num_steps", num_steps, 0)
   interval = max(int(0.22 * num_steps), 1)
   shortest = max(int(0.06 * num_steps), 1)
   shrink = max(int(0.03 * num_steps), 1)
@@ -106,7 +106,7 @@ def _start(rng, x, eps_b, norm):
 def _project(v, x, eps_b, norm):
   if norm == "linf":  # AutoAttack's form: clip to [x − ε, x + ε], then to [0, 1] (exact, a box)
     return jnp.clip(jnp.clip(v, x - eps_b, x + eps_b), 0.0, 1.0)
-  return core._project(v, x, eps_b, norm)
+  return core.ball_project(v, x, eps_b, norm)
 
 
 def _direction(grad, norm):
@@ -168,7 +168,7 @@ def apgd_run(evaluate, images, x_init, *, eps, num_steps: int, norm: str = "linf
   evaluation).
   """
   x = jnp.asarray(images)
-  eps_b = core._per_example(eps, x)
+  eps_b = arguments.per_example(eps, x)
   proj = lambda v: _project(v, x, eps_b, norm)
   pick = lambda m, a, b: jnp.where(m.reshape((-1,) + (1,) * (x.ndim - 1)), a, b)
   is_check, threshold = _schedule_arrays(num_steps)
@@ -230,14 +230,14 @@ def ranked_targets(clean_logits, labels, num_targets: int):
 
 
 def _check_args(loss, norm, num_steps, num_restarts, num_targets, eot_samples, rng, targeted, target):
-  core._check_norm(norm)
+  arguments.check_norm(norm)
   if loss not in APGD_LOSSES:
     raise ValueError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
-  core._check_count("num_steps", num_steps, 0)
-  core._check_count("num_restarts", num_restarts, 1)
-  core._check_count("num_targets", num_targets, 1)
+  arguments.check_count("num_steps", num_steps, 0)
+  arguments.check_count("num_restarts", num_restarts, 1)
+  arguments.check_count("num_targets", num_targets, 1)
   if eot_samples is not None:
-    core._check_count("eot_samples", eot_samples, 1)
+    arguments.check_count("eot_samples", eot_samples, 1)
   if rng is None:
     raise ValueError("apgd needs an explicit PRNG key for its random starts: pass rng=")
   if target is not None and not targeted:
@@ -262,11 +262,11 @@ def apgd(logits_fn, images, labels, *, eps, num_steps: int, norm: str = "linf", 
   """
   _check_args(loss, norm, num_steps, num_restarts, num_targets, eot_samples, rng, targeted, target)
   loops.check_unroll(unroll)
-  core._check_nonneg("eps", eps)
+  arguments.check_nonneg("eps", eps)
   x = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  core._check_images_labels(x, labels)
-  eps_b = core._per_example(eps, x)
+  arguments.check_images_labels(x, labels)
+  eps_b = arguments.per_example(eps, x)
   k_clean, k_runs = jax.random.split(rng)
 
   _, clean_logits_of = make_evaluator(logits_fn, labels, None, "ce", eot_samples)

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsrnn_jax.attacks import core, square
+from rsrnn_jax.attacks import arguments, square
 from rsrnn_jax.attacks.apgd import apgd, ranked_targets
 from rsrnn_jax.attacks.fab import fab
 
@@ -137,7 +137,7 @@ def _fail(cond, message):
 def _check_inputs(logits_fn, images, labels, eps, norm, version, rng, batch_size, iterations, queries):
   _fail(callable(logits_fn), f"logits_fn must be a function images -> logits [B, K], got {type(logits_fn).__name__}")
   _fail(version in VERSIONS, f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
-  _fail(norm in core.NORMS, f"norm must be one of {', '.join(core.NORMS)}, got {norm!r}")
+  _fail(norm in arguments.NORMS, f"norm must be one of {', '.join(arguments.NORMS)}, got {norm!r}")
   x, y = np.asarray(images), np.asarray(labels)
   _fail(x.ndim >= 2 and x.shape[0] > 0 and np.issubdtype(x.dtype, np.floating),
         f"images must be a non-empty float array [N, ...] with values in [0, 1], got {x.dtype} {x.shape}")

@@ -1,5 +1,6 @@
 """Adversarial attacks (paper.md §7): PGD / FGSM (L∞ and L2), PGD with restarts, and ASR; the parts every attack
-of this package shares (losses, projection, argument checks). Square: :mod:`rsrnn_jax.attacks.square`.
+of this package shares (losses, projection; argument checks: :mod:`rsrnn_jax.attacks.arguments`). Square:
+:mod:`rsrnn_jax.attacks.square`.
 
 Every attack is composed from four small pure parts, combined inside ONE loop (:mod:`rsrnn_jax.attacks.loops`):
 
@@ -43,74 +44,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsrnn_jax.attacks import loops
+from rsrnn_jax.attacks.arguments import (LOSSES, check_count, check_images_labels, check_loss, check_nonneg,
+                                         check_norm, per_example)
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
-NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin")              # the losses of pgd / fgsm / pgd_restarts
 ATTACK_LOSSES = LOSSES + ("dlr",)      # attack_loss also computes AutoAttack's DLR (apgd)
 
 _TINY = 1e-30
 _L2_SAFETY = 1.0 - 1e-6
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Argument checking (Python level, at trace time)
-# ----------------------------------------------------------------------------------------------------------
-
-def _check_norm(norm):
-  if norm not in NORMS:
-    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-
-
-def _check_loss(loss):
-  if loss not in LOSSES:
-    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-
-
-def _concrete(value):
-  """The value as a numpy array if it is known at trace time, else None (a tracer)."""
-  try:
-    return np.asarray(value)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
-def _check_nonneg(name, value):
-  v = _concrete(value)
-  if v is None:
-    return
-  if not np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_:
-    raise ValueError(f"{name} must be a number, got {value!r}")
-  if np.any(np.isnan(v)) or np.any(v < 0):
-    raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def _check_count(name, value, minimum):
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{name} must be a static Python int, got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _per_example(value, x):
-  """A scalar or [B] hyper-parameter as an array broadcastable against x ([B, ...]), clamped at 0."""
-  v = jnp.maximum(jnp.asarray(value, dtype=x.dtype), 0)
-  if v.ndim == 0:
-    return v
-  if v.ndim == 1 and v.shape[0] == x.shape[0]:
-    return v.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
-  raise ValueError(f"expected a scalar or a per-example [{x.shape[0]}] array, got shape {v.shape}")
-
-
-def _check_images_labels(images, labels):
-  if images.ndim < 2:
-    raise ValueError(f"images must be batched [B, ...], got shape {images.shape}")
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
-  if labels.shape != images.shape[:1]:
-    raise ValueError(f"labels must have shape [{images.shape[0]}], got {labels.shape}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -201,8 +144,8 @@ def keep_stronger(best, candidate, *, force=False):
           jnp.where(better, success, best_success))
 
 
-def _project(x_adv, x, eps_b, norm):
-  """project() with ε already broadcast against x (see _per_example)."""
+def ball_project(x_adv, x, eps_b, norm):
+  """project() with ε already broadcast against x (:func:`arguments.per_example`): the attacks' inner projection."""
   delta = x_adv - x
   if norm == "linf":
     delta = jnp.clip(delta, -eps_b, eps_b)
@@ -222,10 +165,10 @@ def project(x_adv, x, *, eps, norm):
   L2: rescale δ to norm ε·(1 − 1e-6) if it is longer than ε, then clip to [0, 1] (stays in the ball, see
   the module docstring; the 1e-6 margin absorbs float32 rounding).
   """
-  _check_norm(norm)
-  _check_nonneg("eps", eps)
+  check_norm(norm)
+  check_nonneg("eps", eps)
   x = jnp.asarray(x)
-  return _project(jnp.asarray(x_adv, dtype=x.dtype), x, _per_example(eps, x), norm)
+  return ball_project(jnp.asarray(x_adv, dtype=x.dtype), x, per_example(eps, x), norm)
 
 
 def _random_init(rng, x, eps_b, norm):
@@ -272,20 +215,20 @@ def pgd(logits_fn: LogitsFn, images, labels, *, eps, step_size, num_steps: int, 
   True every iteration in the compiled program, k iterations per loop trip; the same result in every case.
   ``num_steps`` may also be an integer scalar array (traced under jit: one compilation for every count).
   """
-  _check_norm(norm)
-  _check_loss(loss)
-  _check_nonneg("eps", eps)
-  _check_nonneg("step_size", step_size)
+  check_norm(norm)
+  check_loss(loss)
+  check_nonneg("eps", eps)
+  check_nonneg("step_size", step_size)
   loops.check_steps(num_steps, unroll)
   if random_start and rng is None:
     raise ValueError("random_start=True needs an explicit PRNG key: pass rng=")
   x = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  _check_images_labels(x, labels)
-  eps_b = _per_example(eps, x)
-  step_b = _per_example(step_size, x)
+  check_images_labels(x, labels)
+  eps_b = per_example(eps, x)
+  step_b = per_example(step_size, x)
   grad_fn = _loss_grad_fn(logits_fn, labels, loss, targeted)
-  proj = lambda xa: _project(xa, x, eps_b, norm)
+  proj = lambda xa: ball_project(xa, x, eps_b, norm)
 
   x_adv = proj(_random_init(rng, x, eps_b, norm)) if random_start else x
 
@@ -313,17 +256,17 @@ def pgd_restarts(logits_fn: LogitsFn, images, labels, *, num_restarts: int, rng,
   single restart.
   All restarts run inside one rolled loop (one compiled PGD body).
   """
-  _check_count("num_restarts", num_restarts, 1)
+  check_count("num_restarts", num_restarts, 1)
   if rng is None:
     raise ValueError("pgd_restarts needs an explicit PRNG key: pass rng=")
   if "rng" in pgd_kwargs:
     raise ValueError("pass the PRNG key once, as rng=")
   loss = pgd_kwargs.get("loss", "ce")
   targeted = pgd_kwargs.get("targeted", False)
-  _check_loss(loss)
+  check_loss(loss)
   x = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  _check_images_labels(x, labels)
+  check_images_labels(x, labels)
   keys = jax.random.split(rng, num_restarts)
 
   def body(i, carry):
@@ -345,7 +288,7 @@ def random_targets(rng, labels, num_classes: int):
 
   (The paper's scripts used ``randint(0, K)``, which may equal the label; here a target never does.)
   """
-  _check_count("num_classes", num_classes, 2)
+  check_count("num_classes", num_classes, 2)
   labels = jnp.asarray(labels)
   offset = jax.random.randint(rng, labels.shape, 1, num_classes, dtype=labels.dtype)
   return (labels + offset) % num_classes

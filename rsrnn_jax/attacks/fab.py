@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.attacks import core, loops
+from rsrnn_jax.attacks import arguments, loops
 from rsrnn_jax.attacks.apgd import ranked_targets
 
 FAB_DEFAULTS = dict(num_steps=100, alpha_max=0.1, eta=1.05, beta=0.9)  # AutoAttack's
@@ -70,7 +70,7 @@ def _solve_capped(a, q, r):
 def project_hyperplane(t, w, b, *, norm: str):
   """δ [N, D] with t + δ the point of {z : w·z = b} ∩ [0, 1]^D nearest t in ``norm`` (module docstring), or,
   if the hyperplane misses the box, the box corner that lowers |w·z − b| most. t, w [N, D], b [N]."""
-  core._check_norm(norm)
+  arguments.check_norm(norm)
   sign = jnp.where(jnp.sum(w * t, axis=-1) >= b, 1.0, -1.0)[:, None]
   w = w * sign
   r = jnp.sum(w * t, axis=-1) - b * sign[:, 0]                             # ≥ 0: how much w·z must drop
@@ -171,17 +171,17 @@ def fab(logits_fn, images, labels, *, eps, norm: str = "linf", targeted: bool = 
   point found, inside the ε-ball or not (+inf if none; 0 for an image misclassified clean): FAB's estimate of
   the minimal adversarial perturbation. Static: the counts; ``eps`` may be traced.
   """
-  core._check_norm(norm)
+  arguments.check_norm(norm)
   for name, value, minimum in (("num_steps", num_steps, 1), ("num_restarts", num_restarts, 1),
                                ("num_targets", num_targets, 1)):
-    core._check_count(name, value, minimum)
-  core._check_nonneg("eps", eps)
+    arguments.check_count(name, value, minimum)
+  arguments.check_nonneg("eps", eps)
   if num_restarts > 1 and rng is None:
     raise ValueError("fab with num_restarts > 1 needs an explicit PRNG key for the random starts: pass rng=")
   x = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  core._check_images_labels(x, labels)
-  eps_b = core._per_example(eps, x)
+  arguments.check_images_labels(x, labels)
+  eps_b = arguments.per_example(eps, x)
   clean_logits = logits_fn(x)
   clean_fooled = jnp.argmax(clean_logits, axis=-1) != labels
   if target is not None and not targeted:

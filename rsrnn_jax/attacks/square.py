@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.attacks import core
+from rsrnn_jax.attacks import arguments, core
 
 # The fraction of pixels p of the square is halved at these iterations of a 10,000-query budget; the schedule
 # is rescaled linearly to the actual budget.
@@ -35,21 +35,21 @@ def square_attack(logits_fn: core.LogitsFn, images, labels, *, eps, num_queries:
   (a wasted query), a uniformly random non-empty subset of the channel signs is flipped instead of resampling
   in a while-loop. ``targeted=True``: ``labels`` are the targets.
   """
-  core._check_nonneg("eps", eps)
-  core._check_count("num_queries", num_queries, 1)
-  p = core._concrete(p_init)
+  arguments.check_nonneg("eps", eps)
+  arguments.check_count("num_queries", num_queries, 1)
+  p = arguments.concrete(p_init)
   if p is not None and not (0.0 < float(p) <= 1.0):
     raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
   if rng is None:
     raise ValueError("square_attack needs an explicit PRNG key: pass rng=")
   x = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  core._check_images_labels(x, labels)
+  arguments.check_images_labels(x, labels)
   if x.ndim != 4:
     raise ValueError(f"square_attack needs images [B, H, W, C], got shape {x.shape}")
   b, h, w, c = x.shape
-  eps_b = core._per_example(eps, x)
-  proj = lambda xa: core._project(xa, x, eps_b, "linf")
+  eps_b = arguments.per_example(eps, x)
+  proj = lambda xa: core.ball_project(xa, x, eps_b, "linf")
   score = lambda xa: core.attack_loss(logits_fn(xa), labels, loss="margin", targeted=targeted)
 
   k_init, k_loop = jax.random.split(rng)

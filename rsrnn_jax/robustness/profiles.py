@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from rsrnn_jax import data
-from rsrnn_jax.attacks import core
+from rsrnn_jax.attacks import arguments
 from rsrnn_jax.robustness import registry
 from rsrnn_jax.attacks.objectives import EACH, FIXATION_MODES, HORIZONS, is_horizon, step_horizon
 
@@ -233,7 +233,7 @@ def validate_attack_config(config) -> None:
   a = config.attack
   _require(a.profile in PROFILES, f"config.attack.profile={a.profile!r} is unknown; choose one of "
            f"{', '.join(PROFILES)}")
-  _require(a.norm in core.NORMS, f"config.attack.norm must be one of {', '.join(core.NORMS)}, got {a.norm!r}")
+  _require(a.norm in arguments.NORMS, f"config.attack.norm must be one of {', '.join(arguments.NORMS)}, got {a.norm!r}")
   _require(a.fixations in FIXATION_MODES, f"config.attack.fixations must be argmax or sample, got {a.fixations!r}")
   _validate_attacks(a)
   _require("step" in a.horizons and all(_profile_horizon(h) for h in a.horizons),

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from rsrnn_jax.attacks import core, policy, square
+from rsrnn_jax.attacks import arguments, core, policy, square
 from rsrnn_jax.attacks.apgd import apgd
 from rsrnn_jax.attacks.fab import fab
 from rsrnn_jax.attacks.objectives import keyed_logits_fn, model_logits_fn, step_horizon
@@ -93,7 +93,7 @@ class AttackEntry:
   title: str
   gradient_free: bool = False
   horizons: str = "profile"
-  norms: tuple = core.NORMS
+  norms: tuple = arguments.NORMS
   cost: Callable[[dict], float] = lambda options: 1.0
   validate: Callable[[Any], None] | None = None
   plot: bool = True
@@ -208,8 +208,8 @@ def _require(cond, message):
 
 
 def _pgd_validate(a) -> None:
-  _require(len(a.losses) > 0 and all(l in core.LOSSES for l in a.losses),
-           f"config.attack.losses must be a non-empty tuple of {', '.join(core.LOSSES)}, got {a.losses!r}")
+  _require(len(a.losses) > 0 and all(l in arguments.LOSSES for l in a.losses),
+           f"config.attack.losses must be a non-empty tuple of {', '.join(arguments.LOSSES)}, got {a.losses!r}")
   for key in ("num_iterations", "num_restarts"):
     _require(int(a[key]) >= 1, f"config.attack.{key} must be >= 1, got {a[key]!r}")
   _require(float(a.step_size) > 0, f"config.attack.step_size must be > 0 (a fraction of ε), got {a.step_size!r}")
