@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from rsrnn_jax.robustness import profiles, registry, sweep
-from rsrnn_jax.workdir import read_config
+from rsrnn_jax.configlib import read_config
 from rsrnn_jax.evaluation import clean
 from rsrnn_jax.models import predict
 from rsrnn_jax.train import state as train_state

@@ -1,11 +1,17 @@
-"""Config files and validation: impossible values fail early with one line that says what to change."""
+"""Config files and validation: impossible values fail early with one line that says what to change; the config
+a training run saves in its workdir (``config.json``, every run of it in ``config_history.jsonl``) and reads back."""
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import json
 import math
 import os
 
+import ml_collections
+
 from rsrnn_jax import data
+from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.models import registry
 
 
@@ -137,3 +143,65 @@ def _validate_adversarial(config) -> None:
            f"[0, train.num_glimpses={config.train.num_glimpses}] (0 = the last step), got {a.attack_step!r}")
   _require(0 < float(a.adv_fraction) <= 1, f"config.train.adversarial.adv_fraction must be in (0, 1], "
            f"got {a.adv_fraction!r}")
+
+
+# ----------------------------------------------------------------------------------------- the saved config
+
+CONFIG = "config.json"
+CONFIG_HISTORY = "config_history.jsonl"
+_CONFIG_SECTIONS = ("model", "train", "eval", "data")
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (``WORKDIR/config.json``, written by ``--mode=train``); a file that
+  cannot be parsed is a UserError naming it."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist; pass a workdir made by --mode=train (or config=)")
+  fix = (f"restore it (every training run's config is a line of {os.path.join(workdir, CONFIG_HISTORY)}) or "
+         f"pass config=")
+  try:
+    with open(path, "rb") as f:
+      d = json.loads(f.read().decode("utf-8"))
+  except (UnicodeDecodeError, ValueError) as e:
+    raise workdir_lib.UserError(f"cannot parse {path} ({workdir_lib.one_line(e, 120)}): it is damaged or half-written; "
+                                f"{fix}") from None
+  missing = [k for k in _CONFIG_SECTIONS if not isinstance(d, dict) or not isinstance(d.get(k), dict)]
+  if missing:
+    raise workdir_lib.UserError(f"{path} is not a config written by --mode=train (no {', '.join(missing)} section); {fix}")
+  return ml_collections.ConfigDict(_tuples(d))
+
+
+def record_config(workdir: str, config: dict, *, step: int) -> str | None:
+  """``config.json`` := ``config`` (atomically), for a run that has started training at ``step``; the run is
+  appended to ``config_history.jsonl``. Returns the text ``config.json`` had before (None: there was none), for
+  :func:`restore_config`."""
+  path = os.path.join(workdir, CONFIG)
+  previous = open(path).read() if os.path.isfile(path) else None
+  workdir_lib.write_json(path, config)
+  _append_history(workdir, {"event": "started", "step": int(step), "config": config})
+  return previous
+
+
+def restore_config(workdir: str, previous: str | None, *, event: str, step: int) -> None:
+  """Puts back the ``config.json`` that :func:`record_config` replaced (a diverged run leaves the last good
+  config; with none before, the run's own stays) and records ``event`` in the history."""
+  if previous is not None:
+    workdir_lib.write_text(os.path.join(workdir, CONFIG), previous)
+  _append_history(workdir, {"event": event, "step": int(step), "config_json": "restored the previous one"
+                            if previous is not None else "kept (there was no previous one)"})
+
+
+def _append_history(workdir: str, record: dict) -> None:
+  record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}
+  with open(os.path.join(workdir, CONFIG_HISTORY), "a") as f:
+    f.write(workdir_lib.dumps(record) + "\n")
+
+
+def _tuples(obj):
+  """JSON lists back to the tuples the configs use (stages, scales, ε grids)."""
+  if isinstance(obj, dict):
+    return {k: _tuples(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return tuple(_tuples(v) for v in obj)
+  return obj

@@ -29,7 +29,6 @@ import socket
 import sys
 import tempfile
 
-import ml_collections
 import numpy as np
 
 LOCK_NAME = ".lock"
@@ -368,64 +367,3 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj, *, indent: int | None = 1) -> None:
   """Strict JSON (:func:`dumps`) written atomically."""
   write_text(path, dumps(obj, indent=indent) + "\n")
-
-
-# ----------------------------------------------------------------------------------------- the saved config
-
-CONFIG = "config.json"
-CONFIG_HISTORY = "config_history.jsonl"
-_CONFIG_SECTIONS = ("model", "train", "eval", "data")
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (``WORKDIR/config.json``, written by ``--mode=train``); a file that
-  cannot be parsed is a UserError naming it."""
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} does not exist; pass a workdir made by --mode=train (or config=)")
-  fix = (f"restore it (every training run's config is a line of {os.path.join(workdir, CONFIG_HISTORY)}) or "
-         f"pass config=")
-  try:
-    with open(path, "rb") as f:
-      d = json.loads(f.read().decode("utf-8"))
-  except (UnicodeDecodeError, ValueError) as e:
-    raise UserError(f"cannot parse {path} ({one_line(e, 120)}): it is damaged or half-written; {fix}") from None
-  missing = [k for k in _CONFIG_SECTIONS if not isinstance(d, dict) or not isinstance(d.get(k), dict)]
-  if missing:
-    raise UserError(f"{path} is not a config written by --mode=train (no {', '.join(missing)} section); {fix}")
-  return ml_collections.ConfigDict(_tuples(d))
-
-
-def record_config(workdir: str, config: dict, *, step: int) -> str | None:
-  """``config.json`` := ``config`` (atomically), for a run that has started training at ``step``; the run is
-  appended to ``config_history.jsonl``. Returns the text ``config.json`` had before (None: there was none), for
-  :func:`restore_config`."""
-  path = os.path.join(workdir, CONFIG)
-  previous = open(path).read() if os.path.isfile(path) else None
-  write_json(path, config)
-  _append_history(workdir, {"event": "started", "step": int(step), "config": config})
-  return previous
-
-
-def restore_config(workdir: str, previous: str | None, *, event: str, step: int) -> None:
-  """Puts back the ``config.json`` that :func:`record_config` replaced (a diverged run leaves the last good
-  config; with none before, the run's own stays) and records ``event`` in the history."""
-  if previous is not None:
-    write_text(os.path.join(workdir, CONFIG), previous)
-  _append_history(workdir, {"event": event, "step": int(step), "config_json": "restored the previous one"
-                            if previous is not None else "kept (there was no previous one)"})
-
-
-def _append_history(workdir: str, record: dict) -> None:
-  record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}
-  with open(os.path.join(workdir, CONFIG_HISTORY), "a") as f:
-    f.write(dumps(record) + "\n")
-
-
-def _tuples(obj):
-  """JSON lists back to the tuples the configs use (stages, scales, ε grids)."""
-  if isinstance(obj, dict):
-    return {k: _tuples(v) for k, v in obj.items()}
-  if isinstance(obj, list):
-    return tuple(_tuples(v) for v in obj)
-  return obj

@@ -23,7 +23,7 @@ import matplotlib.figure
 import numpy as np
 import pytest
 
-from rsrnn_jax import data, run
+from rsrnn_jax import configlib, data, run
 from rsrnn_jax import workdir as workdir_lib
 from rsrnn_jax.data import fashion_mnist
 from rsrnn_jax.evaluation import clean as evaluate
@@ -551,7 +551,7 @@ def test_a_diverged_run_leaves_the_last_good_config_and_records_itself_in_the_hi
   with pytest.raises(train_loop.Diverged, match="NaN/Inf at step 6"):
     evaluate.train_and_evaluate(c, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == before
-  history = _strict_lines(os.path.join(workdir, workdir_lib.CONFIG_HISTORY))
+  history = _strict_lines(os.path.join(workdir, configlib.CONFIG_HISTORY))
   assert [h["event"] for h in history][-2:] == ["started", "diverged"]
   assert history[-2]["config"]["train"]["learning_rate"] == 0.5 and history[-1]["step"] == 6
 
@@ -588,7 +588,6 @@ def test_another_canvas_size_is_refused_from_the_checkpoint_before_any_data_is_b
 
 def test_checkpoint_path_to_a_file_and_a_config_argument_without_equals_say_what_to_pass(tiny_data, trained,
                                                                                          tmp_path):
-  from rsrnn_jax import configlib
   workdir = _copy(trained, tmp_path)
   c = _config(tiny_data, **{"eval.checkpoint_path": os.path.join(workdir, "config.json")})
   with pytest.raises(ValueError, match=r"checkpoint_path=.*config.json is a file; pass a checkpoints directory"):

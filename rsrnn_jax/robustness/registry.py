@@ -332,13 +332,13 @@ def load_transfer_source(config, workdir):
   """The transfer attack's source: ``config.attack.transfer_workdir``'s config.json and newest checkpoint, as a
   ``jax.tree_util.Partial`` of its step-k logits (k = the attack step) over its variables."""
   del workdir
-  from rsrnn_jax import data, workdir as workdir_io
+  from rsrnn_jax import configlib, data
   from rsrnn_jax.evaluation import clean
   from rsrnn_jax.models import predict
   from rsrnn_jax.train import state as train_state
 
   source_dir = config.attack.transfer_workdir
-  source_cfg = workdir_io.read_config(source_dir)
+  source_cfg = configlib.read_config(source_dir)
   source_cfg.num_devices = config.num_devices
   model, state, info, _ = clean.load_model(source_cfg, source_dir)
   mine = data.dataset_info(config.data)

@@ -101,7 +101,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
       state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
       done = step + 1
       if previous_config is False and jax.process_index() == 0:  # training has started: the workdir's run now
-        previous_config = workdir_lib.record_config(workdir, config.to_dict(), step=start)
+        previous_config = configlib.record_config(workdir, config.to_dict(), step=start)
       guard.track(metrics.pop("finite"), done)
       window_n += config.train.batch_size
       log_now = done % config.train.log_every == 0 or done == total
@@ -121,7 +121,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
         checkpoints.save(manager, done, state, meta)
   except Diverged as e:
     if previous_config is not False:
-      workdir_lib.restore_config(workdir, previous_config, event="diverged", step=e.step)
+      configlib.restore_config(workdir, previous_config, event="diverged", step=e.step)
     raise
   except workdir_lib.Interrupted as e:
     raise e.because(_interrupted_line(manager, done)) from None
