@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/memory.py
 	$(PY) bench/sampler.py
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/fab_projection.py
 
 bench-quick: install
 	$(PY) bench/train_throughput.py --quick
@@ -61,6 +62,7 @@ bench-quick: install
 	$(PY) bench/memory.py --quick
 	$(PY) bench/sampler.py --quick
 	$(PY) bench/input_pipeline.py --quick
+	$(PY) bench/fab_projection.py --quick
 	$(PY) bench/gpu_check.py --tiny
 
 # On a machine with one GPU and the CUDA build of jax (docs/scaling.md § GPUs): <= 7 min, bench/results/gpu_check.json.

@@ -15,6 +15,7 @@ from rsrnn_jax.data import transforms
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
+import fab_projection  # noqa: E402
 import fed_rate  # noqa: E402
 import gpu_check  # noqa: E402
 import gpu_numerics  # noqa: E402
@@ -184,3 +185,13 @@ def test_gpu_check_tiny(tmp_path):
   assert r2["train"][:2] == kept_train and r2["attack"][:1] == kept_attack and r2["numerics"] == n
   assert [t["model"] for t in r2["train"]] == [t["model"] for t in r["train"]] and len(r2["attack"]) == 2
   assert proc.stdout.count("[gpu_check]") == 2 and r2["resumed"][0]["elapsed_s"] == r["elapsed_s"]
+
+
+def test_fab_projection_quick(tmp_path):
+  out = tmp_path / "fab_projection.json"
+  fab_projection.main(["--quick", "--out", str(out)])
+  result = json.loads(out.read_text())
+  assert [(r["shape"], r["norm"], r["rows"]) for r in result["results"]] == [([32, 32, 1], n, 16) for n in ("linf", "l2")]
+  for r in result["results"]:
+    assert r["project_hyperplane"]["median_s"] > 0 and r["argsort"]["median_s"] > 0 and r["sort_over_projection"] > 0
+  assert "load_average_1_5_15_at_end" in result["machine"]

@@ -1,6 +1,8 @@
 """FAB / FAB-T (issue 25, rsrnn_jax/attacks/fab.py): the projection onto a hyperplane ∩ box against a generic
 solver, the minimal perturbation on linear models (closed-form distance to the decision boundary), targeted
 mode, jit with a traced ε, argument checks, and the suite's entry in the adaptive profile's cascade."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,43 @@ def test_projection_is_the_nearest_point_of_hyperplane_and_box(norm):
   far = np.asarray(A.project_hyperplane(jnp.asarray(t[:1], jnp.float32), jnp.asarray(np.abs(w[:1]), jnp.float32),
                                         jnp.asarray([-1.0], jnp.float32), norm=norm))
   np.testing.assert_allclose(t[0] + far[0], np.where(w[0] != 0, 0.0, t[0]), atol=1e-6)
+
+
+def _capped_root_by_sorting(a, q, r):
+  """The root of Σ a_i·min(s, q_i) = r in float64, walking the sorted breakpoints (the exact reference)."""
+  order = np.argsort(q)
+  qs, as_ = q[order], a[order]
+  saturated = np.cumsum(as_ * qs) - as_ * qs
+  free = np.cumsum(as_[::-1])[::-1]
+  k = min(int(np.sum(saturated + qs * free <= r)), len(q) - 1)
+  return max((r - saturated[k]) / free[k], 0.0)
+
+
+@pytest.mark.parametrize("case,d", [("pixels", 5000), ("l2_wide", 5000), ("l2_wide", 6)])
+def test_the_capped_root_matches_an_exact_sort_of_the_breakpoints(case, d):
+  """_solve_capped bisects instead of sorting (a sort of 168² breakpoints was most of a FAB step on the CPU):
+  its root agrees with the sorted-breakpoint solution in float64, with many tied breakpoints (8-bit pixels'
+  rooms, as in an L∞ projection of an image), breakpoints over 10 orders of magnitude (L2: room / |w|), and
+  few breakpoints, each of which moves the root (a bracket left too wide shows there)."""
+  fab_lib = importlib.import_module("rsrnn_jax.attacks.fab")  # the module (the package exports the function)
+  r = np.random.RandomState(1)
+  n = 16
+  if case == "pixels":
+    q = r.randint(0, 256, (n, d)) / 255.0
+    a = np.abs(r.randn(n, d))
+  else:
+    w = r.randn(n, d) * 10.0 ** r.uniform(-8, 2, (n, d))
+    a, q = w ** 2, r.uniform(0, 1, (n, d)) / np.abs(w)
+  total = np.sum(a * q, 1)
+  fraction = np.r_[0.0, 1e-9, 1e-4, r.uniform(0, 1, n - 4), 1 - 1e-3]  # nearer Σ a q float32 cannot resolve r
+  target = total * fraction
+  got = np.asarray(fab_lib._solve_capped(jnp.asarray(a, jnp.float32), jnp.asarray(q, jnp.float32),
+                                         jnp.asarray(target, jnp.float32)), np.float64)
+  want = np.array([_capped_root_by_sorting(a[i], q[i], target[i]) for i in range(n)])
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-12)
+  # the root solves its equation to float32 precision
+  f = np.sum(a * np.minimum(got[:, None], q), 1)
+  np.testing.assert_allclose(f, target, rtol=1e-4, atol=1e-6 * total.max())
 
 
 # ------------------------------------------------------------------------------------------------------------
