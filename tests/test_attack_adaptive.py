@@ -258,7 +258,11 @@ def test_an_interrupted_cascade_resumes_from_its_journal(tiny_data, tmp_path, mo
   for a, b in zip(w.keepers, r.keepers):  # the verified sets' images and the attacks that made them
     np.testing.assert_array_equal(a.images, b.images)
     assert a.winners() == b.winners()
-  assert whole["flags"]["per_eps"] == resumed["flags"]["per_eps"] and whole["checks"] == resumed["checks"]
+  timeless = lambda r: [{**per, "rows": [{k: v for k, v in row.items() if k != "seconds"} for row in per["rows"]]}
+                        for per in r["flags"]["per_eps"]]
+  assert timeless(whole) == timeless(resumed) and whole["checks"] == resumed["checks"]
+  spent = [row["seconds"] for per in resumed["flags"]["per_eps"] for row in per["rows"] if "seconds" in row]
+  assert len(spent) == 4 and spent.count(None) == 2  # the two replayed attacks took no time here
   assert len(os.listdir(folder)) == 5  # four results and the key
   journal.Journal(folder, "another config")  # any change of config or checkpoint: start afresh
   assert os.listdir(folder) == ["meta.json"]
@@ -306,6 +310,7 @@ def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
     assert results["verified"][i]["accuracy_per_step"][1] == unt["worst"][i]["adv_acc"][1]
   first = results["flags"]["per_eps"][0]["rows"]  # ε = 1e-3: every attack ran on what the earlier ones left
   assert all(row["attacked"] > 0 for row in first), first
+  assert all(row["seconds"] > 0 for row in first), first  # each attack's wall time (the report's last column)
   assert [row["attacked"] for row in first] == sorted(row["attacked"] for row in first)[::-1]
   rows = {row["attack"]: row for row in results["flags"]["per_eps"][1]["rows"]}  # ε = 0.5: the flags skip
   assert rows["apgd_ce_step"]["broke"] > 0 and rows["apgd_ce_step"]["robust_at_k"] == 0
@@ -319,4 +324,5 @@ def test_adaptive_profile_end_to_end(tiny_data, tmp_path):
   report.write_all(results, out)
   md = open(os.path.join(out, "report.md")).read()
   assert md.index("## Headline") < md.index("## Robust flags") < md.index("## Untargeted attacks")
+  assert f"| apgd_ce_step | 2 | {first[0]['attacked']} |" in md and "| per-example flags | seconds |" in md
   assert "## Verified adversarial sets" in md and "**not run**: transfer" in md

@@ -4,6 +4,8 @@ policy attack alone on examples the reference attack broke), the randomness flag
 10 and 11 read from the cascade."""
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,8 +46,9 @@ def cascade_section(r, plan):
   over: the larger ε-ball contains them).
 
   Returns (entries: name → [per ε: the worst case after that attack, as a result entry], flags: the table of
-  what each attack attacked and broke per ε, finals: per ε the worst case [N, T] after all attacks, own: per ε
-  name → the attack's own per-row results, for the checks)."""
+  what each attack attacked and broke per ε, with the wall seconds it took in this process (its compilation
+  included, at the first ε it runs; None when the journal replayed it), finals: per ε the worst case [N, T]
+  after all attacks, own: per ε name → the attack's own per-row results, for the checks)."""
   k, t = r.k, r.t_eval
   steps = {name: flag_steps(spec.horizon, k, t) for name, spec in plan.untargeted.items()}
   entries = {name: [] for name in plan.untargeted}
@@ -55,14 +58,17 @@ def cascade_section(r, plan):
   before = None  # the index of the next smaller ε done so far
   for i in sorted(range(n_eps), key=lambda j: plan.eps[j]):
     eps = plan.eps[i]
-    mine = {}
+    mine, seconds = {}, {}
 
-    def attack(name, spec, rows, i=i, eps=eps, mine=mine):
+    def attack(name, spec, rows, i=i, eps=eps, mine=mine, seconds=seconds):
       if r.bar is not None:  # the progress total assumed every example: drop the ones the flags skip
         r.bar.total = max(r.bar.total - spec.cost(r.setup) * (everyone - len(rows)), r.bar.n)
       res = r.journal.load(i, name, rows) if r.journal else None  # done before an interruption
+      seconds[name] = None
       if res is None:
+        tic = time.perf_counter()
         res = attack_rows(r, spec, eps, rows, jax.random.fold_in(r.key_for(name), i), label=name)
+        seconds[name] = round(time.perf_counter() - tic, 1)
         if r.journal:
           r.journal.save(i, name, rows, res)
       mine[name] = {"rows": np.asarray(rows), "adv_correct": res["adv_correct"], "info": res["info"]}
@@ -77,6 +83,9 @@ def cascade_section(r, plan):
     with r.timed(f"cascade_eps{eps:g}_s"):
       correct, cumulative, table = run_cascade(plan.untargeted, steps, r.clean_correct, attack, attack_step=k,
                                                eval_steps=t, keeper=r.keepers[i], start=start, start_label=label)
+    for row in table:  # rows of the attacks (the first may be the examples carried from the smaller ε)
+      if row["attack"] in seconds:
+        row["seconds"] = seconds[row["attack"]]
     for name in plan.untargeted:
       entries[name].append((i, {"eps": eps, **per_example_stats(r.clean_correct, cumulative[name]),
                                 "adv_correct": cumulative[name]}))

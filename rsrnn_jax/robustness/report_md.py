@@ -82,17 +82,19 @@ def _flags(results: dict) -> list[str]:
   out = ["## Robust flags: what each attack took away", "",
          f"Each attack ran only on the examples every earlier attack left robust at one of its flag steps (the "
          f"steps its objective aims at: {k} for step k, 1–{k} for the mean of steps 1..k, 1–{t} for the full "
-         f"horizon). \"broke\": examples it broke first at one of them; the last columns: examples still robust "
-         f"after it.", ""]
+         f"horizon). \"broke\": examples it broke first at one of them; \"robust\": examples still robust after "
+         f"it; \"seconds\": its wall time in the run that made it (compilation included at the first ε; – when "
+         f"replayed from the journal of an interrupted run).", ""]
   for per in fl["per_eps"]:
     rows = []
     for r in per["rows"]:
       extra = ", ".join(f"{key.removesuffix('_count')} {v}" for key, v in r.items() if key.endswith("_count"))
+      spent = r.get("seconds")
       rows.append([r["attack"], r["flag_step"], r["attacked"], r["broke"], r["broke_at_k"], r["broke_at_T"],
-                   r["robust_at_k"], r["robust_at_T"], extra or "–"])
+                   r["robust_at_k"], r["robust_at_T"], extra or "–", "–" if spent is None else f"{spent:.0f}"])
     out += [f"ε = {per['eps']:g}:", "",
             table(["attack", "flag steps", "attacked", "broke", f"broke @{k}", f"broke @{t}", f"robust @{k}",
-                    f"robust @{t}", "per-example flags"], rows), ""]
+                    f"robust @{t}", "per-example flags", "seconds"], rows), ""]
   return out
 
 
