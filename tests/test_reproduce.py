@@ -19,6 +19,7 @@ from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import run as R
 from rsrnn_jax.reproduction import run_configs as RC
 from rsrnn_jax.reproduction import runs as RUNS
+from rsrnn_jax.reproduction import stages as STAGES
 from rsrnn_jax.reproduction import stats as S
 from rsrnn_jax.reproduction import verdicts as V
 from rsrnn_jax.reproduction.paper_numbers import PAPER
@@ -253,40 +254,40 @@ def test_full_budget_same_steps_for_every_model_seeds_and_both_attack_profiles()
 
 def test_fingerprints_follow_the_fields_each_stage_depends_on():
   cfg = lambda **o: RC.stage_configs("rsrnn", R.DEFAULT_BUDGET, o)
-  base = RUNS.fingerprints(cfg())
+  base = STAGES.fingerprints(cfg())
   assert set(base) == set(R.DEFAULT_BUDGET.stages)
-  attack = RUNS.fingerprints(cfg(**{"attack.seed": 1}))  # both profiles' attack configs
+  attack = STAGES.fingerprints(cfg(**{"attack.seed": 1}))  # both profiles' attack configs
   assert attack["train"] == base["train"] and attack["eval"] == base["eval"]
   assert attack["attack_paper"] != base["attack_paper"] and attack["attack_adaptive"] != base["attack_adaptive"]
-  ev = RUNS.fingerprints(cfg(**{"eval.num_figure_images": 3}))
+  ev = STAGES.fingerprints(cfg(**{"eval.num_figure_images": 3}))
   assert ev["train"] == base["train"] and ev["eval"] != base["eval"] and ev["attack_paper"] == base["attack_paper"]
-  assert RUNS.fingerprints(cfg(), plateau_examples=7)["eval"] != base["eval"]
-  tr = RUNS.fingerprints(cfg(**{"train.learning_rate": 1e-3}))
+  assert STAGES.fingerprints(cfg(), plateau_examples=7)["eval"] != base["eval"]
+  tr = STAGES.fingerprints(cfg(**{"train.learning_rate": 1e-3}))
   assert all(tr[s] != base[s] for s in base)
-  assert RUNS.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
+  assert STAGES.fingerprints(cfg(**{"train.log_every": 7})) == base  # bookkeeping only
   # how batches are decoded and handed over: the same batches of the cluttered data, so the same runs
-  assert RUNS.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
-  assert RUNS.fingerprints(cfg(**{"data.downscale": "area", "data.worker_threads": 2})) == base  # JPEG-only, speed
-  assert RUNS.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
-  seed1 = RUNS.fingerprints(RC.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
+  assert STAGES.fingerprints(cfg(**{"data.decoder": "pil", "data.image_dtype": "float32"})) == base
+  assert STAGES.fingerprints(cfg(**{"data.downscale": "area", "data.worker_threads": 2})) == base  # JPEG-only, speed
+  assert STAGES.fingerprints(cfg(**{"data.clutter_size": 7}))["train"] != base["train"]
+  seed1 = STAGES.fingerprints(RC.stage_configs("rsrnn", R.DEFAULT_BUDGET, seed=1))
   assert all(seed1[s] != base[s] for s in base)
-  ff, ff_at = (RUNS.fingerprints(RC.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
+  ff, ff_at = (STAGES.fingerprints(RC.stage_configs(m, R.DEFAULT_BUDGET))["train"] for m in ("ff_cnn", "ff_cnn_at"))
   assert ff != ff_at
 
 
 @pytest.mark.parametrize("setting", ["demo", "paper_geometry"])
 def test_the_committed_rsrnn_runs_keep_their_fingerprints(setting):
   """A config field added since the committed reproduction ran must not change what its runs depend on (else
-  ``make reproduce`` would discard and retrain them): register it in runs._DATA_PIPELINE or _TRAIN_BOOKKEEPING
+  ``make reproduce`` would discard and retrain them): register it in stages._DATA_PIPELINE or _TRAIN_BOOKKEEPING
   if it changes nothing, or rerun the reproduction if it does."""
   from rsrnn_jax.reproduction import settings
   root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "reproduction", setting)
-  recorded = RUNS.read_stages(RUNS.run_dir(root, "rsrnn", 0))
+  recorded = STAGES.read_stages(RUNS.run_dir(root, "rsrnn", 0))
   if not recorded:
     pytest.skip(f"no committed {setting} RS-RNN run")
   st = settings.get(setting)
   b = st.budget(R.FULL_BUDGET)
-  now = RUNS.fingerprints(R.plan(b, ("rsrnn",), (0,), out_dir=root, setting=st)["rsrnn"][0], b.plateau_examples)
+  now = STAGES.fingerprints(R.plan(b, ("rsrnn",), (0,), out_dir=root, setting=st)["rsrnn"][0], b.plateau_examples)
   kept = ("train", "eval", "attack_paper")  # the adaptive stage follows the budget's deliberate changes
   assert {k: recorded[k]["fingerprint"] for k in kept} == {k: now[k] for k in kept}
 
@@ -314,35 +315,35 @@ def test_adaptive_transfer_attack_comes_from_the_source_run_of_the_same_seed(tmp
   # without ff_cnn in the plan: only a source trained before counts
   alone = lambda o: R.plan(b, ("rsrnn",), (0, 1), out_dir=o)["rsrnn"]
   assert [alone(out)[s]["attack_adaptive"].attack.transfer_workdir for s in (0, 1)] == ["", ""]
-  RUNS.write_stages(_mkdir(RUNS.run_dir(out, "ff_cnn", 1)), {"train": {"done": True}})
+  STAGES.write_stages(_mkdir(RUNS.run_dir(out, "ff_cnn", 1)), {"train": {"done": True}})
   assert alone(out)[1]["attack_adaptive"].attack.transfer_workdir == RUNS.run_dir(out, "ff_cnn", 1)
   # the fingerprint names the source run, not where the output folder is
-  fp = lambda o: RUNS.fingerprints(R.plan(b, ("rsrnn", "ff_cnn"), (1,), out_dir=o)["rsrnn"][1])
-  assert fp(out) == fp(str(tmp_path / "elsewhere")) != RUNS.fingerprints(alone(str(tmp_path / "c"))[1])
+  fp = lambda o: STAGES.fingerprints(R.plan(b, ("rsrnn", "ff_cnn"), (1,), out_dir=o)["rsrnn"][1])
+  assert fp(out) == fp(str(tmp_path / "elsewhere")) != STAGES.fingerprints(alone(str(tmp_path / "c"))[1])
 
 
 _SIGTERM_CHILD = """
 import sys, time
-from rsrnn_jax.reproduction import run as R, run_configs as RC, runs as RUNS
+from rsrnn_jax.reproduction import run as R, run_configs as RC, stages as STAGES
 R.stop_cleanly_on_sigterm()
 def slow(config, run_dir):
   time.sleep(60)
 configs = RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0)
-RUNS.run_model("rsrnn/seed0", {"train": configs["train"]}, sys.argv[1], {"train": slow})
+STAGES.run_model("rsrnn/seed0", {"train": configs["train"]}, sys.argv[1], {"train": slow})
 """
 
 
 def test_sigterm_lets_the_interrupted_stage_record_its_time(tmp_path):
   run_dir = str(tmp_path / "run")
   child = subprocess.Popen([sys.executable, "-c", _SIGTERM_CHILD, run_dir], cwd=ROOT)
-  stages = os.path.join(run_dir, RUNS.STAGES_FILE)
+  stages = os.path.join(run_dir, STAGES.STAGES_FILE)
   deadline = time.time() + 120
   while not os.path.exists(stages) and time.time() < deadline and child.poll() is None:
     time.sleep(0.2)
   time.sleep(1.0)
   child.send_signal(signal.SIGTERM)
   assert child.wait(timeout=60) == 128 + signal.SIGTERM
-  rec = RUNS.read_stages(run_dir)["train"]
+  rec = STAGES.read_stages(run_dir)["train"]
   assert rec["done"] is False and rec["seconds"] >= 1.0
 
 
@@ -359,7 +360,7 @@ def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, cap
 
   def run(configs, seed=0):
     fake.calls.clear()
-    stages = RUNS.run_model(f"rsrnn/seed{seed}", configs, RUNS.run_dir(str(tmp_path), "rsrnn", seed), fake.fns())
+    stages = STAGES.run_model(f"rsrnn/seed{seed}", configs, RUNS.run_dir(str(tmp_path), "rsrnn", seed), fake.fns())
     assert all(stages[s]["done"] for s in configs)
     return list(fake.calls)
 
@@ -378,9 +379,9 @@ def test_stages_skip_per_seed_and_rerun_what_changed_or_is_missing(tmp_path, cap
   # Training interrupted after its first checkpoint: the next run resumes it, then every later stage.
   fake.fail_train_at = 2
   with pytest.raises(KeyboardInterrupt):
-    RUNS.run_model("rsrnn/seed0", cfg(**{"train.learning_rate": 1e-4}), run_dir, fake.fns())  # a new train config
+    STAGES.run_model("rsrnn/seed0", cfg(**{"train.learning_rate": 1e-4}), run_dir, fake.fns())  # a new train config
   assert not os.path.exists(os.path.join(run_dir, "attack_paper"))        # ... discarded the old run
-  assert RUNS.read_stages(run_dir)["train"]["done"] is False
+  assert STAGES.read_stages(run_dir)["train"]["done"] is False
   fake.fail_train_at = None
   caplog.clear()
   assert run(cfg(**{"train.learning_rate": 1e-4})) == everything
@@ -397,7 +398,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(workdir.UserError, match=f"in use by PID {holder.pid}"):
-      RUNS.run_model("rsrnn/seed0", RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0), run_dir, fake.fns())
+      STAGES.run_model("rsrnn/seed0", RC.stage_configs("rsrnn", R.QUICK_BUDGET, seed=0), run_dir, fake.fns())
   finally:
     holder.kill()
     holder.wait()
@@ -412,7 +413,7 @@ def test_stages_subset_runs_only_those_and_waits_for_training(tmp_path, caplog):
 
   def run(only):
     fake.calls.clear()
-    RUNS.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), only=only)
+    STAGES.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), only=only)
     return list(fake.calls)
 
   assert run(("eval", "attack_paper")) == []                               # nothing trained: they wait
@@ -433,13 +434,13 @@ def test_rerun_runs_an_up_to_date_stage_again_and_never_training(tmp_path, capsy
 
   def run(**kw):
     fake.calls.clear()
-    RUNS.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), **kw)
+    STAGES.run_model("rsrnn/seed0", configs, run_dir, fake.fns(), **kw)
     return list(fake.calls)
 
   assert run() == ["train", "eval", "attack_paper", "attack_adaptive"]
   assert run() == []
   assert run(rerun=("attack_adaptive",)) == ["attack_adaptive"]           # up to date, run again
-  assert RUNS.read_stages(run_dir)["attack_adaptive"]["done"]
+  assert STAGES.read_stages(run_dir)["attack_adaptive"]["done"]
   assert run(rerun=("eval",), only=("eval",)) == ["eval"]                  # what depends on eval does not rerun
   for bad in (["--rerun", "train"], ["--rerun", "eval", "--stages", "attack_paper"]):
     assert R.main(["--out", str(tmp_path), "--quick", *bad]) == 2
@@ -510,9 +511,9 @@ def test_quick_reproduction_end_to_end_then_resumes_without_work(tiny_data, tmp_
   claims = next(s for s in sections if s.startswith("The paper's claims"))
   assert sum(line.startswith("| ") for line in claims.splitlines()) == 1 + 3 * 3  # header, 3 claims × 3 attacks
   assert "Quick budget" in md and "paper.md §8" in md and "Nothing is missing" in md
-  code = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["train"]["code"]  # the commit each stage ran on
-  assert code == RUNS.code_version() and f"finished on commit `{code}`" in md
-  device = RUNS.read_stages(RUNS.run_dir(out, "rsrnn", 0))["attack_adaptive"]["device"]  # and where
+  code = STAGES.read_stages(RUNS.run_dir(out, "rsrnn", 0))["train"]["code"]  # the commit each stage ran on
+  assert code == STAGES.code_version() and f"finished on commit `{code}`" in md
+  device = STAGES.read_stages(RUNS.run_dir(out, "rsrnn", 0))["attack_adaptive"]["device"]  # and where
   assert device == R.device_description() and f"on {device}" in md.split("Devices: ")[1].splitlines()[0]
   verdicts = json.load(open(os.path.join(out, "verdicts.json")))
   assert verdicts["num_attacked_examples"] == R.QUICK_BUDGET.attack_examples and verdicts["seeds"] == [0]
@@ -606,13 +607,13 @@ def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagre
 
 
 def test_code_version_names_this_checkout():
-  v = RUNS.code_version()
+  v = STAGES.code_version()
   assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", v), v
 
 
 def test_code_version_is_dirty_for_code_changes_only(tmp_path, monkeypatch):
   import subprocess
-  monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
+  monkeypatch.delenv(STAGES.CODE_VERSION_ENV, raising=False)
   git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
   git("init", "-q")
   for path in ("pkg/code.py", "reproduction/demo/reproduce.log", "docs/notes.md"):
@@ -620,21 +621,21 @@ def test_code_version_is_dirty_for_code_changes_only(tmp_path, monkeypatch):
     (tmp_path / path).write_text("v1\n")
   git("add", ".")
   git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-  head = RUNS.code_version(str(tmp_path / "pkg"))
+  head = STAGES.code_version(str(tmp_path / "pkg"))
   assert re.fullmatch(r"[0-9a-f]{12}", head), head
   (tmp_path / "reproduction/demo/reproduce.log").write_text("v1\nmore\n")  # a running reproduction's log
   (tmp_path / "docs/notes.md").write_text("v2\n")
-  assert RUNS.code_version(str(tmp_path / "pkg")) == head
+  assert STAGES.code_version(str(tmp_path / "pkg")) == head
   (tmp_path / "pkg/code.py").write_text("v2\n")
-  assert RUNS.code_version(str(tmp_path / "pkg")) == head + "-dirty"
+  assert STAGES.code_version(str(tmp_path / "pkg")) == head + "-dirty"
 
 
 def test_code_version_from_the_environment_wins(tmp_path, monkeypatch):
-  monkeypatch.delenv(RUNS.CODE_VERSION_ENV, raising=False)
-  assert RUNS.code_version(str(tmp_path)) == "unknown"  # a copy of the tree without .git
-  monkeypatch.setenv(RUNS.CODE_VERSION_ENV, "0123456789ab")
-  assert RUNS.code_version(str(tmp_path)) == "0123456789ab"
-  assert RUNS.code_version() == "0123456789ab"  # also in a checkout: a sent copy's .git may be stale
+  monkeypatch.delenv(STAGES.CODE_VERSION_ENV, raising=False)
+  assert STAGES.code_version(str(tmp_path)) == "unknown"  # a copy of the tree without .git
+  monkeypatch.setenv(STAGES.CODE_VERSION_ENV, "0123456789ab")
+  assert STAGES.code_version(str(tmp_path)) == "0123456789ab"
+  assert STAGES.code_version() == "0123456789ab"  # also in a checkout: a sent copy's .git may be stale
 
 
 def test_stage_devices_counts_finished_stages_per_device():

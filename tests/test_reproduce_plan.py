@@ -1,5 +1,5 @@
 """``--dry_run`` (rsrnn_jax/reproduction/todo.py): what would run, why and about how long, touching nothing; and the
-recorded time of a stage that resumes (rsrnn_jax/reproduction/runs.py)."""
+recorded time of a stage that resumes (rsrnn_jax/reproduction/stages.py)."""
 import json
 import os
 import socket
@@ -8,6 +8,7 @@ from rsrnn_jax.reproduction import run as R
 from rsrnn_jax.reproduction import run_configs as RC
 from rsrnn_jax.reproduction import runs as RUNS
 from rsrnn_jax.reproduction import settings as S
+from rsrnn_jax.reproduction import stages as STAGES
 from tests.reproduce_helpers import FakeStages
 
 DEMO = S.get("demo")
@@ -22,15 +23,15 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
   configs = R.plan(budget, ("rsrnn",), (0, 1), {}, RC.DEMO_CONFIG, out, DEMO)
   fake = FakeStages()
   seed0, seed1 = (RUNS.run_dir(out, "rsrnn", s) for s in (0, 1))
-  RUNS.run_model("rsrnn/seed0", configs["rsrnn"][0], seed0, fake.fns(), budget.plateau_examples, device="2× cpu")
-  recorded = RUNS.read_stages(seed0)
+  STAGES.run_model("rsrnn/seed0", configs["rsrnn"][0], seed0, fake.fns(), budget.plateau_examples, device="2× cpu")
+  recorded = STAGES.read_stages(seed0)
   for stage, seconds in {"train": 600, "eval": 60, "attack_paper": 120, "attack_adaptive": 3000}.items():
     recorded[stage]["seconds"] = seconds  # what a real run of each stage took
-  RUNS.write_stages(seed0, recorded)
-  fp = RUNS.fingerprints(configs["rsrnn"][1])["train"]
+  STAGES.write_stages(seed0, recorded)
+  fp = STAGES.fingerprints(configs["rsrnn"][1])["train"]
   os.makedirs(os.path.join(seed1, "checkpoints", "2"))  # seed 1's training was cut off after a checkpoint
-  RUNS.write_stages(seed1, {"train": {"fingerprint": fp, "done": False, "seconds": 100.0}})
-  before = {p: open(os.path.join(p, RUNS.STAGES_FILE)).read() for p in (seed0, seed1)}
+  STAGES.write_stages(seed1, {"train": {"fingerprint": fp, "done": False, "seconds": 100.0}})
+  before = {p: open(os.path.join(p, STAGES.STAGES_FILE)).read() for p in (seed0, seed1)}
   fake.calls.clear()
 
   dry = lambda **kw: R.dry_run(out, R.QUICK_BUDGET, ("rsrnn",), (0, 1), {}, RC.DEMO_CONFIG, kw.get("stages"),
@@ -46,7 +47,7 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
   with open(os.path.join(seed1, ".lock"), "w") as f:  # a live process holds seed 1 (this one, for the test)
     json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-12-06T21:00:00"}, f)
   assert _rows(dry())[0][3] == "running now (PID %d, since 2026-12-06T21:00:00)" % os.getpid()
-  assert fake.calls == [] and before == {p: open(os.path.join(p, RUNS.STAGES_FILE)).read() for p in before}
+  assert fake.calls == [] and before == {p: open(os.path.join(p, STAGES.STAGES_FILE)).read() for p in before}
   assert R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, RC.DEMO_CONFIG, None, (),
                    DEMO).splitlines()[0] == "demo: 4 stage(s) to run (4 without a recorded time to go by)"
 
@@ -62,16 +63,16 @@ def test_an_attack_resumed_from_its_journal_keeps_the_time_it_had_run(tmp_path):
   out = str(tmp_path)
   configs = R.plan(DEMO.budget(R.QUICK_BUDGET), ("rsrnn",), (0,), {}, RC.DEMO_CONFIG, out, DEMO)["rsrnn"][0]
   run = RUNS.run_dir(out, "rsrnn", 0)
-  RUNS.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
-  stages = RUNS.read_stages(run)
+  STAGES.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
+  stages = STAGES.read_stages(run)
   stages["attack_adaptive"].update(done=False, seconds=1800.0)  # cut off after half an hour ...
-  RUNS.write_stages(run, stages)
+  STAGES.write_stages(run, stages)
   os.makedirs(os.path.join(run, ".attack_adaptive.journal"))     # ... with the attacks it finished on disk
-  assert RUNS.resumes_from("attack_adaptive", run) == "its journal" and RUNS.resumes_from("attack_paper", run) == ""
-  RUNS.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
-  assert RUNS.read_stages(run)["attack_adaptive"]["seconds"] >= 1800.0
-  stages = RUNS.read_stages(run)
+  assert STAGES.resumes_from("attack_adaptive", run) == "its journal" and STAGES.resumes_from("attack_paper", run) == ""
+  STAGES.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
+  assert STAGES.read_stages(run)["attack_adaptive"]["seconds"] >= 1800.0
+  stages = STAGES.read_stages(run)
   stages["attack_paper"].update(done=False, seconds=500.0)     # no journal: the stage starts over, its time too
-  RUNS.write_stages(run, stages)
-  RUNS.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
-  assert RUNS.read_stages(run)["attack_paper"]["seconds"] < 500.0
+  STAGES.write_stages(run, stages)
+  STAGES.run_model("rsrnn/seed0", configs, run, FakeStages().fns())
+  assert STAGES.read_stages(run)["attack_paper"]["seconds"] < 500.0

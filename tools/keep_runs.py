@@ -37,7 +37,7 @@ def keep(run: str) -> list[str]:
       out += [os.path.join(run, d, f) for f in sorted(os.listdir(os.path.join(run, d)))
               if not f.startswith("adversarial_")]
   steps = _checkpoints(run)
-  if steps:  # the train stage counts as done only with its last checkpoint (runs.stage_outputs)
+  if steps:  # the train stage counts as done only with its last checkpoint (stages.stage_outputs)
     wanted = steps[-1:] if stages.get("eval", {}).get("done") else steps[-3:]  # plateau: 80% / 90% / 100%
     out += [os.path.join(run, "checkpoints", str(s)) for s in wanted]
   return out

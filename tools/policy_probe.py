@@ -26,6 +26,7 @@ from rsrnn_jax.reproduction import run as R  # noqa: E402
 from rsrnn_jax.reproduction import run_configs as RC  # noqa: E402
 from rsrnn_jax.reproduction import runs as RUNS  # noqa: E402
 from rsrnn_jax.reproduction import settings as S  # noqa: E402
+from rsrnn_jax.reproduction import stages as STAGES  # noqa: E402
 
 
 def probe_config(setting: str, model: str, seed: int, iterations: int, examples: int, epsilons):
@@ -41,7 +42,7 @@ def probe_config(setting: str, model: str, seed: int, iterations: int, examples:
 
 def scratch_copy(run: str) -> str:
   """A workdir holding only the run's config and last checkpoint (the attack writes there, not into the run)."""
-  step = RUNS.latest_checkpoint_step(run)
+  step = STAGES.latest_checkpoint_step(run)
   if not step:
     raise FileNotFoundError(f"no checkpoint in {run}: train the run first")
   work = tempfile.mkdtemp(prefix="policy_probe_")
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     line = json.dumps({"setting": args.setting, "model": args.model, "seed": args.seed, "iterations": iterations,
                        "examples": args.examples, "epsilons": args.epsilons, "check9": c9["status"],
                        "detail": c9["detail"], "policy_check": res.get("policy_check"),
-                       "seconds": round(res["timing"]["total_s"]), "code": RUNS.code_version()})
+                       "seconds": round(res["timing"]["total_s"]), "code": STAGES.code_version()})
     print(line)
     if args.json:
       with open(args.json, "a") as f:

@@ -45,6 +45,7 @@ from rsrnn_jax.evaluation.scanpath import one_scanpath
 from rsrnn_jax.reproduction import health, sections, stats
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction.runs import ATTACK_TITLES, ATTACKS
+from rsrnn_jax.reproduction.stages import fingerprints
 from rsrnn_jax.reproduction.verdicts import (CLAIMS, PAIRS, PAPER_TOLERANCE, by_paper_key, judge, judge_paper,
                                               needed_models)
 
@@ -198,7 +199,7 @@ def write(out_dir: str, configs: dict, budget, setting=None, dest: str = "") -> 
   ours, infos = _judge_ours(runs, attacks)
   pairs, _ = _judge_ours(runs, attacks, PAIRS)
   clean_correct, _ = _judge_ours(runs, attacks, CLAIMS, clean_correct=True)
-  expected = {m: {s: saved.fingerprints(c, budget.plateau_examples) for s, c in per.items()}
+  expected = {m: {s: fingerprints(c, budget.plateau_examples) for s, c in per.items()}
               for m, per in configs.items()}
   s = _setup(runs, configs, infos.get("paper", {}).get("num_examples", 0))
   clean = saved.clean_summary(runs)

@@ -17,7 +17,7 @@ budget's adaptive ε) and writes ``OUT/report.md``, its figures and ``OUT/verdic
 (holds / fails / undecided, with its bootstrap interval) for each of the paper's claims.
 
 A run is one (model, seed) in ``OUT/runs/<model>/seed<s>/`` (a normal workdir, config ``seed`` = s;
-:mod:`rsrnn_jax.reproduction.runs`). Its stages — train, eval, attack_paper, attack_adaptive — are recorded in
+:mod:`rsrnn_jax.reproduction.stages`). Its stages — train, eval, attack_paper, attack_adaptive — are recorded in
 its ``reproduce_stages.json`` with a fingerprint of the config fields each depends on. A stage is skipped when
 its record says done, its fingerprint matches the current config and its outputs exist; a stage runs again
 when it is not, or when a stage it depends on ran (eval and each attack depend on train only). An interrupted
@@ -42,6 +42,7 @@ from rsrnn_jax.reproduction import side_by_side, todo
 from rsrnn_jax.reproduction.run_configs import DEMO_CONFIG, MODELS, parse_overrides, stage_configs
 from rsrnn_jax.reproduction.budgets import BUDGETS, DEFAULT_BUDGET, FULL_BUDGET, QUICK_BUDGET, Budget  # noqa: F401
 from rsrnn_jax.reproduction.settings import DEMO, Setting
+from rsrnn_jax.reproduction.stages import PLATEAU_FILE, read_stages, run_model
 
 log = logging.getLogger("rsrnn_jax.reproduction.run")
 
@@ -76,7 +77,7 @@ def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
   workdir.write_json(os.path.join(run_dir, "compute.json"), compute.model_compute(config))
   save_figure_arrays(config, run_dir, loaded)
   plateau = plateau_check(config, run_dir, loaded, plateau_examples)
-  workdir.write_json(os.path.join(run_dir, saved.PLATEAU_FILE), plateau)
+  workdir.write_json(os.path.join(run_dir, PLATEAU_FILE), plateau)
 
 
 def plateau_check(config, run_dir: str, loaded, num_examples: int = 0) -> dict:
@@ -177,7 +178,7 @@ def transfer_source_dir(budget: Budget, model: str, seed: int, configs: dict, ou
   if not src or model == src:
     return ""
   planned = seed in configs.get(src, {})
-  return path if planned or saved.read_stages(path).get("train", {}).get("done") else ""
+  return path if planned or read_stages(path).get("train", {}).get("done") else ""
 
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
@@ -199,7 +200,7 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
     for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
       for m in budget.run_order(models):
         if s in configs[m]:
-          saved.run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
+          run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
                           budget.plateau_examples, only=stages, device=device, rerun=tuple(rerun))
   if not report:
     return ""

@@ -1,6 +1,6 @@
 """A run's configs, one per stage: ``configs/demo.py:model=NAME,attack=PROFILE`` in a data setting, with the run's
 seed, cut to a reproduction budget (:mod:`rsrnn_jax.reproduction.budgets`), then the user's ``--set`` overrides.
-:mod:`rsrnn_jax.reproduction.run` runs them; :mod:`rsrnn_jax.reproduction.runs` fingerprints them.
+:mod:`rsrnn_jax.reproduction.run` runs them; :mod:`rsrnn_jax.reproduction.stages` fingerprints them.
 """
 from __future__ import annotations
 

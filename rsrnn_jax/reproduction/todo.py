@@ -1,8 +1,8 @@
 """``--dry_run``: what a reproduction would run, why, and about how long it would take, without running anything
 or touching a run (no JAX).
 
-Each run's stages are decided as :func:`rsrnn_jax.reproduction.runs.run_model` decides them
-(:func:`~rsrnn_jax.reproduction.runs.decide_stages`; a run whose training config changed counts as trained
+Each run's stages are decided as :func:`rsrnn_jax.reproduction.stages.run_model` decides them
+(:func:`~rsrnn_jax.reproduction.stages.decide_stages`; a run whose training config changed counts as trained
 again). A stage to run is estimated from the times its setting's finished stages recorded: the median of the same
 model's same stage (other seeds, or an earlier version of the run), else nothing (the table says so). Recorded
 times belong to the device they ran on (``device`` in each record, listed with the totals). A stage a live process
@@ -16,6 +16,7 @@ import statistics
 
 from rsrnn_jax import workdir
 from rsrnn_jax.reproduction import runs
+from rsrnn_jax.reproduction.stages import decide_stages, fingerprints, read_stages, resumes_from, retrain_reason
 
 
 def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=None, rerun=()) -> list[dict]:
@@ -25,18 +26,18 @@ def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=
   for model, seed in order:
     stage_configs = configs[model][seed]
     path = runs.run_dir(out_dir, model, seed)
-    fps = runs.fingerprints(stage_configs, plateau_examples)
-    records = runs.read_stages(path)
-    retrain = runs.retrain_reason(path, records, fps["train"])
+    fps = fingerprints(stage_configs, plateau_examples)
+    records = read_stages(path)
+    retrain = retrain_reason(path, records, fps["train"])
     holder = workdir.live_holder(path)
-    for stage, action, why in runs.decide_stages(stage_configs, path, {} if retrain else records, fps, only, rerun):
+    for stage, action, why in decide_stages(stage_configs, path, {} if retrain else records, fps, only, rerun):
       if action != "run":
         continue
       if retrain:
         why = f"{retrain}: trained again"
       elif why == "interrupted" and holder:  # the record a running process wrote when it started the stage
         why = f"running now (PID {holder['pid']}, since {holder.get('since', '?')})"
-      resumed = why in ("interrupted", "its outputs are missing") and runs.resumes_from(stage, path)
+      resumed = why in ("interrupted", "its outputs are missing") and resumes_from(stage, path)
       if resumed:
         why += f", resumes from {resumed}"
       rows.append({"model": model, "seed": seed, "stage": stage, "why": why})
@@ -49,7 +50,7 @@ def recorded_times(out_dir: str) -> tuple[dict, dict]:
   folder = os.path.join(out_dir, "runs")
   for model in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
     for seed_dir in sorted(os.listdir(os.path.join(folder, model))):
-      for stage, rec in runs.read_stages(os.path.join(folder, model, seed_dir)).items():
+      for stage, rec in read_stages(os.path.join(folder, model, seed_dir)).items():
         if rec.get("done"):
           times.setdefault((model, stage), []).append(float(rec.get("seconds", 0.0)))
           device = rec.get("device", "not recorded")
