@@ -719,3 +719,46 @@ def test_each_setting_report_reads_every_failed_check():
   md = "\n".join(sections.sanity_checks(rep))
   assert "FAIL 1/2 (finding)" in md and md.count("FAIL 1/") == 1 and "FAIL 2/" not in md
   assert f"- check 7, check 7 (finding): {readings.reading(7)[1]}." in md
+
+
+def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
+  import types
+  from rsrnn_jax.reproduction import health, report as REP, side_by_side as SBS
+  n, t, rng = 400, 2, np.random.default_rng(0)
+
+  def run(name, seed, acc, dead=False):  # one run's paper-attack results: accuracy ``acc`` at both read-outs
+    adv = np.repeat((rng.random((1, n)) < acc)[:, :, None], t, axis=2)  # [E, n, T]
+    path = str(tmp_path / f"{name}{seed}.npz")
+    np.savez(path, epsilons=np.array([0.02]), pgd_step=adv, clean_correct=np.ones((n, t), bool))
+    return {"per_example": {"paper": path}, "attack": {"paper": {"attack_step": 1, "eval_steps": t}},
+            "eval": {"policy": {"fixation_spread_px": [0.0, 0.1 if dead else 20.0]}}}
+
+  # DRAM seed 0's policy died and it is far more robust than its live seed 1: with it, the crops may be as robust
+  # as the retinas (undecided); without it, the retinas are clearly ahead (holds).
+  runs = {"rsrnn": {s: run("rsrnn", s, 0.5) for s in (0, 1)}, "base_retina": {s: run("br", s, 0.5) for s in (0, 1)},
+          "dram": {0: run("dram", 0, 0.95, dead=True), 1: run("dram", 1, 0.2)},
+          "gfnet_m": {s: run("gf", s, 0.6) for s in (0, 1)}}
+  every, _ = REP._judge_ours(runs, ["paper"])
+  live = REP._judge_live_policy(runs, ["paper"])
+  assert [v["claim"]["id"] for v in live] == ["retina", "crops"]  # the claims with DRAM in them
+  retina = live[0]
+  assert every[0]["verdict"] == "undecided" and retina["verdict"] == "holds"
+  assert retina["seeds"] == {"RS-RNN": [0, 1], "Base-Retina": [0, 1], "DRAM": [1], "GF-Net-m": [0, 1]}
+  assert live[1]["verdict"] == "not evaluated" and live[1]["missing"] == ["S3TA", "FF-CNN"]
+  rep = types.SimpleNamespace(runs=runs, ours=every, live_policy=live, k=1, t=t)
+  md = "\n".join(health.live_policy(rep))
+  row = next(line for line in md.splitlines() if line.startswith("| retina more robust than crops"))
+  assert "DRAM 1;" in row and row.endswith("| **holds** | **undecided** |"), row
+  assert "Left out: DRAM seed 0 (one scanpath" in md
+  alive = {m: {s: r for s, r in seeds.items() if m != "dram" or s == 1} for m, seeds in runs.items()}
+  assert REP._judge_live_policy(alive, ["paper"]) == []
+  assert health.live_policy(types.SimpleNamespace(live_policy=[])) == []
+  # Side by side: the setting's verdicts.json carries both, and the report puts them in one row.
+  found = {"paper_geometry": _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.8, "dram": 0.75}, "fails")}
+  found["paper_geometry"].update(claims_live_policy=[REP._claim_json(retina)], one_scanpath_runs=[["dram", 0]])
+  md = "\n".join(SBS.live_policy(found))
+  assert "| paper_geometry | retina more robust than crops |" in md and "Left out (one scanpath for every image): " \
+         "paper_geometry: DRAM seed 0." in md
+  row = next(line for line in md.splitlines() if line.startswith("| paper_geometry"))
+  assert row.index("**holds**") < row.index("**fails**")  # without them, then on every run
+  assert SBS.live_policy({"demo": _setting_verdicts("demo", 96, {"rsrnn": 0.8}, "holds")}) == []

@@ -5,12 +5,14 @@ before reading a claim (:mod:`rsrnn_jax.reproduction.sections` places them).
 - **Policy** (``eval/results.json`` → ``policy``, :mod:`rsrnn_jax.evaluation.scanpath`): the entropy of each
   attention model's fixation policy and the spread of its fixations over the test images. A run whose policy
   gives every image the same scanpath has an attention that died in training (docs/zoo.md): what it is compared
-  on is a model with a fixed scanpath, not the paper's recurrent attention.
+  on is a model with a fixed scanpath, not the paper's recurrent attention. The claims that compare such a model
+  are judged again without those runs (:func:`live_policy_runs`; the section :func:`live_policy`).
 """
 from __future__ import annotations
 
 from rsrnn_jax.evaluation.scanpath import ONE_SCANPATH_PX, one_scanpath
 from rsrnn_jax.report.tables import pct, table
+from rsrnn_jax.reproduction.cells import claims_table, seeds_cell, verdict_cell
 from rsrnn_jax.reproduction.runs import display, plateau_reached, short_of_plateau
 
 
@@ -45,6 +47,13 @@ def run_policies(runs: dict) -> list[tuple]:
 def one_scanpath_runs(runs: dict) -> list[tuple]:
   """[(model, seed)] of the runs whose policy gives every test image the same scanpath."""
   return [(m, s) for m, s, p in run_policies(runs) if one_scanpath(p)]
+
+
+def live_policy_runs(runs: dict) -> dict:
+  """``runs`` ({model: {seed: run}}) without the runs of :func:`one_scanpath_runs` (a model all of whose runs
+  have one scanpath is left with none)."""
+  dead = set(one_scanpath_runs(runs))
+  return {m: {s: r for s, r in seeds.items() if (m, s) not in dead} for m, seeds in runs.items()}
 
 
 def _steps(values, digits: int) -> str:
@@ -83,4 +92,20 @@ def claims_note(rep) -> list[str]:
     out += ["**One scanpath for every image**: " + ", ".join(f"{display(m)} seed {s}" for m, s in dead)
             + ". The attention of these runs died in training; the claims that compare with them compare with a "
             "model whose fixations do not depend on the image (\"Policy\" below).", ""]
+  return out
+
+
+def live_policy(rep) -> list[str]:
+  """The claims that compare a model with a run whose policy died, judged again without those runs: does a
+  fixed-scanpath run carry the verdict?"""
+  if not rep.live_policy:
+    return []
+  every = {(v["claim"]["id"], v["attack"]): v for v in rep.ours}
+  dead = ", ".join(f"{display(m)} seed {s}" for m, s in one_scanpath_runs(rep.runs))
+  out = ["## The claims without the runs whose policy died", ""]
+  same = (["verdict on every run"], lambda v: [verdict_cell(every[(v["claim"]["id"], v["attack"])])])
+  out += [claims_table(rep.k, rep.t, rep.live_policy, "seeds left", seeds_cell, same), ""]
+  out += [f"Left out: {dead} (one scanpath for every image, \"Policy\" below). The same tests on the other runs, "
+          "on every attacked image. A model left with one seed has an interval over the examples only, not over "
+          "seeds: narrower than the full run's would be.", ""]
   return out

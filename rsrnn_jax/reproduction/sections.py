@@ -9,6 +9,8 @@ from rsrnn_jax.data import registry as datasets
 from rsrnn_jax.models import registry
 from rsrnn_jax.report.tables import pct, table
 from rsrnn_jax.reproduction import health, stats
+from rsrnn_jax.reproduction.cells import (claims_table, eps_cell, interval_cell, mean_sd_cell, verdict_cell,
+                                          verdict_word)
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 from rsrnn_jax.reproduction.runs import ATTACK_TITLES, code_versions, display, paper_key, stage_devices
 from rsrnn_jax.reproduction.verdicts import PAPER_TOLERANCE
@@ -35,37 +37,11 @@ class Report:
   pairs: list = dataclasses.field(default_factory=list)  # verdicts.judge entries of verdicts.PAIRS
   paper_pairs: list = dataclasses.field(default_factory=list)  # verdicts.judge_paper entries of verdicts.PAIRS
   clean_correct: list = dataclasses.field(default_factory=list)  # the claims on the clean-correct examples
+  live_policy: list = dataclasses.field(default_factory=list)  # the claims without the runs whose policy died
 
 
 def _config(rep: Report, m: str):
   return next(iter(rep.configs[m].values()))["train"]
-
-
-def _ms(d: dict | None, scale: float = 100.0) -> str:
-  """mean ± sd (a stats.mean_sd dict) in points."""
-  if not d or d.get("mean") is None:
-    return "–"
-  return f"{scale * d['mean']:.1f}" + (f" ± {scale * d['sd']:.1f}" if d["n"] > 1 else "")
-
-
-def _interval(test: dict | None) -> str:
-  if not test:
-    return "–"
-  lo, hi = test["interval"]
-  return f"{100 * test['estimate']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
-def _word(v: str) -> str:
-  return f"**{v}**" if v in ("holds", "fails", "undecided") else v
-
-
-def _verdict(v: dict) -> str:
-  """A judged claim's verdict, with the models it lacks."""
-  return _word(v["verdict"]) + (f" (missing: {', '.join(v['missing'])})" if v["missing"] else "")
-
-
-def _eps(values) -> str:
-  return "/".join(f"{e:g}" for e in values)
 
 
 def header(rep: Report) -> list[str]:
@@ -80,9 +56,10 @@ def header(rep: Report) -> list[str]:
           f"Budget `{b.name}`: {b.describe()}. Compute recorded by the stages, summed over every run: "
           f"{total / 3600:.2f} h (per stage at the end; {len(rep.missing)} stage(s) still missing).", ""]
   out += [f"Data: `{data_cfg['name']}` ({data_cfg.get('canvas_size')}² canvas, {classes} classes, chance "
-          f"{100 / classes:g}%). Attacks: untargeted ε = {_eps(rep.eps)}, targeted ε = {_eps(rep.teps)} (pixels in "
-          f"[0, 1]), made at step k = {rep.k}, images run for T_eval = {rep.t} steps, on the first {rep.n} test "
-          "images; adaptive at ε = " + (_eps(b.adaptive_epsilons) or "– (not in this budget)") + ".", ""]
+          f"{100 / classes:g}%). Attacks: untargeted ε = {eps_cell(rep.eps)}, targeted ε = {eps_cell(rep.teps)} "
+          f"(pixels in [0, 1]), made at step k = {rep.k}, images run for T_eval = {rep.t} steps, on the first "
+          f"{rep.n} test images; adaptive at ε = "
+          + (eps_cell(b.adaptive_epsilons) or "– (not in this budget)") + ".", ""]
   out += [f"**Columns marked \"paper\" are the authors' published numbers** ({PAPER['source']}), transcribed in "
           "`rsrnn_jax/reproduction/paper_numbers.py`: ImageNet100 at 336²/224², ε in 1e-3..1e-2, attack at step 4 "
           "(AAAI) or 12 (v1). They are not our results and not on our data: compare orderings and trends, not "
@@ -99,13 +76,15 @@ def claims(rep: Report) -> list[str]:
     cid, tests = v["claim"]["id"], v["tests"]
     pv = paper[cid] if v["attack"] == "paper" else None
     one = "model" in v["claim"]
-    cells = [_interval(tests.get("T vs k")), "(one test)"] if one else [_interval(tests.get("k")),
-                                                                          _interval(tests.get("T"))]
+    cells = ([interval_cell(tests.get("T vs k")), "(one test)"] if one
+             else [interval_cell(tests.get("k")), interval_cell(tests.get("T"))])
     if pv:
       pt = pv["tests"]
-      pcell = (_interval(pt.get("T vs k")) if one else f"{_interval(pt.get('k'))} / {_interval(pt.get('T'))}")
-    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], _eps(v.get("epsilons", [])), *cells, _verdict(v),
-                 pcell if pv else "–", _word(pv["verdict"]) if pv else "not run by the paper"])
+      pcell = (interval_cell(pt.get("T vs k")) if one
+               else f"{interval_cell(pt.get('k'))} / {interval_cell(pt.get('T'))}")
+    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], eps_cell(v.get("epsilons", [])), *cells,
+                 verdict_cell(v),
+                 pcell if pv else "–", verdict_word(pv["verdict"]) if pv else "not run by the paper"])
   out = ["## The paper's claims", ""]
   out += [table(["claim", "attack", "ε", f"ours: Δ at k={rep.k} [95% CI] (pt)", f"ours: Δ at T_eval={rep.t} [95% CI]",
                  "verdict (ours)", "paper: Δ at 4 / 16 [± read-off] (AAAI Fig. 4)", "paper (same rule)"], rows), ""]
@@ -124,16 +103,8 @@ def clean_correct(rep: Report) -> list[str]:
   carry (there accuracy under attack = 1 − attack success rate, for every model)."""
   if not rep.clean_correct:
     return []
-  rows = []
-  for v in rep.clean_correct:
-    tests, one = v["tests"], "model" in v["claim"]
-    cells = [_interval(tests.get("T vs k")), "(one test)"] if one else [_interval(tests.get("k")),
-                                                                          _interval(tests.get("T"))]
-    rows.append([v["claim"]["text"], ATTACK_TITLES[v["attack"]], str(v.get("num_examples", "–")), *cells,
-                 _verdict(v)])
   out = ["## The claims on the examples every compared model gets right", ""]
-  out += [table(["claim", "attack", "examples", f"Δ at k={rep.k} [95% CI] (pt)", f"Δ at T_eval={rep.t} [95% CI]",
-                 "verdict"], rows), ""]
+  out += [claims_table(rep.k, rep.t, rep.clean_correct, "examples", lambda v: str(v.get("num_examples", "–"))), ""]
   out += ["The same tests, on the attacked images that every seed of every model in the claim classifies correctly "
           "clean at step k and at T_eval. Every model is 100% accurate there before the attack, so a model that is "
           "weak on clean images cannot make another look robust: Δ compares attack success rates.", ""]
@@ -148,9 +119,10 @@ def pairs(rep: Report) -> list[str]:
   rows = []
   for v in rep.pairs:
     tests, pv = v["tests"], paper.get(v["claim"]["id"]) if v["attack"] == "paper" else None
-    pcell = f"{_interval(pv['tests'].get('k'))} / {_interval(pv['tests'].get('T'))}" if pv else "–"
-    rows.append([v["claim"]["of"], v["claim"]["text"], ATTACK_TITLES[v["attack"]], _interval(tests.get("k")),
-                 _interval(tests.get("T")), _verdict(v), pcell, _word(pv["verdict"]) if pv else "not run by the paper"])
+    pcell = f"{interval_cell(pv['tests'].get('k'))} / {interval_cell(pv['tests'].get('T'))}" if pv else "–"
+    rows.append([v["claim"]["of"], v["claim"]["text"], ATTACK_TITLES[v["attack"]], interval_cell(tests.get("k")),
+                 interval_cell(tests.get("T")), verdict_cell(v), pcell,
+                 verdict_word(pv["verdict"]) if pv else "not run by the paper"])
   out = ["## One model against one: what carries the group claims", ""]
   out += [table(["claim", "pair", "attack", f"Δ at k={rep.k} [95% CI] (pt)", f"Δ at T_eval={rep.t} [95% CI]",
                  "verdict (ours)", "paper: Δ at 4 / 16 [± read-off]", "paper (same rule)"], rows), ""]
@@ -180,7 +152,8 @@ def table1(rep: Report) -> list[str]:
     steps = sorted(set(c["steps"])) if c else []
     rows.append([display(m) + (" (PGD-AT)" if cfg.train.adversarial.enabled else ""),
                  f"{len(c['seeds'])}/{len(rep.configs[m])}" if c else f"0/{len(rep.configs[m])}",
-                 "/".join(map(str, steps)) or "–", _ms(c["at_train"]) if c else "–", _ms(c["at_eval"]) if c else "–",
+                 "/".join(map(str, steps)) or "–", mean_sd_cell(c["at_train"]) if c else "–",
+                 mean_sd_cell(c["at_eval"]) if c else "–",
                  " / ".join(f"{v:.2f}" if v is not None else "–" for v in (p1, pv1)), d["input"], d["gru"],
                  d["attention"], f"{1e3 * co['gmacs_per_step']:.2f}" if co else "–",
                  f"{max(1e3 * co['gmacs_once'], 0.0):.2f}" if co else "–", _paper_gmacs(key)])
@@ -210,7 +183,8 @@ def under_attack(rep: Report) -> list[str]:
   out = [f"## Accuracy under attack at steps k = {rep.k} and T_eval = {rep.t} (paper: AAAI Fig. 4, adv1.png)", ""]
   header = ["model", "seeds", f"clean @{rep.k} / @{rep.t}"]
   cols = [(a, i, e) for a, acc in rep.acc.items() if acc for i, e in enumerate(next(iter(acc.values()))["eps"])]
-  header += [f"{a} ε={e:g}" for a, _, e in cols] + [f"paper: ε={_eps(PAPER['adv_accuracy']['epsilons'])} @4 → @16"]
+  header += [f"{a} ε={e:g}" for a, _, e in cols]
+  header += [f"paper: ε={eps_cell(PAPER['adv_accuracy']['epsilons'])} @4 → @16"]
   pa, rows = PAPER["adv_accuracy"], []
   for m in rep.runs:
     first = next((acc[m] for acc in rep.acc.values() if m in acc), None)
@@ -247,7 +221,7 @@ def _paper_asr(key) -> list[str]:
     row.append("/".join(f"{v:g}" for v in pasr["targeted"][key]))
   elif key in pasr["targeted_read_off"]:
     fa = pasr["targeted_read_off"][key]
-    row.append("/".join(f"{v:g}" for v in fa["values"]) + f" (ε={_eps(fa['epsilons'])}, {fa['source']})")
+    row.append("/".join(f"{v:g}" for v in fa["values"]) + f" (ε={eps_cell(fa['epsilons'])}, {fa['source']})")
   else:
     row.append("–")
   return row
@@ -268,7 +242,7 @@ def asr(rep: Report) -> list[str]:
   pasr = PAPER["asr"]
   out = [f"## Attack success rate at step k = {rep.k} (paper: v1 Table 2, tablen2.png)", ""]
   header = ["model"] + [f"U {a} ε={e:g}" for a in untargeted for e in rep.eps] + [f"T paper ε={e:g}" for e in rep.teps]
-  header += [f"paper U ε={_eps(pasr['untargeted_epsilons'])}", f"paper T ε={_eps(pasr['targeted_epsilons'])}"]
+  header += [f"paper U ε={eps_cell(pasr['untargeted_epsilons'])}", f"paper T ε={eps_cell(pasr['targeted_epsilons'])}"]
   rows = []
   for m in rep.runs:
     if m not in untargeted.get("paper", {}):

@@ -1,7 +1,7 @@
 """``OUT/report.md``: the data settings of :mod:`rsrnn_jax.reproduction.settings` side by side, read from each
 setting's ``OUT/<setting>/verdicts.json`` only (no runs, no JAX): the geometry, Table 1 relative to RS-RNN against
-the paper's differences, the claims' verdicts (also on the examples every compared model classifies correctly),
-the pairs that disagree with their claim, accuracy under attack and the sanity checks. Each setting's own report
+the paper's differences, the claims' verdicts (also on the examples every compared model classifies correctly,
+and without the runs whose policy died), the pairs that disagree with their claim, accuracy under attack and the sanity checks. Each setting's own report
 (``OUT/<setting>/report.md``) has every table and figure in full.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 
 from rsrnn_jax import workdir
 from rsrnn_jax.report.tables import table
+from rsrnn_jax.reproduction.cells import seeds_cell
 from rsrnn_jax.reproduction.paper_numbers import PAPER
 
 REFERENCE = "RS-RNN"          # Table 1 is read relative to this model (the paper's)
@@ -160,6 +161,25 @@ def pairs(found: dict) -> list[str]:
           ""]
 
 
+def live_policy(found: dict) -> list[str]:
+  """The claims judged again without the runs whose policy died (one scanpath for every image), where any died."""
+  rows = []
+  for name, v in found.items():
+    every = {(c["id"], c["attack"]): c for c in v["claims"]}
+    for c in v.get("claims_live_policy", []):
+      rows.append([name, c["text"], c.get("attack_title", c["attack"]), seeds_cell(c), _cell(c),
+                   _cell(every.get((c["id"], c["attack"])))])
+  if not rows:
+    return []
+  dead = "; ".join(f"{name}: " + ", ".join(f"{v['models'].get(m, {}).get('display', m)} seed {s}"
+                                         for m, s in v["one_scanpath_runs"])
+                   for name, v in found.items() if v.get("one_scanpath_runs"))
+  return ["## The claims without the runs whose policy died", "",
+          table(["setting", "claim", "attack", "seeds left", "verdict without them", "verdict on every run"], rows), "",
+          f"Left out (one scanpath for every image): {dead}. A model left with one seed has an interval over the "
+          "examples only, not over seeds.", ""]
+
+
 def under_attack(found: dict) -> list[str]:
   out = ["## Accuracy under attack (%), at k / at T_eval, mean over seeds", ""]
   for name, v in found.items():
@@ -200,7 +220,8 @@ def markdown(found: dict) -> str:
   out = ["# Reproduction: RS-RNN and its baselines in two settings", "",
          f"Written by `python -m rsrnn_jax.reproduction.run` (`make reproduce`) on {time.strftime('%Y-%m-%d %H:%M')} "
          f"from each setting's verdicts.json. Every table and figure of a setting: {links}.", ""]
-  out += settings_table(found) + table1(found) + claims(found) + pairs(found) + under_attack(found) + sanity(found)
+  out += settings_table(found) + table1(found) + claims(found) + live_policy(found) + pairs(found)
+  out += under_attack(found) + sanity(found)
   return "\n".join(out)
 
 
