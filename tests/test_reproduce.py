@@ -739,26 +739,37 @@ def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
           "dram": {0: run("dram", 0, 0.95, dead=True), 1: run("dram", 1, 0.2)},
           "gfnet_m": {s: run("gf", s, 0.6) for s in (0, 1)}}
   every, _ = REP._judge_ours(runs, ["paper"])
-  live = REP._judge_live_policy(runs, ["paper"])
+  pairs, _ = REP._judge_ours(runs, ["paper"], V.PAIRS)
+  live, live_pairs = REP._judge_live_policy(runs, ["paper"]), REP._judge_live_policy(runs, ["paper"], V.PAIRS)
   assert [v["claim"]["id"] for v in live] == ["retina", "crops"]  # the claims with DRAM in them
   retina = live[0]
   assert every[0]["verdict"] == "undecided" and retina["verdict"] == "holds"
   assert retina["seeds"] == {"RS-RNN": [0, 1], "Base-Retina": [0, 1], "DRAM": [1], "GF-Net-m": [0, 1]}
   assert live[1]["verdict"] == "not evaluated" and live[1]["missing"] == ["S3TA", "FF-CNN"]
-  rep = types.SimpleNamespace(runs=runs, ours=every, live_policy=live, k=1, t=t)
+  verdicts = {v["claim"]["text"]: v["verdict"] for v in live_pairs}  # the pairs with DRAM (S3TA, FF-CNN: no data)
+  assert {t: v for t, v in verdicts.items() if v != "not evaluated"} == {
+      "RS-RNN more robust than DRAM": "holds", "Base-Retina more robust than DRAM": "holds"}
+  rs_dram = next(v for v in pairs if v["claim"]["text"] == "RS-RNN more robust than DRAM")
+  assert rs_dram["verdict"] == "undecided"
+  rep = types.SimpleNamespace(runs=runs, ours=every, pairs=pairs, live_policy=live, live_pairs=live_pairs, k=1, t=t)
   md = "\n".join(health.live_policy(rep))
   row = next(line for line in md.splitlines() if line.startswith("| retina more robust than crops"))
   assert "DRAM 1;" in row and row.endswith("| **holds** | **undecided** |"), row
   assert "Left out: DRAM seed 0 (one scanpath" in md
+  row = next(line for line in md.splitlines() if line.startswith("| RS-RNN more robust than DRAM"))
+  assert row.endswith("| **holds** | **undecided** |"), row
   alive = {m: {s: r for s, r in seeds.items() if m != "dram" or s == 1} for m, seeds in runs.items()}
   assert REP._judge_live_policy(alive, ["paper"]) == []
   assert health.live_policy(types.SimpleNamespace(live_policy=[])) == []
   # Side by side: the setting's verdicts.json carries both, and the report puts them in one row.
   found = {"paper_geometry": _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.8, "dram": 0.75}, "fails")}
-  found["paper_geometry"].update(claims_live_policy=[REP._claim_json(retina)], one_scanpath_runs=[["dram", 0]])
+  found["paper_geometry"].update(claims_live_policy=[REP._claim_json(retina)], one_scanpath_runs=[["dram", 0]],
+                                 claims=[REP._claim_json(v) for v in every], pairs=[REP._claim_json(v) for v in pairs],
+                                 pairs_live_policy=[REP._claim_json(v) for v in live_pairs])
   md = "\n".join(SBS.live_policy(found))
   assert "| paper_geometry | retina more robust than crops |" in md and "Left out (one scanpath for every image): " \
          "paper_geometry: DRAM seed 0." in md
   row = next(line for line in md.splitlines() if line.startswith("| paper_geometry"))
-  assert row.index("**holds**") < row.index("**fails**")  # without them, then on every run
+  assert row.index("**holds**") < row.index("**undecided**")  # without them, then on every run
+  assert "| RS-RNN more robust than DRAM |" in md and "Base-Retina more robust than GF-Net-m" not in md  # changed only
   assert SBS.live_policy({"demo": _setting_verdicts("demo", 96, {"rsrnn": 0.8}, "holds")}) == []

@@ -96,16 +96,17 @@ def claims_note(rep) -> list[str]:
 
 
 def live_policy(rep) -> list[str]:
-  """The claims that compare a model with a run whose policy died, judged again without those runs: does a
-  fixed-scanpath run carry the verdict?"""
+  """The claims and pairs that compare a model with a run whose policy died, judged again without those runs:
+  does a fixed-scanpath run carry the verdict?"""
   if not rep.live_policy:
     return []
-  every = {(v["claim"]["id"], v["attack"]): v for v in rep.ours}
+  every = {(v["claim"]["id"], v["attack"]): v for v in rep.ours + rep.pairs}
   dead = ", ".join(f"{display(m)} seed {s}" for m, s in one_scanpath_runs(rep.runs))
   out = ["## The claims without the runs whose policy died", ""]
   same = (["verdict on every run"], lambda v: [verdict_cell(every[(v["claim"]["id"], v["attack"])])])
-  out += [claims_table(rep.k, rep.t, rep.live_policy, "seeds left", seeds_cell, same), ""]
+  out += [claims_table(rep.k, rep.t, rep.live_policy + rep.live_pairs, "seeds left", seeds_cell, same), ""]
   out += [f"Left out: {dead} (one scanpath for every image, \"Policy\" below). The same tests on the other runs, "
-          "on every attacked image. A model left with one seed has an interval over the examples only, not over "
-          "seeds: narrower than the full run's would be.", ""]
+          "on every attacked image: the claims, then the pairs (one against one) with such a model in them. A "
+          "model left with one seed has an interval over the examples only, not over seeds: narrower than the "
+          "full run's would be.", ""]
   return out

@@ -95,12 +95,12 @@ def _judge_ours(runs: dict, attacks, claims=CLAIMS, clean_correct: bool = False)
   return entries, infos
 
 
-def _judge_live_policy(runs: dict, attacks) -> list:
-  """The claims that compare a model with a run whose policy died (one scanpath for every image:
-  :func:`rsrnn_jax.reproduction.health.one_scanpath_runs`), judged again on the other runs only; [] if no run
-  died."""
+def _judge_live_policy(runs: dict, attacks, claims=CLAIMS) -> list:
+  """The claims of ``claims`` (:data:`CLAIMS` or :data:`PAIRS`) that compare a model with a run whose policy died
+  (one scanpath for every image: :func:`rsrnn_jax.reproduction.health.one_scanpath_runs`), judged again on the
+  other runs only; [] if no run died."""
   dead = {saved.paper_key(m) for m, _ in health.one_scanpath_runs(runs)}
-  affected = tuple(c for c in CLAIMS if dead & set(needed_models(c)))
+  affected = tuple(c for c in claims if dead & set(needed_models(c)))
   return _judge_ours(health.live_policy_runs(runs), attacks, affected)[0] if affected else []
 
 
@@ -186,6 +186,7 @@ def verdicts_json(rep: sections.Report, infos: dict, seeds: dict, setting=None) 
       "pairs": [_claim_json(v) for v in rep.pairs],
       "claims_clean_correct": [_claim_json(v) for v in rep.clean_correct],
       "claims_live_policy": [_claim_json(v) for v in rep.live_policy],
+      "pairs_live_policy": [_claim_json(v) for v in rep.live_pairs],
       "one_scanpath_runs": [[m, s] for m, s in health.one_scanpath_runs(rep.runs)],
       "paper_pairs": [_claim_json(v) for v in rep.paper_pairs],
       "paper": [_claim_json(v) for v in rep.paper],
@@ -211,7 +212,7 @@ def write(out_dir: str, configs: dict, budget, setting=None, dest: str = "") -> 
   ours, infos = _judge_ours(runs, attacks)
   pairs, _ = _judge_ours(runs, attacks, PAIRS)
   clean_correct, _ = _judge_ours(runs, attacks, CLAIMS, clean_correct=True)
-  live_policy = _judge_live_policy(runs, attacks)
+  live_policy, live_pairs = _judge_live_policy(runs, attacks), _judge_live_policy(runs, attacks, PAIRS)
   expected = {m: {s: fingerprints(c, budget.plateau_examples) for s, c in per.items()}
               for m, per in configs.items()}
   s = _setup(runs, configs, infos.get("paper", {}).get("num_examples", 0))
@@ -220,7 +221,7 @@ def write(out_dir: str, configs: dict, budget, setting=None, dest: str = "") -> 
                         paper=judge_paper(), missing=saved.still_missing(runs, expected),
                         compute=saved.compute_seconds(runs, budget.stages), figures={}, pairs=pairs,
                         paper_pairs=judge_paper(claims=PAIRS), clean_correct=clean_correct,
-                        live_policy=live_policy, **s)
+                        live_policy=live_policy, live_pairs=live_pairs, **s)
   computes = {m: next((r["compute"] for r in per.values() if r["compute"]), None) for m, per in runs.items()}
   rep.figures = {"gmacs": fig.accuracy_vs_gmacs(clean, computes, dest), "fixations": fig.fixations(runs, dest),
                  "gif": fig.glimpses_gif(runs, dest), "bars": fig.adv_bars(acc, s["k"], s["t"], dest),

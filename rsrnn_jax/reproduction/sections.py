@@ -38,6 +38,7 @@ class Report:
   paper_pairs: list = dataclasses.field(default_factory=list)  # verdicts.judge_paper entries of verdicts.PAIRS
   clean_correct: list = dataclasses.field(default_factory=list)  # the claims on the clean-correct examples
   live_policy: list = dataclasses.field(default_factory=list)  # the claims without the runs whose policy died
+  live_pairs: list = dataclasses.field(default_factory=list)  # the pairs without them
 
 
 def _config(rep: Report, m: str):

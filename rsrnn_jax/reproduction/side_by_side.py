@@ -1,8 +1,8 @@
 """``OUT/report.md``: the data settings of :mod:`rsrnn_jax.reproduction.settings` side by side, read from each
 setting's ``OUT/<setting>/verdicts.json`` only (no runs, no JAX): the geometry, Table 1 relative to RS-RNN against
 the paper's differences, the claims' verdicts (also on the examples every compared model classifies correctly,
-and without the runs whose policy died), the pairs that disagree with their claim, accuracy under attack and the sanity checks. Each setting's own report
-(``OUT/<setting>/report.md``) has every table and figure in full.
+and without the runs whose policy died), the pairs that disagree with their claim, accuracy under attack and the
+sanity checks. Each setting's own report (``OUT/<setting>/report.md``) has every table and figure in full.
 """
 from __future__ import annotations
 
@@ -162,11 +162,14 @@ def pairs(found: dict) -> list[str]:
 
 
 def live_policy(found: dict) -> list[str]:
-  """The claims judged again without the runs whose policy died (one scanpath for every image), where any died."""
+  """The claims judged again without the runs whose policy died (one scanpath for every image), where any died,
+  and the pairs whose verdict changes without them."""
   rows = []
   for name, v in found.items():
-    every = {(c["id"], c["attack"]): c for c in v["claims"]}
-    for c in v.get("claims_live_policy", []):
+    every = {(c["id"], c["attack"]): c for c in v["claims"] + v.get("pairs", [])}
+    for c in v.get("claims_live_policy", []) + v.get("pairs_live_policy", []):
+      if "of" in c and c["verdict"] == every.get((c["id"], c["attack"]), {}).get("verdict"):
+        continue
       rows.append([name, c["text"], c.get("attack_title", c["attack"]), seeds_cell(c), _cell(c),
                    _cell(every.get((c["id"], c["attack"])))])
   if not rows:
@@ -176,8 +179,9 @@ def live_policy(found: dict) -> list[str]:
                    for name, v in found.items() if v.get("one_scanpath_runs"))
   return ["## The claims without the runs whose policy died", "",
           table(["setting", "claim", "attack", "seeds left", "verdict without them", "verdict on every run"], rows), "",
-          f"Left out (one scanpath for every image): {dead}. A model left with one seed has an interval over the "
-          "examples only, not over seeds.", ""]
+          f"Left out (one scanpath for every image): {dead}. Every claim with such a model in it, and the pairs "
+          "(one against one) whose verdict changes. A model left with one seed has an interval over the examples "
+          "only, not over seeds.", ""]
 
 
 def under_attack(found: dict) -> list[str]:
