@@ -604,6 +604,15 @@ def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagre
   cells = [line for line in tables.render_verdicts({"demo": demo})[4:] if line.startswith("| ")][0].split(" | ")
   assert cells[3] == "**fails** -3.0"
   assert "**fails** -6.0" in rows[1] and "**undecided** +0.0" in rows[1] and "**holds** +10.0" in rows[1]
+  assert "policy died" not in lines[0]
+  # A run whose policy died: named, with the claims whose verdict changes without it.
+  pg.update(one_scanpath_runs=[["dram", 0]], models={"dram": {"display": "DRAM"}},
+            claims_live_policy=[entry("retina", "retina more robust than crops", "holds", 0.02)])
+  note = tables.render_verdicts({"demo": demo, "paper_geometry": pg})[0]
+  assert note.endswith("The policy died (one scanpath for every image) in paper_geometry DRAM seed 0; without "
+                       "those runs retina more robust than crops, paper's attack: **holds**."), note
+  pg["claims_live_policy"][0]["verdict"] = "undecided"
+  assert tables.render_verdicts({"paper_geometry": pg})[0].endswith("without those runs no claim changes its verdict.")
 
 
 def test_code_version_names_this_checkout():

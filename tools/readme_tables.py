@@ -104,6 +104,21 @@ def _compact(v: dict | None) -> str:
   return f"**{v['verdict']}** " + " / ".join(f"{100 * t['estimate']:+.1f}" for t in v["tests"].values())
 
 
+def _dead_policies(name: str, d: dict, group: dict) -> str:
+  """The note on a setting's runs whose policy died: who, and which claims change their verdict without them."""
+  runs = d.get("one_scanpath_runs") or []
+  if not runs:
+    return ""
+  who = ", ".join(f"{d['models'].get(m, {}).get('display', m)} seed {s}" for m, s in runs)
+  judged = [v for v in d.get("claims_live_policy", []) if v["attack"] in README_ATTACKS]
+  changed = [f"{v['text']}, {ATTACK_COLUMNS[v['attack']]}: **{v['verdict']}**" for v in judged
+             if v["verdict"] not in ("not evaluated", group.get((v["id"], v["attack"])))]
+  unjudged = sum(v["verdict"] == "not evaluated" for v in judged)
+  return (f" The policy died (one scanpath for every image) in {name} {who}; without those runs "
+          + ("; ".join(changed) if changed else "no claim changes its verdict")
+          + (f" ({unjudged} not judged: a model has no other run yet)" if unjudged else "") + ".")
+
+
 def render_verdicts(by_setting: dict) -> list[str]:
   """One row per claim, one column group per data setting (the paper's attack and the adaptive one on all
   attacked images; the adaptive one on the images every compared model classifies correctly clean), and the
@@ -143,6 +158,7 @@ def render_verdicts(by_setting: dict) -> list[str]:
           "attack of profile paper and every pair: each setting's report. \"On images all get right\": only the "
           "attacked images every compared model classifies correctly clean. ↳ rows: pairs (one against one) whose "
           "verdict differs from their claim's in some setting.")
+  note += "".join(_dead_policies(n, d, group[n]) for n, d in by_setting.items())
   return [note, "", *_table(head, rows)]
 
 
