@@ -127,6 +127,7 @@ def geometry(configs: dict, setting=None) -> dict:
   side, item = int(d.canvas_size), int(d.get("item_size", 28))
   return {"name": getattr(setting, "name", "demo"), "config_args": getattr(setting, "config_args", ""),
           "why_epsilons": getattr(setting, "why_epsilons", ""), "data": d.name,
+          "table1_reasons": dict(getattr(setting, "table1_reasons", {})),
           "data_config": {k: d.get(k) for k in ("canvas_size", "item_size", "num_clutter", "clutter_size") if k in d},
           "image_side": side, "glimpse_side": int(glimpse[0].out_size) if glimpse else None,
           "crop_fractions": crops, "object_side": item, "object_area_fraction": item * item / (side * side),

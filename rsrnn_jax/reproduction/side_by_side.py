@@ -105,7 +105,9 @@ def table1(found: dict) -> list[str]:
       ok = "–" if paper_delta is None or disp == REFERENCE else ("yes" if abs(delta - paper_delta) <= TABLE1_TOLERANCE
                                                                  else "**no**")
       if ok == "**no**":
-        exceptions.append(f"{disp} in {name} ({delta:+.1f} against the paper's {paper_delta:+.2f})")
+        why = (v.get("setting") or {}).get("table1_reasons", {}).get(m)
+        exceptions.append(f"{disp} in {name} ({delta:+.1f} against the paper's {paper_delta:+.2f}"
+                          + (f": {why})" if why else ")"))
       row += [_pt(acc), f"{delta:+.1f}", ok]
     rows.append(row)
   dead = [f"{v['models'][m]['display']} seed {p['seed']} in {name}" for name, v in found.items()
@@ -113,7 +115,7 @@ def table1(found: dict) -> list[str]:
   out = ["## Table 1: clean accuracy relative to RS-RNN (paper: AAAI Table 1)", "", table(header, rows), ""]
   out += ["Clean top-1 (%) at T_train, mean over seeds, on the whole test split. The paper's numbers are ImageNet100; "
           "what is compared is each baseline's gap to RS-RNN."
-          + (" Outside the tolerance: " + "; ".join(exceptions) + " (docs/zoo.md says why)." if exceptions else "")
+          + (" Outside the tolerance: " + "; ".join(exceptions) + "." if exceptions else "")
           + (" One scanpath for every image (the policy died in training; each setting's report, \"Policy\"): "
              + "; ".join(dead) + "." if dead else ""), ""]
   return out
