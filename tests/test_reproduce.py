@@ -185,7 +185,8 @@ def test_settings_give_their_config_variant_and_their_own_epsilons():
     assert (b.epsilons, b.adaptive_epsilons) == (st.epsilons, st.adaptive_epsilons) and len(b.adaptive_epsilons) >= 2
     assert b.train_steps == full.train_steps and b.seeds == full.seeds  # only the ε grids differ
     assert st.budget(quick) is quick                                      # the smoke test keeps its own
-    assert set(st.table1_reasons) <= set(R.MODELS) and all(st.table1_reasons.values())  # reasons name our runs
+    displays = {registry.variant(m).display for m in R.MODELS}
+    assert set(st.table1_reasons) <= displays and all(st.table1_reasons.values())  # reasons name our models
   pg = RC.stage_configs("gfnet_m", SET.PAPER_GEOMETRY.budget(full), seed=1, setting=SET.PAPER_GEOMETRY)
   c, adaptive = pg["train"], pg["attack_adaptive"].attack
   assert (c.data.canvas_size, c.data.item_size, c.model.sampler.out_size) == (168, 100, 32)
@@ -661,7 +662,7 @@ def _setting_verdicts(name, side, accs, verdict):
                                 "missing": [], "tests": {"k": {"estimate": 0.05, "interval": [0.01, 0.09]}}, **kw}
   return {"setting": {"name": name, "image_side": side, "glimpse_side": 32, "crop_fractions": [0.25, 0.5],
                       "object_side": 28, "object_area_fraction": 28 * 28 / side ** 2, "whole_image_input": [side],
-                      "why_epsilons": "a test", "table1_reasons": {"gfnet_m": f"why in {name}"}},
+                      "why_epsilons": "a test", "table1_reasons": {"GF-Net-m": f"why in {name}"}},
           "budget": {"epsilons": [0.01], "adaptive_epsilons": [0.02, 0.03]}, "seeds": [0, 1],
           "num_attacked_examples": 1000,
           "models": {m: {"display": registry.variant(m).display, "clean_at_train": {"mean": a, "sd": 0.0, "n": 2}}

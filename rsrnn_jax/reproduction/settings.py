@@ -28,7 +28,7 @@ class Setting:
   targeted_epsilons: tuple         # profile paper, targeted
   adaptive_epsilons: tuple         # profile adaptive (robust flags carry over from the smaller ε)
   why_epsilons: str = ""           # how the grid was chosen (the report prints it)
-  # {run name: why its clean gap to RS-RNN is not the paper's}: the report prints it beside a Table 1 exception
+  # {model's display name: why its clean gap to RS-RNN is not the paper's}: printed beside a Table 1 exception
   table1_reasons: dict = dataclasses.field(default_factory=dict)
 
   def budget(self, budget: Budget) -> Budget:
@@ -51,13 +51,13 @@ DEMO = Setting(
     adaptive_epsilons=(0.02, 0.03),
     why_epsilons="the demo's grid (docs/attacks.md): the paper's ImageNet ε do almost nothing on Fashion-MNIST",
     table1_reasons={
-        "gfnet_m": "the demo's 28-px item fits almost whole in the 0.25 crop (24 px) and whole in the 0.5 crop, "
+        "GF-Net-m": "the demo's 28-px item fits almost whole in the 0.25 crop (24 px) and whole in the 0.5 crop, "
                    "seen at full resolution, while the retina compresses all but its centre (docs/zoo.md § The "
                    "glance's saliency scale)",
-        "s3ta": "the whole-image models see the demo's canvas at full size (the paper's at 2/3: 224² of 336²) and "
+        "S3TA": "the whole-image models see the demo's canvas at full size (the paper's at 2/3: 224² of 336²) and "
                 "its small item fills little of a glimpse: proportions the paper_geometry setting corrects "
                 "(docs/design.md § The paper-geometry setting)",
-        "ff_cnn": "as S3TA: the whole canvas at full size, the paper's at 2/3 (docs/design.md § The "
+        "FF-CNN": "as S3TA: the whole canvas at full size, the paper's at 2/3 (docs/design.md § The "
                   "paper-geometry setting)"})
 # paper_geometry: a pilot (tools/eps_pilot.py on RS-RNN seed 0, 500 test images; docs/results/paper_geometry/)
 # put RS-RNN under the paper's attack at step k near the paper's values at 2e-3 / 3e-3 / 5e-3 at these three ε;
@@ -69,7 +69,7 @@ PAPER_GEOMETRY = Setting(
                   "(AAAI Fig. 4: 49 / 35 / 15%) at 0.01 / 0.02 / 0.03 (a pilot on seed 0, 500 images: "
                   "docs/results/paper_geometry/eps_pilot_*.json); the adaptive profile at the lower two"),
     table1_reasons={
-        "gfnet_m": "its 0.25 crop holds 42 px of the 100-px item (18% of its area), too little of a Fashion-MNIST "
+        "GF-Net-m": "its 0.25 crop holds 42 px of the 100-px item (18% of its area), too little of a Fashion-MNIST "
                    "silhouette; with a 0.5 crop the same model is within the tolerance (the seed-0 ablation: "
                    "docs/zoo.md § The glance's saliency scale, docs/results/paper_geometry/gfnet_m_ablation/)"})
 SETTINGS = {s.name: s for s in (DEMO, PAPER_GEOMETRY)}

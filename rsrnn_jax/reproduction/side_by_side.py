@@ -105,7 +105,7 @@ def table1(found: dict) -> list[str]:
       ok = "–" if paper_delta is None or disp == REFERENCE else ("yes" if abs(delta - paper_delta) <= TABLE1_TOLERANCE
                                                                  else "**no**")
       if ok == "**no**":
-        why = (v.get("setting") or {}).get("table1_reasons", {}).get(m)
+        why = (v.get("setting") or {}).get("table1_reasons", {}).get(disp)
         exceptions.append(f"{disp} in {name} ({delta:+.1f} against the paper's {paper_delta:+.2f}"
                           + (f": {why})" if why else ")"))
       row += [_pt(acc), f"{delta:+.1f}", ok]
