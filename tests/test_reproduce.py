@@ -784,4 +784,5 @@ def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
   row = next(line for line in md.splitlines() if line.startswith("| paper_geometry"))
   assert row.index("**holds**") < row.index("**undecided**")  # without them, then on every run
   assert "| RS-RNN more robust than DRAM |" in md and "Base-Retina more robust than GF-Net-m" not in md  # changed only
+  assert "DRAM more robust than S3TA" not in md  # not evaluated (no S3TA here): no change to show
   assert SBS.live_policy({"demo": _setting_verdicts("demo", 96, {"rsrnn": 0.8}, "holds")}) == []

@@ -170,8 +170,8 @@ def live_policy(found: dict) -> list[str]:
   for name, v in found.items():
     every = {(c["id"], c["attack"]): c for c in v["claims"] + v.get("pairs", [])}
     for c in v.get("claims_live_policy", []) + v.get("pairs_live_policy", []):
-      if "of" in c and c["verdict"] == every.get((c["id"], c["attack"]), {}).get("verdict"):
-        continue
+      if "of" in c and c["verdict"] in ("not evaluated", every.get((c["id"], c["attack"]), {}).get("verdict")):
+        continue  # a pair is shown where its verdict changes
       rows.append([name, c["text"], c.get("attack_title", c["attack"]), seeds_cell(c), _cell(c),
                    _cell(every.get((c["id"], c["attack"])))])
   if not rows:
