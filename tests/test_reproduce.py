@@ -776,7 +776,9 @@ def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
   # Side by side: the setting's verdicts.json carries both, and the report puts them in one row.
   found = {"paper_geometry": _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.8, "dram": 0.75}, "fails")}
   found["paper_geometry"].update(claims_live_policy=[REP._claim_json(retina)], one_scanpath_runs=[["dram", 0]],
-                                 claims=[REP._claim_json(v) for v in every], pairs=[REP._claim_json(v) for v in pairs],
+                                 claims=[REP._claim_json(v) for v in every],
+                                 pairs=[REP._claim_json(v) for v in pairs] + [{"id": "crops:DRAM>S3TA", "attack": "paper",
+                                                                              "verdict": "holds"}],
                                  pairs_live_policy=[REP._claim_json(v) for v in live_pairs])
   md = "\n".join(SBS.live_policy(found))
   assert "| paper_geometry | retina more robust than crops |" in md and "Left out (one scanpath for every image): " \
@@ -784,5 +786,5 @@ def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
   row = next(line for line in md.splitlines() if line.startswith("| paper_geometry"))
   assert row.index("**holds**") < row.index("**undecided**")  # without them, then on every run
   assert "| RS-RNN more robust than DRAM |" in md and "Base-Retina more robust than GF-Net-m" not in md  # changed only
-  assert "DRAM more robust than S3TA" not in md  # not evaluated (no S3TA here): no change to show
+  assert "DRAM more robust than S3TA" not in md  # judged on every run, not without them: no change to show
   assert SBS.live_policy({"demo": _setting_verdicts("demo", 96, {"rsrnn": 0.8}, "holds")}) == []
