@@ -777,8 +777,8 @@ def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):
   found = {"paper_geometry": _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.8, "dram": 0.75}, "fails")}
   found["paper_geometry"].update(claims_live_policy=[REP._claim_json(retina)], one_scanpath_runs=[["dram", 0]],
                                  claims=[REP._claim_json(v) for v in every],
-                                 pairs=[REP._claim_json(v) for v in pairs] + [{"id": "crops:DRAM>S3TA", "attack": "paper",
-                                                                              "verdict": "holds"}],
+                                 pairs=[*(REP._claim_json(v) for v in pairs),
+                                        {"id": "crops:DRAM>S3TA", "attack": "paper", "verdict": "holds"}],
                                  pairs_live_policy=[REP._claim_json(v) for v in live_pairs])
   md = "\n".join(SBS.live_policy(found))
   assert "| paper_geometry | retina more robust than crops |" in md and "Left out (one scanpath for every image): " \
