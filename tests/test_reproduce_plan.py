@@ -35,10 +35,10 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
   fake.calls.clear()
 
   dry = lambda **kw: R.dry_run(out, R.QUICK_BUDGET, ("rsrnn",), (0, 1), {}, RC.DEMO_CONFIG, kw.get("stages"),
-                               kw.get("rerun", ()), DEMO)
+                               kw.get("rerun", ()), DEMO)[0]
   text = dry()
-  assert text.splitlines()[0] == "demo: 4 stage(s) to run, about 1.1 h; times recorded on 2× cpu (4)"
-  assert _rows(text) == [["rsrnn", "1", "train", "interrupted, resumes from step 2", "10 min"],
+  assert text.splitlines()[0] == "demo: 4 stage(s) to run, about 1.0 h; times recorded on 2× cpu (4)"
+  assert _rows(text) == [["rsrnn", "1", "train", "interrupted, resumes from step 2", "8 min"],  # 600 s - 100 s
                          ["rsrnn", "1", "eval", "after train", "1 min"],
                          ["rsrnn", "1", "attack_paper", "after train", "2 min"],
                          ["rsrnn", "1", "attack_adaptive", "after train", "50 min"]]
@@ -49,11 +49,11 @@ def test_dry_run_says_what_would_run_why_and_how_long_and_touches_nothing(tmp_pa
   assert _rows(dry())[0][3] == "running now (PID %d, since 2026-12-06T21:00:00)" % os.getpid()
   assert fake.calls == [] and before == {p: open(os.path.join(p, STAGES.STAGES_FILE)).read() for p in before}
   assert R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, RC.DEMO_CONFIG, None, (),
-                   DEMO).splitlines()[0] == "demo: 4 stage(s) to run (4 without a recorded time to go by)"
+                   DEMO)[0].splitlines()[0] == "demo: 4 stage(s) to run (4 without a recorded time to go by)"
 
   assert R.main(["--out", str(tmp_path), "--quick", "--setting", "demo", "--models", "rsrnn", "--seeds", "0,1",
                  "--dry_run"]) == 0
-  assert capsys.readouterr().out.startswith("demo: 4 stage(s) to run, about 1.1 h")
+  assert capsys.readouterr().out.startswith("demo: 4 stage(s) to run, about 1.1 h")  # seed 1 held: running now
   assert R.main(["--out", str(tmp_path), "--quick", "--dry_run", "--report_only"]) == 2
   assert "--dry_run and --report_only exclude each other" in capsys.readouterr().err
   assert not os.path.exists(os.path.join(str(tmp_path), "demo", "reproduce.log"))  # no log, no report

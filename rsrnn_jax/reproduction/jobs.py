@@ -157,16 +157,18 @@ def job_runs(settings, budget, models, seeds=None) -> list:
           if x in per[s.name].seeds_for(m, seeds)]
 
 
-def run_as_jobs(args, settings, budget, models, seeds, stages, rerun) -> int:
+def run_as_jobs(args, settings, budget, models, seeds, stages, rerun, deadline: str = "") -> int:
   """``--jobs N`` (``args``: the command line's): every run's stages as its own process, N at once; 1 if a job
-  failed (each named on stderr, with its log), else 0. The caller draws the report."""
+  failed (each named on stderr, with its log), else 0. ``deadline`` (``--deadline``'s date and time): passed to
+  every job, which starts only the stages that should end by then. The caller draws the report."""
   wanted = {}
   for s in settings:
     b = s.budget(budget)
     b.check_stages(stages, rerun)
     wanted[s.name] = [x for x in b.stages if stages is None or x in stages]
   common = ["--out", args.out, "--budget", budget.name, "--config", args.config,
-            *(x for kv in args.set for x in ("--set", kv)), *(("--rerun", ",".join(rerun)) if rerun else ())]
+            *(x for kv in args.set for x in ("--set", kv)), *(("--rerun", ",".join(rerun)) if rerun else ()),
+            *(("--deadline", deadline) if deadline else ())]
   phases = plan_jobs(job_runs(settings, budget, models, seeds), wanted)
   launcher = Launcher(args.out, common, parse_gpus(args.job_gpus), args.jobs)
   log.info("%d jobs in %d phase(s), %d at once", sum(map(len, phases)), len(phases), args.jobs)

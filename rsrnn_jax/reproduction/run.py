@@ -6,6 +6,7 @@
   python -m rsrnn_jax.reproduction.run --report_only --report_to DIR   # ... into DIR, OUT's reports untouched
   python -m rsrnn_jax.reproduction.run --jobs 12 [--job_gpus 0,1]   # one process per run, 12 at once (jobs.py)
   python -m rsrnn_jax.reproduction.run --dry_run     # what would run, why, and about how long (todo.py)
+  python -m rsrnn_jax.reproduction.run --deadline 17:30   # start only the stages that should end by then (deadline.py)
 
 Trains the six models of the zoo plus FF-CNN-AT (``configs/demo.py:model=NAME``, docs/zoo.md) on cluttered
 Fashion-MNIST with one shared budget (:data:`BUDGETS`; ``full`` by default), once per seed, evaluates each run on
@@ -32,9 +33,11 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from rsrnn_jax import workdir
 from rsrnn_jax.models import registry
+from rsrnn_jax.reproduction import deadline as deadline_lib
 from rsrnn_jax.reproduction import jobs as jobs_lib
 from rsrnn_jax.reproduction import runs as saved
 from rsrnn_jax.reproduction import settings as data_settings
@@ -183,7 +186,8 @@ def transfer_source_dir(budget: Budget, model: str, seed: int, configs: dict, ou
 
 def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, models=MODELS, seeds=None,
               overrides: dict | None = None, report_only: bool = False, config_file: str = DEMO_CONFIG,
-              stages=None, report: bool = True, setting: Setting = DEMO, rerun=(), report_dir: str = "") -> str:
+              stages=None, report: bool = True, setting: Setting = DEMO, rerun=(), report_dir: str = "",
+              deadline: deadline_lib.Deadline | None = None) -> str:
   """Every stage of every run of ``setting`` that is not up to date (seed by seed: every model's first seed first;
   ``stages``: only these, e.g. ``("train", "eval")``; ``rerun``: these although up to date, never ``train``),
   then ``out_dir/report.md`` and ``out_dir/verdicts.json``
@@ -197,11 +201,14 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
   if not report_only:
     device = device_description()
-    for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed):
-      for m in budget.run_order(models):
-        if s in configs[m]:
-          run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS,
-                          budget.plateau_examples, only=stages, device=device, rerun=tuple(rerun))
+    for m, s in run_order(configs, budget, models):
+      if deadline is not None and deadline.stopped:
+        break
+      gate = None if deadline is None else (lambda stage, ran, m=m, s=s: deadline.refuses(out_dir, m, s, stage, ran))
+      run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS, budget.plateau_examples,
+                only=stages, device=device, rerun=tuple(rerun), may_start=gate)
+    if deadline is not None and deadline.stopped:
+      log.info("--deadline: stopped before %s; the same command goes on from there", deadline.stopped)
   if not report:
     return ""
   path = reproduce_report.write(out_dir, configs, budget, setting, dest=report_dir or out_dir)
@@ -209,16 +216,26 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
   return path
 
 
+def run_order(configs: dict, budget: Budget, models) -> list:
+  """The (model, seed) runs of ``configs`` in the order they go: seed by seed, the transfer source first."""
+  return [(m, s) for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed)
+          for m in budget.run_order(models) if s in configs[m]]
+
+
 def dry_run(out_dir: str, budget: Budget, models, seeds, overrides: dict, config_file: str, stages, rerun,
-            setting: Setting) -> str:
-  """``--dry_run``: the stages :func:`reproduce` would run in ``setting``, why, and their estimated time."""
+            setting: Setting, left: float | None = None, until: str = "") -> tuple[str, float | None]:
+  """``--dry_run``: the stages :func:`reproduce` would run in ``setting``, why, and their estimated time, and
+  with ``left`` (seconds to ``--deadline`` ``until``) how many would start; returns that text and the seconds
+  left after them (below 0 when the deadline stops the command in this setting)."""
   budget = setting.budget(budget)
   budget.check_stages(stages, rerun)
   configs = plan(budget, models, seeds, overrides, config_file, out_dir, setting)
-  order = [(m, s) for s in dict.fromkeys(s for per_seed in configs.values() for s in per_seed)
-           for m in budget.run_order(models) if s in configs[m]]
-  rows = todo.pending(out_dir, configs, order, budget.plateau_examples, stages, rerun)
-  return todo.describe(setting.name, out_dir, rows)
+  rows = todo.pending(out_dir, configs, run_order(configs, budget, models), budget.plateau_examples, stages, rerun)
+  text = todo.describe(setting.name, out_dir, rows, left, until)
+  if left is not None:
+    est = todo.estimates(out_dir, rows)
+    left = left - sum(e or 0.0 for e in est) if todo.fitting(est, left) == len(est) else -1.0
+  return text, left
 
 
 def _log_to_file(out_dir: str) -> logging.Handler:
@@ -270,6 +287,9 @@ def main(argv=None) -> int:
   p.add_argument("--job_gpus", default="", help="with --jobs: job i sees GPU i mod their number, e.g. 0,1,2,3")
   p.add_argument("--dry_run", action="store_true", help="print what would run, why, and about how long it would "
                  "take (from the times finished stages recorded); run nothing")
+  p.add_argument("--deadline", default="", metavar="WHEN", help="start only the stages that should end by WHEN "
+                 "(HH:MM, +2h30m, or 2026-12-07T15:00), by the times finished stages recorded; the first that would "
+                 "not stops the command (deadline.py): for a session or a job with a time limit")
   p.add_argument("--report_only", action="store_true", help="only re-draw the report from the saved runs")
   p.add_argument("--report_to", default="", metavar="DIR", help="with --report_only: write the reports (each "
                  "setting's in DIR/<setting>, side by side in DIR/report.md) there, and leave OUT's as they are "
@@ -297,6 +317,9 @@ def main(argv=None) -> int:
     if args.jobs < 1 or (args.jobs > 1 and args.report_only):
       raise ValueError(f"--jobs expects a number of processes >= 1 (and no --report_only); got {args.jobs}")
     jobs_lib.parse_gpus(args.job_gpus)
+    if args.deadline and args.report_only:
+      raise ValueError("--deadline and --report_only exclude each other (the report starts no stage): drop one")
+    at = deadline_lib.parse(args.deadline) if args.deadline else None
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -305,8 +328,12 @@ def main(argv=None) -> int:
   rerun = tuple(s for s in args.rerun.split(",") if s)
   if args.dry_run:  # before JAX or any log file: nothing is touched
     try:
-      print("\n\n".join(dry_run(os.path.join(args.out, s.name), budget, models, seeds, parse_overrides(args.set),
-                                args.config, stages, rerun, s) for s in settings))
+      texts, left = [], None if at is None else at - time.time()
+      for s in settings:
+        text, left = dry_run(os.path.join(args.out, s.name), budget, models, seeds, parse_overrides(args.set),
+                             args.config, stages, rerun, s, left, deadline_lib.iso(at) if at else "")
+        texts.append(text)
+      print("\n\n".join(texts))
     except (ValueError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
@@ -319,11 +346,12 @@ def main(argv=None) -> int:
   from rsrnn_jax import run
   run.setup_logging()
   logging.getLogger("rsrnn_jax").setLevel(logging.INFO)  # an import may have configured the root at WARNING
-  status = 0
+  status, deadline = 0, None if at is None else deadline_lib.Deadline(at)
   try:
     overrides = parse_overrides(args.set)
     if args.jobs > 1:  # the stages in child processes; this one draws the report after them
-      status = jobs_lib.run_as_jobs(args, settings, budget, models, seeds, stages, rerun)
+      status = jobs_lib.run_as_jobs(args, settings, budget, models, seeds, stages, rerun,
+                                      deadline_lib.iso(at) if at else "")
     for setting in settings if args.jobs == 1 or not args.no_report else ():
       out = os.path.join(args.out, setting.name)
       dest = os.path.join(args.report_to, setting.name) if args.report_to else ""
@@ -331,7 +359,7 @@ def main(argv=None) -> int:
       try:
         reproduce(out, budget, models, seeds, overrides, report_only=args.report_only or args.jobs > 1,
                   config_file=args.config, stages=stages, report=not args.no_report, setting=setting, rerun=rerun,
-                  report_dir=dest)
+                  report_dir=dest, deadline=deadline)
       finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

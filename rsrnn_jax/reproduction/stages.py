@@ -197,13 +197,15 @@ def decide_stages(configs: dict, path: str, stages: dict, fps: dict, only=None, 
 
 
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
-              only=None, device: str = "", rerun=()) -> dict:
+              only=None, device: str = "", rerun=(), may_start=None) -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date
   (:func:`decide_stages`), each with ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also
   gets ``plateau_examples``); returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``).
   ``only``: the stages that may run (None = all); ``rerun``: stages that run although up to date (a fix the
   fingerprints do not see, e.g. to a sanity check). ``device`` (e.g. ``2× cpu``) is recorded with each finished
-  stage, as is the code version. The run directory is locked meanwhile (:func:`rsrnn_jax.workdir.locked`): a
+  stage, as is the code version. ``may_start(stage, ran)`` (``--deadline``): why a stage may not start ("" if
+  it may; ``ran``: seconds it already ran, if it resumes); a refused stage ends the run's work, nothing written
+  for it. The run directory is locked meanwhile (:func:`rsrnn_jax.workdir.locked`): a
   second process on the same run raises ``UserError``."""
   fps = fingerprints(configs, plateau_examples)
   with workdir.locked(path):  # one process per run: a second one is refused with the holder's name
@@ -214,6 +216,10 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
         continue
       config, rec = configs[stage], stages.get(stage, {})
       resumed = resumes_from(stage, path) if why in ("interrupted", "its outputs are missing") else ""
+      refused = may_start(stage, rec.get("seconds", 0.0) if resumed else 0.0) if may_start else ""
+      if refused:
+        log.info("%s: %s not started: %s", name, stage, refused)
+        break
       log.info("%s: %s%s", name, stage, f" (resuming from {resumed})" if resumed else "")
       stages[stage] = {"fingerprint": fps[stage], "done": False, "seconds": rec.get("seconds", 0.0) if resumed else 0.0}
       write_stages(path, stages)

@@ -20,7 +20,8 @@ from rsrnn_jax.reproduction.stages import decide_stages, fingerprints, read_stag
 
 
 def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=None, rerun=()) -> list[dict]:
-  """The stages that would run, in the order they would: one dict (model, seed, stage, why) each. ``configs``:
+  """The stages that would run, in the order they would: one dict (model, seed, stage, why, ran: the seconds an
+  interrupted stage that resumes has run) each. ``configs``:
   {model: {seed: {stage: config}}}; ``order``: the (model, seed) pairs in the order the runs go."""
   rows = []
   for model, seed in order:
@@ -40,7 +41,8 @@ def pending(out_dir: str, configs: dict, order, plateau_examples: int = 0, only=
       resumed = why in ("interrupted", "its outputs are missing") and resumes_from(stage, path)
       if resumed:
         why += f", resumes from {resumed}"
-      rows.append({"model": model, "seed": seed, "stage": stage, "why": why})
+      ran = float(records.get(stage, {}).get("seconds", 0.0)) if resumed else 0.0
+      rows.append({"model": model, "seed": seed, "stage": stage, "why": why, "ran": ran})
   return rows
 
 
@@ -58,24 +60,56 @@ def recorded_times(out_dir: str) -> tuple[dict, dict]:
   return times, devices
 
 
-def _hours(seconds: float) -> str:
+def estimate(times: dict, model: str, stage: str, ran: float = 0.0) -> float | None:
+  """Seconds ``stage`` of ``model`` should take (``times``: :func:`recorded_times`), less ``ran`` (what an
+  interrupted stage that resumes has run); None without a recorded time."""
+  recorded = times.get((model, stage))
+  return max(statistics.median(recorded) - ran, 0.0) if recorded else None
+
+
+def fitting(estimates, left: float) -> int:
+  """How many of the stages with ``estimates`` (seconds; None: unknown, starts) start, one after another, in
+  ``left`` seconds: the first that would end past it stops the rest (``--deadline``)."""
+  spent = 0.0
+  for n, est in enumerate(estimates):
+    spent += est or 0.0
+    if spent > left:
+      return n
+  return len(estimates)
+
+
+def hours(seconds: float) -> str:
   return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def describe(setting: str, out_dir: str, rows: list[dict]) -> str:
-  """The plan of one setting as text: a line of totals, then one table row per stage to run."""
-  times, devices = recorded_times(out_dir)
-  est = [statistics.median(times[(r["model"], r["stage"])]) if (r["model"], r["stage"]) in times else None
-         for r in rows]
+def estimates(out_dir: str, rows: list[dict]) -> list:
+  """The :func:`estimate` of each of :func:`pending`'s ``rows`` (seconds still to run, or None)."""
+  times = recorded_times(out_dir)[0]
+  return [estimate(times, r["model"], r["stage"], r.get("ran", 0.0)) for r in rows]
+
+
+def _fit_note(est: list, left: float, until: str) -> str:
+  n = fitting(est, left)
+  blind = sum(e is None for e in est[:n])
+  return (f"; with --deadline {until}: the first {n} start"
+          + (f" ({blind} without a recorded time: they may not end by then)" if blind else ""))
+
+
+def describe(setting: str, out_dir: str, rows: list[dict], left: float | None = None, until: str = "") -> str:
+  """The plan of one setting as text: a line of totals, then one table row per stage to run. With ``left``
+  (seconds to the deadline ``until``), how many of them would start (:func:`fitting`)."""
+  devices = recorded_times(out_dir)[1]
+  est = estimates(out_dir, rows)
   known = [e for e in est if e is not None]
   unknown = len(est) - len(known)
   head = (f"{setting}: {len(rows)} stage(s) to run"
-          + (f", about {_hours(sum(known))}" if known else "")
+          + (f", about {hours(sum(known))}" if known else "")
           + (f" ({'+ ' if known else ''}{unknown} without a recorded time to go by)" if unknown else "")
-          + (f"; times recorded on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items()))}" if devices else ""))
+          + (f"; times recorded on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items()))}" if devices else "")
+          + (_fit_note(est, left, until) if left is not None else ""))
   lines = [head]
   if rows:
     lines += ["", "| model | seed | stage | why | estimate |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['seed']} | {r['stage']} | {r['why']} | {_hours(e) if e is not None else '–'} |"
+    lines += [f"| {r['model']} | {r['seed']} | {r['stage']} | {r['why']} | {hours(e) if e is not None else '–'} |"
               for r, e in zip(rows, est)]
   return "\n".join(lines)
