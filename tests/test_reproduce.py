@@ -615,6 +615,12 @@ def test_readme_verdicts_one_column_group_per_setting_and_the_pairs_that_disagre
                        "those runs retina more robust than crops, paper's attack: **holds**."), note
   pg["claims_live_policy"][0]["verdict"] = "undecided"
   assert tables.render_verdicts({"paper_geometry": pg})[0].endswith("without those runs no claim changes its verdict.")
+  assert "interim" not in note
+  # Stages still to run: how many, and the seeds a verdict rests on where a model has fewer than the setting's.
+  pg.update(still_missing=[["dram", 2, "attack_paper"]])
+  pg["claims"][0]["seeds"] = {"RS-RNN": [0, 1, 2], "DRAM": [0, 1]}
+  assert ("seeds 0/1/2, n = 1000 attacked images, code 0123456789ab, **interim**: 1 stage(s) still to run, "
+          "paper's attack verdicts on seeds DRAM 0/1. Δ") in tables.render_verdicts({"paper_geometry": pg})[0]
 
 
 def test_code_version_names_this_checkout():
@@ -687,6 +693,7 @@ def test_side_by_side_report_puts_the_settings_together(tmp_path):
                      _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.80, "gfnet_m": 0.79}, "undecided"))
   md = open(SBS.write(str(tmp_path), names)).read()
   assert "[demo](demo/report.md)" in md and "[paper_geometry](paper_geometry/report.md)" in md
+  assert "Interim" not in md
   settings = md.split("## The settings")[1].split("\n## ")[0]
   assert "| image : glimpse | 3.00 : 1 | 5.25 : 1 | 5.25 : 1 |" in settings
   # Table 1: GF-Net-m's gap to RS-RNN (paper: 81.71 − 81.94) is outside 5 points in one setting only.
@@ -699,6 +706,11 @@ def test_side_by_side_report_puts_the_settings_together(tmp_path):
   assert row.count("**holds**") == 2 and "**undecided**" in row and "(n = 412)" in row  # ours ×1, paper ×1
   assert "## Pairs that disagree" in md and "9. policy attacks (1/2; covered)" in md
   assert "- 9. policy attacks (covered): counted broken." in md  # every failure says what it means
+  pg = _setting_verdicts("paper_geometry", 168, {"rsrnn": 0.80, "gfnet_m": 0.79}, "undecided")
+  workdir.write_json(str(tmp_path / "paper_geometry" / "verdicts.json"),
+                     {**pg, "still_missing": [["rsrnn", 2, "attack_adaptive"], ["ff_cnn_at", 0, "train"]]})
+  assert "**Interim**: stages still to run: demo 0, paper_geometry 2 (each setting's report" in open(
+      SBS.write(str(tmp_path), names)).read()
 
 
 def test_runs_whose_policy_gives_every_image_one_scanpath_are_named():

@@ -119,6 +119,22 @@ def _dead_policies(name: str, d: dict, group: dict) -> str:
           + (f" ({unjudged} not judged: a model has no other run yet)" if unjudged else "") + ".")
 
 
+def _interim(d: dict) -> str:
+  """While stages are still to run: how many, and the seeds each of the README's attacks rests on where a model
+  has fewer than the setting's."""
+  missing = d.get("still_missing") or []
+  if not missing:
+    return ""
+  fewer = {}
+  for v in d["claims"]:
+    for model, seeds in (v.get("seeds") or {}).items():
+      if v["attack"] in README_ATTACKS and len(seeds) < len(d["seeds"]):
+        fewer.setdefault(v["attack"], {})[model] = seeds
+  rests = "; ".join(f"{ATTACK_COLUMNS[a]} verdicts on seeds " + ", ".join(f"{m} {'/'.join(map(str, s)) or 'none'}"
+                                                                 for m, s in ms.items()) for a, ms in fewer.items())
+  return f", **interim**: {len(missing)} stage(s) still to run" + (f", {rests}" if rests else "")
+
+
 def render_verdicts(by_setting: dict) -> list[str]:
   """One row per claim, one column group per data setting (the paper's attack and the adaptive one on all
   attacked images; the adaptive one on the images every compared model classifies correctly clean), and the
@@ -153,7 +169,7 @@ def render_verdicts(by_setting: dict) -> list[str]:
            "of the image, " if g else "")
     code = f", code {', '.join(d['code_versions'])}" if d.get("code_versions") else ""
     notes.append(f"**{n}**: {geo}budget `{d['budget']['name']}`, seeds {'/'.join(map(str, d['seeds']))}, "
-                 f"n = {d['num_attacked_examples']} attacked images{code}")
+                 f"n = {d['num_attacked_examples']} attacked images{code}{_interim(d)}")
   note = ("; ".join(notes) + ". Δ in points at k / at T_eval (recovery: T_eval − k); 95% intervals, the strongest "
           "attack of profile paper and every pair: each setting's report. \"On images all get right\": only the "
           "attacked images every compared model classifies correctly clean. ↳ rows: pairs (one against one) whose "

@@ -226,6 +226,11 @@ def markdown(found: dict) -> str:
   out = ["# Reproduction: RS-RNN and its baselines in two settings", "",
          f"Written by `python -m rsrnn_jax.reproduction.run` (`make reproduce`) on {time.strftime('%Y-%m-%d %H:%M')} "
          f"from each setting's verdicts.json. Every table and figure of a setting: {links}.", ""]
+  missing = {n: len(v.get("still_missing") or []) for n, v in found.items()}
+  if any(missing.values()):
+    out += ["**Interim**: stages still to run: " + ", ".join(f"{n} {k}" for n, k in missing.items())
+            + " (each setting's report, \"Budget, compute and what is missing\"). Every verdict rests on the runs "
+            "it has; each setting's report lists the seeds per model.", ""]
   out += settings_table(found) + table1(found) + claims(found) + live_policy(found) + pairs(found)
   out += under_attack(found) + sanity(found)
   return "\n".join(out)
