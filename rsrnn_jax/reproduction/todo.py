@@ -82,9 +82,10 @@ def hours(seconds: float) -> str:
   return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def estimates(out_dir: str, rows: list[dict]) -> list:
-  """The :func:`estimate` of each of :func:`pending`'s ``rows`` (seconds still to run, or None)."""
-  times = recorded_times(out_dir)[0]
+def estimates(out_dir: str, rows: list[dict], times: dict | None = None) -> list:
+  """The :func:`estimate` of each of :func:`pending`'s ``rows`` (seconds still to run, or None); ``times``:
+  :func:`recorded_times`' first part, if already read."""
+  times = recorded_times(out_dir)[0] if times is None else times
   return [estimate(times, r["model"], r["stage"], r.get("ran", 0.0)) for r in rows]
 
 
@@ -98,8 +99,8 @@ def _fit_note(est: list, left: float, until: str) -> str:
 def describe(setting: str, out_dir: str, rows: list[dict], left: float | None = None, until: str = "") -> str:
   """The plan of one setting as text: a line of totals, then one table row per stage to run. With ``left``
   (seconds to the deadline ``until``), how many of them would start (:func:`fitting`)."""
-  devices = recorded_times(out_dir)[1]
-  est = estimates(out_dir, rows)
+  times, devices = recorded_times(out_dir)
+  est = estimates(out_dir, rows, times)
   known = [e for e in est if e is not None]
   unknown = len(est) - len(known)
   head = (f"{setting}: {len(rows)} stage(s) to run"
