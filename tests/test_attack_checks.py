@@ -202,3 +202,21 @@ def test_every_failure_says_what_it_means_for_the_numbers():
   read = readings.readings([plain, out])
   assert list(read) == sorted(failed) and read[5][1] == "covered"
   assert readings.readings([plain]) == {}
+
+
+def test_a_stronger_profile_of_the_same_run_answers_the_weaker_profiles_check_5():
+  """Square beating the paper profile's PGD-5 is covered where the same run's flagged profile passes check 5 (its
+  cascade leaves Square nothing); without such a profile, or where it fails too, it stays a warning."""
+  paper, adaptive = profiles.attack_profile("paper").checks, profiles.attack_profile("adaptive").checks
+  weak = _fake_results()
+  weak["square"]["square_only"] = 5
+  attacks = {"paper": {"checks": checks.sanity_checks(weak, paper)},
+             "adaptive": {"checks": checks.sanity_checks(_flagged_results(), adaptive)}}
+  assert {c["id"]: c["status"] for c in attacks["paper"]["checks"]}[5] == "fail"
+  assert readings.readings([readings.run_checks(attacks, "paper")])[5][1] == "covered"
+  assert readings.readings([attacks["paper"]["checks"]])[5][1] == "warning"
+  assert readings.readings([readings.run_checks({**attacks, "adaptive": None}, "paper")])[5][1] == "warning"
+  for c in attacks["adaptive"]["checks"]:
+    c["status"] = "fail" if c["id"] == 5 else c["status"]
+  assert readings.readings([readings.run_checks(attacks, "paper")])[5][1] == "warning"
+  assert readings.run_checks(attacks, "adaptive") == attacks["adaptive"]["checks"]  # no stronger profile

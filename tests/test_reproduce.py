@@ -743,6 +743,19 @@ def test_each_setting_report_reads_every_failed_check():
   md = "\n".join(sections.sanity_checks(rep))
   assert "FAIL 1/2 (finding)" in md and md.count("FAIL 1/") == 1 and "FAIL 2/" not in md
   assert f"- check 7, check 7 (finding): {readings.reading(7)[1]}." in md
+  # The paper profile's check 5 (Square beat its PGD-5) is answered where the same run's adaptive profile passes
+  # it; a run without an adaptive profile that passes it keeps the warning.
+  for s, run in runs["rsrnn"].items():
+    run["attack"]["paper"] = {"checks": [check(i, "fail" if i == 5 and s == 0 else "pass") for i in range(1, 8)]}
+  lines = lambda: "\n".join(sections.sanity_checks(rep)).splitlines()
+  row_of = lambda: {" ".join(line.split(" | ")[:2]): line for line in lines() if "| " in line}
+  runs["dram"] = {0: {"attack": {"paper": {"checks": [check(i, "fail" if i == 5 else "pass") for i in range(1, 8)]},
+                                 "adaptive": None}}}
+  rows = row_of()
+  assert "FAIL 1/2 (covered)" in rows["| RS-RNN paper"] and "FAIL 1/1 (warning)" in rows["| DRAM paper"]
+  runs["rsrnn"][0]["attack"]["adaptive"]["checks"][4]["status"] = "fail"  # the adaptive profile fails it too
+  rows = row_of()
+  assert "FAIL 1/2 (warning)" in rows["| RS-RNN paper"]
 
 
 def test_claims_are_judged_again_without_the_runs_whose_policy_died(tmp_path):

@@ -146,7 +146,7 @@ def _sanity(runs: dict, profiles) -> dict:
   out = {}
   for m, seeds in runs.items():
     for p in profiles:
-      done = [r["attack"][p]["checks"] for r in seeds.values() if r["attack"].get(p)]
+      done = [check_readings.run_checks(r["attack"], p) for r in seeds.values() if r["attack"].get(p)]
       failed = {}
       for checks in done:
         for c in checks:

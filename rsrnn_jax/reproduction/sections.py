@@ -261,7 +261,7 @@ def asr(rep: Report) -> list[str]:
 
 
 def sanity_checks(rep: Report) -> list[str]:
-  found = [(m, p, [r["attack"][p]["checks"] for r in seeds.values() if r["attack"].get(p)])
+  found = [(m, p, [check_readings.run_checks(r["attack"], p) for r in seeds.values() if r["attack"].get(p)])
            for m, seeds in rep.runs.items() for p in rep.budget.profiles]
   found = [f for f in found if f[2]]
   if not found:

@@ -36,6 +36,11 @@ _FLAGGED = {5: ("covered", "under robust flags Square runs in the cascade: what 
 _ZERO_GRADIENTS_COVERED = ("covered", "an APGD run started at a zero gradient on examples no attack broke, and each "
                                       "of them was also attacked by another APGD run from a non-zero gradient at a "
                                       "step where it stays robust: its robustness does not rest on the zero gradient")
+_ANSWERED = ("covered", "the same run's stronger profile (under robust flags, Square in its cascade) passes this "
+                        "check: the gradient-free attack finds nothing its gradient attacks miss, so the gap was the "
+                        "weakness of this profile's fixed attack, not masked gradients (the paper-attack rows are "
+                        "the paper's fixed PGD-5 by design)")
+_ANSWERABLE = (5,)  # checks a stronger profile of the same run can answer by passing them
 _FIXED_POLICY = ("finding", "no attack moved a fixation, the plain APGD-CE included: the policy does not respond to "
                             "the image (a fixed scanpath), so a policy attack has nothing to move and the plain "
                             "attacks on that scanpath are exact")
@@ -67,9 +72,25 @@ def reading(check_id: int, flags: bool = False, check: dict | None = None) -> tu
     return _FIXED_POLICY
   if check is not None and _zero_gradients_covered(check):
     return _ZERO_GRADIENTS_COVERED
+  if check is not None and check.get("answered_by"):
+    return _ANSWERED
   if flags and check_id in _FLAGGED:
     return _FLAGGED[check_id]
   return _READINGS[check_id]
+
+
+def run_checks(attacks: dict, profile: str) -> list[dict]:
+  """The sanity checks of one run's ``profile`` (``attacks``: {profile: {"checks": [...]}}, each profile's
+  ``sanity_checks``), where a failed check of ``_ANSWERABLE`` that another profile of the same run, run under
+  robust flags (checks 8-11 present), passes is marked ``answered_by`` that profile (then read as covered)."""
+  stronger = {p: {c["id"]: c["status"] for c in a["checks"]} for p, a in attacks.items()
+              if a and p != profile and any(c["id"] >= 8 for c in a["checks"])}
+  out = []
+  for c in attacks[profile]["checks"]:
+    by = [p for p, st in sorted(stronger.items()) if st.get(c["id"]) == "pass"]
+    answered = c["status"] == "fail" and c["id"] in _ANSWERABLE and by
+    out.append({**c, "answered_by": by[0]} if answered else c)
+  return out
 
 
 def readings(check_lists) -> dict:
