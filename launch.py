@@ -3,7 +3,8 @@
   python launch.py --config=configs/demo.py --workdir=/tmp/demo [--mode=train|eval|attack] [--config.train.num_train_steps=100]
 
 On a cluster, start one process per host; ``jax.distributed.initialize`` runs from the cluster environment
-(Slurm, Open MPI) or from --coordinator_address/--num_processes/--process_id.
+(Slurm, Open MPI) or from --coordinator_address/--num_processes/--process_id. ``--stop_at`` (a job's time limit)
+stops a training at its last checkpoint before then; the same command resumes it.
 
 Errors the user can fix (a config file, field, type or value; a workdir that is not a writable directory or is
 in use; missing, truncated or corrupt data; a missing, incompatible or damaged checkpoint; a full disk; a
@@ -24,6 +25,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_string("mode", "train", "train | eval | attack (adversarial evaluation of the latest checkpoint: "
                     "WORKDIR/attack_<profile>/; profile via configs/demo.py:attack=paper|strong|adaptive) | verify "
                     "(re-score the saved adversarial sets of the newest attack folder or --config.verify.path)")
+flags.DEFINE_string("stop_at", None, "--mode=train only: a time limit, HH:MM, +2h30m or 2026-12-07T15:00 (a job's "
+                    "end): training stops at its last checkpoint before then, unevaluated; the same command resumes.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
@@ -118,8 +121,22 @@ def _run(mode: str) -> None:
   from rsrnn_jax import run  # after flags: XLA_FLAGS may have been set by the caller
   from rsrnn_jax.train import parallel
   run.setup_logging(debug=_debug())
+  stop_at = _stop_at(mode, FLAGS.stop_at)
   parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  run.main(FLAGS.config, FLAGS.workdir, mode)
+  run.main(FLAGS.config, FLAGS.workdir, mode, **({"stop_at": stop_at} if stop_at is not None else {}))
+
+
+def _stop_at(mode: str, text: str | None):
+  """``--stop_at`` as epoch seconds (None without it); ValueError (one line, exit 2) for any other mode or form."""
+  if text is None:
+    return None
+  if mode != "train":
+    raise ValueError(f"--stop_at applies to --mode=train only (got --mode={mode}): drop it")
+  from rsrnn_jax.reproduction import deadline
+  try:
+    return deadline.parse(text)
+  except ValueError as e:
+    raise ValueError(str(e).replace("--deadline", "--stop_at")) from None
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from rsrnn_jax import workdir as workdir_lib
 MODES = ("train", "eval", "attack", "verify")
 
 
-def main(config, workdir: str, mode: str = "train"):
+def main(config, workdir: str, mode: str = "train", stop_at: float | None = None):
   """Runs ``mode`` on ``workdir`` under its exclusive lock, after every check that can run before writing.
+  ``stop_at`` (epoch seconds; train only): a time limit, the training stops at its last checkpoint before then.
 
   User-caused failures raise ValueError/UserError or OSError with one line (``launch.py`` prints it and exits
   with status 2); nothing in the workdir is written before the config, the workdir and the batch sizes passed.
@@ -39,7 +40,7 @@ def main(config, workdir: str, mode: str = "train"):
   with workdir_lib.locked(workdir, enabled=jax.process_index() == 0), _interruption_line(mode, workdir):
     if mode == "train":
       from rsrnn_jax.evaluation import clean as evaluate
-      return evaluate.train_and_evaluate(config, workdir)  # writes config.json once its checks passed
+      return evaluate.train_and_evaluate(config, workdir, stop_at=stop_at)  # writes config.json once its checks passed
     if mode == "attack":
       from rsrnn_jax.robustness import suite as robustness
       return robustness.run(config, workdir)

@@ -44,11 +44,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir, tiny_data, eval_at_end=False, timeout=300):
+def _launch_two_processes(workdir, tiny_data, eval_at_end=False, timeout=300, extra=()):
   """Runs launch.py as 2 processes of 1 CPU device each; returns their logs (asserts both succeeded)."""
   address = f"127.0.0.1:{_free_port()}"
   cmd = [sys.executable, "launch.py", "--config=configs/demo.py", f"--workdir={workdir}", *_flags(tiny_data, eval_at_end),
-         f"--coordinator_address={address}", "--num_processes=2"]
+         f"--coordinator_address={address}", "--num_processes=2", *extra]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu",
          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as conftest.py sets for this process
   logs = [open(f"{workdir}.{i}.log", "w+") for i in range(2)]
@@ -124,3 +124,11 @@ def test_cluster_detection_needs_a_multi_task_step():
     parallel.maybe_initialize_distributed(None, 2, 1)
   with pytest.raises(ValueError, match="num_processes"):
     parallel.maybe_initialize_distributed("127.0.0.1:1234", None, None)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_checkpoint_at_a_time_limit(tiny_data, tmp_path):
+  limited = tmp_path / "limited"
+  logs = _launch_two_processes(limited, tiny_data, eval_at_end=True, extra=["--stop_at=2020-01-01T00:00"])
+  assert all(f"stopped at step 2 of {STEPS}" in log for log in logs)  # both, through the broadcast of process 0
+  assert [d for d in os.listdir(limited / "checkpoints") if d.isdigit()] == ["2"] and not (limited / "eval").exists()

@@ -42,6 +42,8 @@ def test_impossible_values_exit_with_one_line_before_writing(tmp_path, override,
     (["--config=configs/demo.py", "--config.train.batch_size=abc"], "--config.train.batch_size=abc: invalid literal"),
     (["--config=configs/no_such_file.py"], "cannot load --config=configs/no_such_file.py: [Errno 2] No such file"),
     (["--config=configs/demo.py:model=resnet"], "unknown model 'resnet'"),
+    (["--config=configs/demo.py", "--stop_at=tonight"], "--stop_at expects HH:MM"),
+    (["--config=configs/demo.py", "--mode=eval", "--stop_at=+1h"], "--stop_at applies to --mode=train only"),
 ])
 def test_config_file_key_or_type_errors_are_one_line_before_writing(tmp_path, args, pattern):
   workdir = tmp_path / "run"

@@ -84,7 +84,7 @@ def test_a_stage_that_would_end_past_the_deadline_does_not_start_and_stops_the_c
   R.reproduce(out, R.QUICK_BUDGET, ("rsrnn",), seeds=(1, 2), report=False, setting=DEMO, deadline=deadline)
   assert fake.calls == ["train", "eval"]                             # seed 2 does not start either
   assert "attack_paper" not in STAGES.read_stages(seed1)             # nothing written for a refused stage
-  assert deadline.stopped == "rsrnn/seed1 attack_paper"
+  assert deadline.stopped == "before rsrnn/seed1 attack_paper"
   assert "rsrnn/seed1: attack_paper not started: about 2 min to run, 1 min left before the deadline" in caplog.text
   assert "--deadline: stopped before rsrnn/seed1 attack_paper; the same command goes on from there" in caplog.text
   R.reproduce(out, R.QUICK_BUDGET, ("rsrnn",), seeds=(1,), report=False, setting=DEMO, deadline=deadline)
@@ -116,10 +116,53 @@ def test_a_resumed_stage_counts_only_what_it_has_left_and_a_stage_never_timed_st
   os.makedirs(os.path.join(run, ".attack_adaptive.journal"))      # ... but it resumes from its journal
   assert run_with(150) == ["attack_adaptive"]
   fresh = str(tmp_path / "fresh")                                  # no recorded times: every stage starts
+  soon = D.Deadline(clock.now + D.todo.TRAIN_MIN_S, clock)           # (a training given time for a checkpoint)
   STAGES.run_model("rsrnn/seed1", configs, RUNS.run_dir(fresh, "rsrnn", 1), fake.fns(), budget.plateau_examples,
-                   may_start=lambda stage, ran: D.Deadline(clock.now + 1, clock).refuses(fresh, "rsrnn", 1, stage))
+                   may_start=lambda stage, ran: soon.refuses(fresh, "rsrnn", 1, stage))
   assert fake.calls == ["attack_adaptive", "train", "eval", "attack_paper", "attack_adaptive"]
   assert "has passed" in D.Deadline(clock.now - 1, clock).refuses(fresh, "rsrnn", 0, "train")
+  never = str(tmp_path / "never")                                  # a training never timed needs 15 min too
+  assert "a training starts with 15 min or more" in D.Deadline(clock.now + 60, clock).refuses(never, "rsrnn", 0,
+                                                                                               "train")
+
+
+def test_a_training_that_would_end_past_the_deadline_stops_at_a_checkpoint_and_the_same_command_resumes(
+    tmp_path, monkeypatch, caplog):
+  out, fake, clock = str(tmp_path / "demo"), FakeStages(), Clock()
+  _recorded(out, monkeypatch, fake)
+  seed0 = RUNS.run_dir(out, "rsrnn", 0)
+  records = STAGES.read_stages(seed0)
+  records["train"]["seconds"] = 3600.0                             # an hour to train, 20 min left
+  STAGES.write_stages(seed0, records)
+  fake.stop_train = True
+  monkeypatch.setattr(R, "STAGE_FNS", clock.fns(fake))
+  caplog.set_level(logging.INFO, logger="rsrnn_jax")
+  seed1 = RUNS.run_dir(out, "rsrnn", 1)
+  deadline = D.Deadline(clock.now + 1200, clock)
+  R.reproduce(out, R.QUICK_BUDGET, ("rsrnn",), seeds=(1, 2), report=False, setting=DEMO, deadline=deadline)
+  assert fake.calls == ["train"]                                     # eval, and seed 2, wait
+  rec = STAGES.read_stages(seed1)["train"]
+  assert not rec["done"] and rec["seconds"] >= 0 and STAGES.resumes_from("train", seed1) == "step 2"
+  assert deadline.stopped == "in rsrnn/seed1 train, at its last checkpoint before the deadline"
+  assert "rsrnn/seed1: train stopped after" in caplog.text and "resumes from step 2" in caplog.text
+  assert "a training starts with 15 min or more" in D.Deadline(clock.now + 600, clock).refuses(out, "rsrnn", 1,
+                                                                                                "train")
+  fake.stop_train = False
+  R.reproduce(out, R.QUICK_BUDGET, ("rsrnn",), seeds=(1,), report=False, setting=DEMO,
+              deadline=D.Deadline(clock.now + 10_000, clock))       # the same command, a later deadline
+  assert fake.calls == ["train", "train", "eval", "attack_paper", "attack_adaptive"]
+  assert "rsrnn/seed1: train (resuming from step 2)" in caplog.text
+  assert all(rec["done"] for rec in STAGES.read_stages(seed1).values())
+
+
+def test_what_starts_before_a_deadline():
+  fit = D.todo.fitting
+  assert fit(["eval", "attack_paper"], [60, 120], 100) == (1, False)
+  assert fit(["train", "eval"], [3600, 60], 1000) == (1, True)        # a training stops at the deadline
+  assert fit(["eval", "train"], [60, 3600], 1000) == (2, True)
+  assert fit(["eval", "train"], [60, 3600], 900) == (1, False)        # under 15 min left for the training
+  assert fit(["train", "eval"], [None, None], 60) == (0, False)       # a training never timed needs 15 min too
+  assert fit(["eval", "train"], [None, 600], 1000) == (2, False)
 
 
 def test_dry_run_says_how_many_stages_start_before_the_deadline(tmp_path, monkeypatch):
@@ -132,10 +175,17 @@ def test_dry_run_says_how_many_stages_start_before_the_deadline(tmp_path, monkey
   assert left < 0                                                  # stopped here: a next setting starts nothing
   text, left = dry(5000)
   assert text.splitlines()[0].endswith("the first 4 start") and left == 5000 - sum(RECORDED.values())
-  never = R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, R.DEMO_CONFIG, None, (), DEMO, 60,
-                    "15:08")[0]
-  assert never.splitlines()[0].endswith("the first 4 start (4 without a recorded time: they may not end by then)")
+  never = lambda left: R.dry_run(str(tmp_path / "none"), R.QUICK_BUDGET, ("rsrnn",), (0,), {}, R.DEMO_CONFIG,
+                                 None, (), DEMO, left, "15:08")[0].splitlines()[0]
+  assert never(900).endswith("the first 4 start (4 without a recorded time: they may not end by then)")
+  assert never(60).endswith("the first 0 start")                   # a training needs 15 min to reach a checkpoint
   assert dry(None)[0].splitlines()[0].startswith("demo: 4 stage(s) to run, about 1.1 h; times recorded on")
+  records = STAGES.read_stages(RUNS.run_dir(out, "rsrnn", 0))
+  records["train"]["seconds"] = 3600.0
+  STAGES.write_stages(RUNS.run_dir(out, "rsrnn", 0), records)
+  text, left = dry(1000)
+  assert text.splitlines()[0].endswith("the first 1 start, the last a training that stops at its last checkpoint "
+                                       "before then") and left < 0
 
 
 def test_every_job_gets_the_deadline(tmp_path, monkeypatch):

@@ -85,7 +85,7 @@ def test_compilation_cache_dir_is_applied_before_compiling(tmp_path, monkeypatch
   c = tiny_config(**{"compilation_cache_dir": str(tmp_path / "cache"), "train.num_train_steps": 1})
   seen = {}
   monkeypatch.setattr(clean, "train_and_evaluate",
-                      lambda config, workdir: seen.setdefault("dir", jax.config.jax_compilation_cache_dir))
+                      lambda config, workdir, stop_at=None: seen.setdefault("dir", jax.config.jax_compilation_cache_dir))
   try:
     run.main(c, str(tmp_path / "work"), "train")
     assert seen["dir"] == str(tmp_path / "cache")

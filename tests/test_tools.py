@@ -111,7 +111,17 @@ def test_keep_runs_lists_what_the_missing_stages_need(tmp_path):
   assert not any("tensorboard" in p or ".tmp" in p for p in kept)
   assert [p for p in tool.keep(paper_done) if "checkpoints" in p] == [f"{paper_done}/checkpoints/2600"]
   assert [p for p in tool.keep(finished) if "checkpoints" in p] == [f"{finished}/checkpoints/2600"]
-  assert tool.keep(training) == []
+  assert tool.keep(training) == []                                 # no training record: nothing to resume
+  stopped = run("gfnet_m", [], [260, 520, 780, 1040])               # --deadline stopped it at step 1040
+  with open(f"{stopped}/reproduce_stages.json", "w") as f:
+    json.dump({"train": {"done": False, "seconds": 900.0}}, f)
+  kept = tool.keep(stopped)
+  assert {f"{stopped}/checkpoints/{s}" for s in (520, 780, 1040)} == {p for p in kept if "checkpoints" in p}
+  assert f"{stopped}/reproduce_stages.json" in kept and f"{stopped}/config.json" in kept
+  started = run("s3ta_b", [], [])
+  with open(f"{started}/reproduce_stages.json", "w") as f:
+    json.dump({"train": {"done": False, "seconds": 0.0}}, f)
+  assert tool.keep(started) == []                                  # cut off before its first checkpoint
   assert tool.main([str(tmp_path / "repro")]) == 0
   with pytest.raises(SystemExit) as e:  # a folder that is not there: one line, exit 2
     tool.main([str(tmp_path / "missing")])

@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 
 from rsrnn_jax import attacks, data, run
 from rsrnn_jax.train import checkpoints
+from rsrnn_jax.train import loop as train_loop
 from rsrnn_jax.evaluation import clean as evaluate
 from rsrnn_jax.attacks import objectives
 from rsrnn_jax.train import losses as train_losses
@@ -155,6 +157,24 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
   assert int(a.step) == int(b.step) == 4
   for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_a_time_limit_stops_training_at_its_last_checkpoint_before_it(tiny_data, tmp_path):
+  c = _config(tiny_data, **{"train.num_train_steps": 4, "train.checkpoint_every": 2, "train.eval_at_end": True})
+  w = str(tmp_path / "limited")
+  assert run.main(c, w, "train", stop_at=time.time()) is None      # past already: stops at its first save
+  mgr = checkpoints.manager(w, c)
+  assert mgr.all_steps() == [2] and not os.path.exists(os.path.join(w, "eval", "results.json"))  # not evaluated
+  assert run.main(c, w, "train", stop_at=time.time() + 3600)["step"] == 4  # resumed, finished, evaluated
+  assert checkpoints.manager(w, c).all_steps() == [2, 4]
+
+
+def test_training_stops_after_a_save_when_the_next_one_would_come_past_the_time_limit():
+  stops = train_loop.stops_after_save
+  assert not stops(100.0, None, 10.0, 5, 5)                          # no limit
+  assert stops(100.0, 109.0, 10.0, 5, 5) and not stops(100.0, 111.0, 10.0, 5, 5)
+  assert stops(100.0, 111.0, 10.0, 5, 10) and not stops(100.0, 111.0, 10.0, 10, 10)  # at the last interval's pace
+  assert not stops(100.0, 50.0, 10.0, 5, 0)                          # the last save: nothing left to stop
 
 
 def test_scanpath_statistics_tell_a_policy_that_ignores_the_image():

@@ -7,8 +7,10 @@ run, what the report and the stages still to run need: the stage record, the con
 outputs (results, compute, figures, plateau), every attack folder but its adversarial sets (`--mode=verify`'s,
 tens of MB: verifying needs the attack run again), and the **last checkpoint** (the train stage counts as done
 only with it, and the attacks need it; until eval is done also the checkpoints at 80% and 90% of training, which
-the plateau check reads). A run restored from these files
-skips every finished stage (its fingerprints match) and resumes at the first missing one. Standard library only.
+the plateau check reads). A training stopped short of its end (``--deadline`` stops one at its last checkpoint
+before then) carries its record, config, metrics and last checkpoints, to resume from. A run restored from these
+files skips every finished stage (its fingerprints match) and resumes at the first missing one. Standard library
+only.
 """
 from __future__ import annotations
 
@@ -29,14 +31,14 @@ def keep(run: str) -> list[str]:
   """The paths (files and folders) of one run folder to carry."""
   with open(os.path.join(run, "reproduce_stages.json")) as f:
     stages = json.load(f)
-  if not stages.get("train", {}).get("done"):
-    return []  # an unfinished training resumes from its checkpoints only where they are: nothing worth carrying
+  steps = _checkpoints(run)
+  if not stages.get("train") or not (stages["train"].get("done") or steps):
+    return []  # no training record (its checkpoints would be discarded), or nothing to resume from
   out = [os.path.join(run, n) for n in SMALL if os.path.exists(os.path.join(run, n))]
   for d in sorted(os.listdir(run)):  # attack folders without their adversarial sets (tens of MB; --mode=verify's)
     if d.startswith("attack_") and ".tmp" not in d:
       out += [os.path.join(run, d, f) for f in sorted(os.listdir(os.path.join(run, d)))
               if not f.startswith("adversarial_")]
-  steps = _checkpoints(run)
   if steps:  # the train stage counts as done only with its last checkpoint (stages.stage_outputs)
     wanted = steps[-1:] if stages.get("eval", {}).get("done") else steps[-3:]  # plateau: 80% / 90% / 100%
     out += [os.path.join(run, "checkpoints", str(s)) for s in wanted]

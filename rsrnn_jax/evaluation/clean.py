@@ -113,11 +113,13 @@ def _evaluate_split(model, variables, config, mesh, *, num_steps: int, max_examp
   return np.asarray(totals["correct"]) / max(count, 1.0), int(count), paths, per_step
 
 
-def train_and_evaluate(config, workdir: str):
+def train_and_evaluate(config, workdir: str, stop_at: float | None = None):
   """``--mode=train``: trains (resuming), then, if ``config.train.eval_at_end``, evaluates the final state in
-  memory (not from disk); returns the evaluation's results or None."""
-  loaded = train_loop.train(config, workdir)
-  return evaluate(config, workdir, loaded=loaded) if config.train.eval_at_end else None
+  memory (not from disk); returns the evaluation's results or None. ``stop_at`` (epoch seconds): a time limit
+  (:func:`rsrnn_jax.train.loop.train`); a training it stops is not evaluated."""
+  loaded = train_loop.train(config, workdir, stop_at=stop_at)
+  finished = int(jax.device_get(loaded[1].step)) >= int(config.train.num_train_steps)
+  return evaluate(config, workdir, loaded=loaded) if config.train.eval_at_end and finished else None
 
 
 def evaluate(config, workdir: str, loaded=None) -> dict:

@@ -12,6 +12,11 @@ it resumes if cut off). The first stage that would end past the deadline stops t
 written for it, and no later stage starts, even a shorter one, so the order stays the command's (seed by seed,
 the transfer source first; choose another with ``--models``, ``--seeds``, ``--stages``). The report is drawn as
 usual; the same command goes on from there. With ``--jobs`` each job decides for its own stages.
+
+A training is the exception, as its checkpoints are small enough to carry (tools/keep_runs.py): with at least
+:data:`~rsrnn_jax.reproduction.todo.TRAIN_MIN_S` left it starts even if it would end later, and stops at its last
+regular checkpoint before the deadline (:func:`rsrnn_jax.train.loop.stops_after_save`); that stops the command,
+and the same command resumes the training from that checkpoint, on this machine or another.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import re
 import time
 
 from rsrnn_jax.reproduction import todo
+from rsrnn_jax.reproduction.stages import stage_outputs
 
 _FORMS = "HH:MM (the next such time), +DURATION (e.g. +2h30m, +90m) or a date and time (e.g. 2026-12-07T15:00)"
 
@@ -58,16 +64,28 @@ class Deadline:
   def refuses(self, out_dir: str, model: str, seed: int, stage: str, ran: float = 0.0) -> str:
     """Why ``stage`` of run (``model``, ``seed``) of the setting in ``out_dir`` may not start now ("" if it may),
     ``ran`` seconds of it already run (it resumes). A refusal
-    stops the command: every later stage is refused too (:attr:`stopped` names the first)."""
+    stops the command: every later stage is refused too (:attr:`stopped` says where it stopped)."""
     if self.stopped:
-      return f"the command stopped before {self.stopped} (--deadline)"
+      return f"the command stopped {self.stopped} (--deadline)"
     left = self.at - self.clock()
     est = todo.estimate(todo.recorded_times(out_dir)[0], model, stage, ran)
+    if todo.starts(stage, est, left):
+      return ""
     if left <= 0:
       why = f"the deadline {iso(self.at)} has passed"
-    elif est is not None and est > left:
+    elif est is not None and est > left and stage != "train":
       why = f"about {todo.hours(est)} to run, {todo.hours(left)} left before the deadline {iso(self.at)}"
     else:
-      return ""
-    self.stopped = f"{model}/seed{seed} {stage}"
+      why = (f"{todo.hours(left)} left before the deadline {iso(self.at)}: a training starts with "
+             f"{todo.hours(todo.TRAIN_MIN_S)} or more, to reach a checkpoint")
+    self.stopped = f"before {model}/seed{seed} {stage}"
     return why
+
+  def bounded(self, train_fn, name: str):
+    """``train_fn`` (a stage function) stopped at its last checkpoint before the deadline; a training that
+    stops there stops the command (:attr:`stopped` names run ``name``'s training)."""
+    def train(config, run_dir):
+      train_fn(config, run_dir, stop_at=self.at)
+      if not stage_outputs("train", config, run_dir):
+        self.stopped = f"in {name} train, at its last checkpoint before the deadline"
+    return train

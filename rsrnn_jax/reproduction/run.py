@@ -66,9 +66,10 @@ def plateau_steps(train_steps: int, every: int) -> list[int]:
 # Stages
 # ----------------------------------------------------------------------------------------------------------
 
-def run_train(config, run_dir: str) -> None:
+def run_train(config, run_dir: str, stop_at: float | None = None) -> None:
+  """Trains (resuming); ``stop_at`` (epoch seconds, ``--deadline``): stop at the last checkpoint before then."""
   from rsrnn_jax import run
-  run.main(config, run_dir, "train")
+  run.main(config, run_dir, "train", stop_at=stop_at)
 
 def run_eval(config, run_dir: str, plateau_examples: int = 0) -> None:
   """Clean accuracy per step (eval/), GMACs (compute.json), the figure arrays (figures.npz) and the plateau
@@ -205,10 +206,12 @@ def reproduce(out_dir: str = "reproduction", budget: Budget = FULL_BUDGET, model
       if deadline is not None and deadline.stopped:
         break
       gate = None if deadline is None else (lambda stage, ran, m=m, s=s: deadline.refuses(out_dir, m, s, stage, ran))
-      run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), STAGE_FNS, budget.plateau_examples,
+      fns = STAGE_FNS if deadline is None else {**STAGE_FNS,
+                                                "train": deadline.bounded(STAGE_FNS["train"], f"{m}/seed{s}")}
+      run_model(f"{m}/seed{s}", configs[m][s], saved.run_dir(out_dir, m, s), fns, budget.plateau_examples,
                 only=stages, device=device, rerun=tuple(rerun), may_start=gate)
     if deadline is not None and deadline.stopped:
-      log.info("--deadline: stopped before %s; the same command goes on from there", deadline.stopped)
+      log.info("--deadline: stopped %s; the same command goes on from there", deadline.stopped)
   if not report:
     return ""
   path = reproduce_report.write(out_dir, configs, budget, setting, dest=report_dir or out_dir)
@@ -234,7 +237,8 @@ def dry_run(out_dir: str, budget: Budget, models, seeds, overrides: dict, config
   text = todo.describe(setting.name, out_dir, rows, left, until)
   if left is not None:
     est = todo.estimates(out_dir, rows)
-    left = left - sum(e or 0.0 for e in est) if todo.fitting(est, left) == len(est) else -1.0
+    fits = todo.fitting([r["stage"] for r in rows], est, left) == (len(est), False)
+    left = left - sum(e or 0.0 for e in est) if fits else -1.0
   return text, left
 
 

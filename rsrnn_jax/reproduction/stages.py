@@ -199,14 +199,15 @@ def decide_stages(configs: dict, path: str, stages: dict, fps: dict, only=None, 
 def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_examples: int = 0,
               only=None, device: str = "", rerun=(), may_start=None) -> dict:
   """Runs the stages of one run (``configs``: {stage: config}, in order) that are not up to date
-  (:func:`decide_stages`), each with ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also
-  gets ``plateau_examples``); returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``).
-  ``only``: the stages that may run (None = all); ``rerun``: stages that run although up to date (a fix the
-  fingerprints do not see, e.g. to a sanity check). ``device`` (e.g. ``2× cpu``) is recorded with each finished
-  stage, as is the code version. ``may_start(stage, ran)`` (``--deadline``): why a stage may not start ("" if
-  it may; ``ran``: seconds it already ran, if it resumes); a refused stage ends the run's work, nothing written
-  for it. The run directory is locked meanwhile (:func:`rsrnn_jax.workdir.locked`): a
-  second process on the same run raises ``UserError``."""
+  (:func:`decide_stages`), each with ``stage_fns[stage]`` (attack_<profile>: ``stage_fns["attack"]``; eval also gets
+  ``plateau_examples``); returns its stage records. ``name`` labels the log lines (e.g. ``rsrnn/seed1``). ``only``:
+  the stages that may run (None = all); ``rerun``: stages that run although up to date (a fix the fingerprints do not
+  see, e.g. to a sanity check). ``device`` (e.g. ``2× cpu``) is recorded with each finished stage, as is the code
+  version. ``may_start(stage, ran)`` (``--deadline``): why a stage may not start ("" if it may; ``ran``: seconds it
+  already ran, if it resumes); a refused stage ends the run's work, nothing written for it. A stage function that
+  returns without the stage's outputs (a training stopped at its time limit) leaves its record unfinished, with its
+  time, and ends the run's work. The run directory is locked meanwhile (:func:`rsrnn_jax.workdir.locked`): a second
+  process on the same run raises ``UserError``."""
   fps = fingerprints(configs, plateau_examples)
   with workdir.locked(path):  # one process per run: a second one is refused with the holder's name
     stages = _discard_if_retrained(name, path, read_stages(path), fps["train"])
@@ -229,10 +230,15 @@ def run_model(name: str, configs: dict, path: str, stage_fns: dict, plateau_exam
           stage_fns["eval"](config, path, plateau_examples=plateau_examples)
         else:
           stage_fns["attack" if stage_profile(stage) else stage](config, path)
-        stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version(),
-                             **({"device": device} if device else {}))
+        if stage_outputs(stage, config, path):
+          stages[stage].update(done=True, finished=time.strftime("%Y-%m-%d %H:%M:%S"), code=code_version(),
+                               **({"device": device} if device else {}))
       finally:  # an interrupted stage keeps its time: a resumed training adds to it
         stages[stage]["seconds"] += time.perf_counter() - tic
         write_stages(path, stages)
+      if not stages[stage]["done"]:  # a training stopped at its time limit (--deadline)
+        log.info("%s: %s stopped after %.0f s, short of its end; the same command resumes from %s", name, stage,
+                 stages[stage]["seconds"], resumes_from(stage, path) or "the start")
+        break
       log.info("%s: %s done in %.0f s", name, stage, stages[stage]["seconds"])
     return stages

@@ -67,15 +67,33 @@ def estimate(times: dict, model: str, stage: str, ran: float = 0.0) -> float | N
   return max(statistics.median(recorded) - ran, 0.0) if recorded else None
 
 
-def fitting(estimates, left: float) -> int:
-  """How many of the stages with ``estimates`` (seconds; None: unknown, starts) start, one after another, in
-  ``left`` seconds: the first that would end past it stops the rest (``--deadline``)."""
+TRAIN_MIN_S = 15 * 60  # --deadline: a training that would end past it starts with this much left (it stops)
+
+
+def starts(stage: str, est: float | None, left: float) -> bool:
+  """Whether ``stage``, estimated at ``est`` seconds (None: no recorded time), starts with ``left`` seconds to
+  the deadline: if it should end by then; if nothing goes by, unless a training with under :data:`TRAIN_MIN_S`
+  left (too little to reach a checkpoint); a training that would end later if ``TRAIN_MIN_S`` are left (it
+  stops at its last checkpoint before the deadline: :func:`rsrnn_jax.train.loop.stops_after_save`)."""
+  if left <= 0:
+    return False
+  if est is not None and est <= left:
+    return True
+  return left >= TRAIN_MIN_S if stage == "train" else est is None
+
+
+def fitting(stages: list, estimates: list, left: float) -> tuple[int, bool]:
+  """How many of ``stages`` (names; ``estimates``: their seconds, None: unknown) start, one after another, in
+  ``left`` seconds (:func:`starts`), and whether the last of them stops at the deadline: the first stage that
+  may not start stops the rest, and a training that would end past ``left`` is the last to start."""
   spent = 0.0
-  for n, est in enumerate(estimates):
+  for n, (stage, est) in enumerate(zip(stages, estimates)):
+    if not starts(stage, est, left - spent):
+      return n, False
+    if est is not None and est > left - spent:
+      return n + 1, True
     spent += est or 0.0
-    if spent > left:
-      return n
-  return len(estimates)
+  return len(estimates), False
 
 
 def hours(seconds: float) -> str:
@@ -89,11 +107,12 @@ def estimates(out_dir: str, rows: list[dict], times: dict | None = None) -> list
   return [estimate(times, r["model"], r["stage"], r.get("ran", 0.0)) for r in rows]
 
 
-def _fit_note(est: list, left: float, until: str) -> str:
-  n = fitting(est, left)
+def _fit_note(rows: list[dict], est: list, left: float, until: str) -> str:
+  n, stopped = fitting([r["stage"] for r in rows], est, left)
   blind = sum(e is None for e in est[:n])
   return (f"; with --deadline {until}: the first {n} start"
-          + (f" ({blind} without a recorded time: they may not end by then)" if blind else ""))
+          + (f" ({blind} without a recorded time: they may not end by then)" if blind else "")
+          + (", the last a training that stops at its last checkpoint before then" if stopped else ""))
 
 
 def describe(setting: str, out_dir: str, rows: list[dict], left: float | None = None, until: str = "") -> str:
@@ -107,7 +126,7 @@ def describe(setting: str, out_dir: str, rows: list[dict], left: float | None = 
           + (f", about {hours(sum(known))}" if known else "")
           + (f" ({'+ ' if known else ''}{unknown} without a recorded time to go by)" if unknown else "")
           + (f"; times recorded on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items()))}" if devices else "")
-          + (_fit_note(est, left, until) if left is not None else ""))
+          + (_fit_note(rows, est, left, until) if left is not None else ""))
   lines = [head]
   if rows:
     lines += ["", "| model | seed | stage | why | estimate |", "| --- | --- | --- | --- | --- |"]

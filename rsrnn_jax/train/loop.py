@@ -11,6 +11,11 @@ SIGINT/SIGTERM (under ``launch.py``) stop the run with one line naming the step 
 checkpoint save in progress completes first. A fixation policy that has become deterministic (its REINFORCE loss
 stays at 0: no gradient is left to change where the model looks) is reported once with a warning
 (:class:`PolicyWatch`).
+
+A time limit (``stop_at``, epoch seconds: a session's or a scheduler job's end) stops the training at its last
+regular checkpoint that falls before it: after each save, if the next save would come past ``stop_at`` at the pace
+of the last interval, training stops there, every step it ran saved (:func:`stops_after_save`). Only the regular
+checkpoints exist, so retention and the checkpoints a run is read at stay as they are; the same command resumes.
 """
 from __future__ import annotations
 
@@ -42,10 +47,12 @@ def check_batch_size(config, field: str, mesh) -> None:
     raise workdir_lib.UserError(f"config.{field}={value}: {e}") from None
 
 
-def train(config, workdir: str):
+def train(config, workdir: str, stop_at: float | None = None):
   """Trains ``config`` in ``workdir`` (resuming from its newest good checkpoint); returns what
   :func:`rsrnn_jax.evaluation.clean.evaluate` takes as ``loaded``: (model, state, info, mesh). The clean
-  evaluation after training (``eval_at_end``) is :func:`rsrnn_jax.evaluation.clean.train_and_evaluate`."""
+  evaluation after training (``eval_at_end``) is :func:`rsrnn_jax.evaluation.clean.train_and_evaluate`.
+  ``stop_at`` (epoch seconds): stop at the last checkpoint before then (:func:`stops_after_save`); the state
+  returned is then that checkpoint's, short of ``num_train_steps``."""
   configlib.validate(config)
   checkpoints.check_before_data(config, os.path.join(workdir, "checkpoints"))
   info = data.dataset_info(config.data)
@@ -72,8 +79,26 @@ def train(config, workdir: str):
     if found is not None:
       state = found[0]
       log.info("resumed from step %d in %s", start, workdir)
-    state = _train(config, workdir, state, manager, meta, info, mesh, step_rng, start)
+    state = _train(config, workdir, state, manager, meta, info, mesh, step_rng, start, stop_at)
   return model, state, info, mesh
+
+
+def stops_after_save(now: float, stop_at: float | None, interval_s: float, interval_steps: int,
+                     steps_to_next: int) -> bool:
+  """Whether training stops at the save it has just made: the next save, ``steps_to_next`` steps away at the
+  pace of the last ``interval_steps`` steps (``interval_s`` seconds, since the previous save or the start, so
+  the first interval counts its compilation too), would come after ``stop_at``."""
+  if stop_at is None or steps_to_next <= 0:
+    return False
+  return now + interval_s * steps_to_next / max(interval_steps, 1) > stop_at
+
+
+def _agreed(flag: bool) -> bool:
+  """Process 0's ``flag`` on every process (their clocks differ: all must stop at the same step)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 @jax.jit
@@ -83,8 +108,9 @@ def _track(bad, finite, step):
   return jnp.stack([first, bad[1] + (~finite).astype(jnp.int32)])
 
 
-def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: int):
-  """Steps ``start+1 .. num_train_steps``: logs, checks the finite-loss flag, saves; returns the final state."""
+def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: int, stop_at=None):
+  """Steps ``start+1 .. num_train_steps`` (fewer with ``stop_at``): logs, checks the finite-loss flag, saves;
+  returns the last state."""
   total = int(config.train.num_train_steps)
   step_fn = make_train_step(config, mesh)
   batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, seed=config.seed,
@@ -95,6 +121,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
   guard, policy_watch = _Guard(config, manager), PolicyWatch()
   window_t, window_n = time.perf_counter(), 0
   done, previous_config = start, False
+  saved_t, saved_step = time.perf_counter(), start
   try:
     for step in range(start, total):
       batch = parallel.shard_batch(next(batches), mesh)
@@ -119,6 +146,14 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
         guard.check()  # raises before a save if a step went non-finite (policy 'stop')
       if save_now:
         checkpoints.save(manager, done, state, meta)
+        now, every = time.perf_counter(), int(config.train.checkpoint_every)
+        late = stops_after_save(time.time(), stop_at, now - saved_t, done - saved_step,
+                                min(every - done % every, total - done))
+        saved_t, saved_step = now, done
+        if stop_at is not None and _agreed(late):
+          log.info("stopped at step %d of %d: the next checkpoint would come after the time limit; checkpoint %d "
+                   "is saved and the same command resumes from it", done, total, done)
+          break
   except Diverged as e:
     if previous_config is not False:
       configlib.restore_config(workdir, previous_config, event="diverged", step=e.step)
