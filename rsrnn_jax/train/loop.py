@@ -93,12 +93,26 @@ def stops_after_save(now: float, stop_at: float | None, interval_s: float, inter
   return now + interval_s * steps_to_next / max(interval_steps, 1) > stop_at
 
 
-def _agreed(flag: bool) -> bool:
-  """Process 0's ``flag`` on every process (their clocks differ: all must stop at the same step)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+class _TimeLimit:
+  """``stop_at`` seen at each save of a training that started at step ``start``: :meth:`reached` after the save
+  of step ``done`` says whether to stop there (:func:`stops_after_save`; process 0's answer, on every process:
+  their clocks differ, and all must stop at the same step)."""
+
+  def __init__(self, stop_at: float | None, start: int, every: int, total: int):
+    self.stop_at, self.every, self.total = stop_at, every, total
+    self.saved_t, self.saved_step = time.perf_counter(), start
+
+  def reached(self, done: int) -> bool:
+    if self.stop_at is None:
+      return False
+    now = time.perf_counter()
+    late = stops_after_save(time.time(), self.stop_at, now - self.saved_t, done - self.saved_step,
+                            min(self.every - done % self.every, self.total - done))
+    self.saved_t, self.saved_step = now, done
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      late = bool(multihost_utils.broadcast_one_to_all(np.asarray(late)))
+    return late
 
 
 @jax.jit
@@ -121,7 +135,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
   guard, policy_watch = _Guard(config, manager), PolicyWatch()
   window_t, window_n = time.perf_counter(), 0
   done, previous_config = start, False
-  saved_t, saved_step = time.perf_counter(), start
+  limit = _TimeLimit(stop_at, start, int(config.train.checkpoint_every), total)
   try:
     for step in range(start, total):
       batch = parallel.shard_batch(next(batches), mesh)
@@ -146,11 +160,7 @@ def _train(config, workdir, state, manager, meta, info, mesh, step_rng, start: i
         guard.check()  # raises before a save if a step went non-finite (policy 'stop')
       if save_now:
         checkpoints.save(manager, done, state, meta)
-        now, every = time.perf_counter(), int(config.train.checkpoint_every)
-        late = stops_after_save(time.time(), stop_at, now - saved_t, done - saved_step,
-                                min(every - done % every, total - done))
-        saved_t, saved_step = now, done
-        if stop_at is not None and _agreed(late):
+        if limit.reached(done):
           log.info("stopped at step %d of %d: the next checkpoint would come after the time limit; checkpoint %d "
                    "is saved and the same command resumes from it", done, total, done)
           break
