@@ -1,6 +1,7 @@
 """The seven sanity checks on constructed results (rsrnn_jax/robustness/checks.py): pass on a healthy
 evaluation, fail on each constructed failure, skipped when not run."""
 import copy
+import json
 
 from rsrnn_jax.robustness import checks, profiles, readings
 
@@ -138,6 +139,56 @@ def test_check8_on_a_policy_nothing_moves_is_a_finding():
   # Over several runs the most severe reading stands; a report lists both readings of check 8.
   runs = [checks.sanity_checks(fixed, paper), checks.sanity_checks(dead, paper)]
   assert readings.readings(runs)[8][1] == "warning" and readings.readings(runs[:1])[8][1] == "finding"
+
+
+def test_check11_on_results_that_predate_the_cover_count():
+  """Results written before ``zero_grad_uncovered_count``: the zero-gradient starts are covered when another
+  APGD run at the same ε with no zero-gradient start has every flag step of the flagged run (paper_geometry
+  Base-Retina seed 0: APGD-DLR over steps 1–8, APGD-CE over 1–8 with no zero gradient), else a warning."""
+  paper = profiles.attack_profile("paper").checks
+  check11 = lambda r: {c["id"]: c for c in checks.sanity_checks(r, paper)}[11]
+  r = _flagged_results()
+  rows = r["flags"]["per_eps"][0]["rows"]
+  rows[1].update(zero_grad_count=1, zero_grad_robust_count=1)
+  rows.insert(1, {**rows[1], "attack": "apgd_ce_full", "zero_grad_count": 0, "zero_grad_robust_count": 0})
+  r["flags"]["flag_steps"] = {"apgd_ce_full": [1, 2, 3], "apgd_t_step": [2]}
+  c = check11(r)
+  assert c["status"] == "fail" and c["numbers"]["zero_grad_uncovered"] == 0
+  assert readings.reading(11, True, c)[0] == "covered"
+  r["flags"]["flag_steps"]["apgd_t_step"] = [2, 4]  # step 4: no other APGD run attacked there
+  assert readings.reading(11, True, check11(r))[0] == "warning"
+  r["flags"]["flag_steps"]["apgd_t_step"] = [2]
+  rows[1]["zero_grad_count"] = 1  # the other run started at a zero gradient too (on which examples: unknown)
+  assert readings.reading(11, True, check11(r))[0] == "warning"
+  rows[1]["zero_grad_count"] = 0
+  r["flags"]["per_eps"].append({"eps": 0.02, "rows": [{**rows[1], "eps": 0.02}]})  # another ε: no cover
+  r["flags"]["per_eps"][0]["rows"].pop(1)
+  assert readings.reading(11, True, check11(r))[0] == "warning"
+
+
+def test_a_report_reads_saved_results_by_todays_rules(tmp_path):
+  """The report recomputes each run's checks from its saved numbers: a results.json whose check 11 was written
+  before the cover count reads as covered, its numbers unchanged."""
+  from rsrnn_jax.reproduction import runs
+  r = _flagged_results()
+  rows = r["flags"]["per_eps"][0]["rows"]
+  rows[1].update(zero_grad_count=1, zero_grad_robust_count=1)
+  rows.insert(1, {**rows[1], "attack": "apgd_ce_full", "zero_grad_count": 0, "zero_grad_robust_count": 0})
+  r["flags"]["flag_steps"] = {"apgd_ce_full": [1, 2, 3], "apgd_t_step": [2]}
+  settings = profiles.attack_profile("adaptive").checks.to_dict()
+  r["config"] = {"attack": {"checks": settings}}
+  r["checks"] = [{"id": 11, "status": "fail", "numbers": {"zero_grad_robust": 1, "zero_grad_uncovered": 1}}]
+  folder = tmp_path / "runs" / "rsrnn" / "seed0" / "attack_adaptive"
+  folder.mkdir(parents=True)
+  (folder / "results.json").write_text(json.dumps(r))
+  back = runs.load_runs(str(tmp_path), {"rsrnn": [0]}, ("adaptive",))["rsrnn"][0]["attack"]["adaptive"]
+  c11 = {c["id"]: c for c in back["checks"]}[11]
+  assert c11["numbers"]["zero_grad_uncovered"] == 0 and readings.reading(11, True, c11)[0] == "covered"
+  assert back["flags"] == r["flags"] and len(back["checks"]) == 11
+  del r["config"]  # results without their check settings keep their checks
+  (folder / "results.json").write_text(json.dumps(r))
+  back = runs.load_runs(str(tmp_path), {"rsrnn": [0]}, ("adaptive",))["rsrnn"][0]["attack"]["adaptive"]
+  assert back["checks"] == r["checks"]
 
 
 def test_robust_flag_checks_pass_and_fail():

@@ -16,6 +16,7 @@ import numpy as np
 from rsrnn_jax.models import registry
 from rsrnn_jax.reproduction import stats
 from rsrnn_jax.reproduction.stages import PLATEAU_FILE, read_json, read_stages
+from rsrnn_jax.robustness import checks
 
 PLATEAU_POINTS = 1.0  # plateau reached iff clean acc(100%) − acc(80%) ≤ this many points (at T_train)
 # Our attacks: (the attack profile's stage, its entry in the suite's results; rsrnn_jax/robustness/suite.py).
@@ -88,10 +89,19 @@ def load_runs(out_dir: str, seeds: dict, profiles) -> dict:
       runs[m][s] = {"eval": read_json(os.path.join(d, "eval", "results.json")),
                     "compute": read_json(os.path.join(d, "compute.json")),
                     "plateau": read_json(os.path.join(d, PLATEAU_FILE)),
-                    "attack": {p: read_json(os.path.join(d, f"attack_{p}", "results.json")) for p in profiles},
+                    "attack": {p: _rechecked(read_json(os.path.join(d, f"attack_{p}", "results.json")))
+                               for p in profiles},
                     "per_example": {p: exists(f"attack_{p}/per_example.npz") for p in profiles},
                     "figures": exists("figures.npz"), "stages": read_stages(d)}
   return runs
+
+
+def _rechecked(results: dict | None) -> dict | None:
+  """An attack's results with its sanity checks recomputed from its numbers by today's rules, so that a rule
+  refined after the run (e.g. check 11's zero-gradient cover) reads it as it reads a new run; the numbers are
+  not changed (results without their check settings keep the checks they were written with)."""
+  settings = ((results or {}).get("config") or {}).get("attack", {}).get("checks")
+  return {**results, "checks": checks.sanity_checks(results, settings)} if settings else results
 
 
 def first_figures(runs: dict, model: str) -> dict | None:

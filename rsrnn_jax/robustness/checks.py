@@ -298,6 +298,20 @@ def check_transfer(results: dict, tol: float) -> dict:
                 rows=rows)
 
 
+def _zero_grad_uncovered(row: dict, rows: list[dict], flag_steps: dict) -> int:
+  """The row's zero-gradient starts on robust examples that no other APGD run attacked from a non-zero gradient
+  at a step where they stay robust. Results that predate ``zero_grad_uncovered_count``: none where the counts
+  prove it (every flag step of the row is a flag step of another APGD run at the same ε with no zero-gradient
+  start: an example robust at that step after the cascade was robust there before that run, so it attacked
+  it), else every such start (``flag_steps``: attack → its steps, the results' ``flags.flag_steps``)."""
+  robust = row.get("zero_grad_robust_count", row["zero_grad_count"])
+  if "zero_grad_uncovered_count" in row or not robust or row["attack"] not in flag_steps:
+    return row.get("zero_grad_uncovered_count", robust)
+  working = {step for other in rows if other is not row and other["eps"] == row["eps"]
+             and other["zero_grad_count"] == 0 for step in flag_steps.get(other["attack"], ())}
+  return 0 if set(flag_steps[row["attack"]]) <= working else robust
+
+
 def check_autoattack_flags(results: dict, square_status: str) -> dict:
   """11. AutoAttack's flags: no APGD run starts at an exactly zero gradient on an example the cascade leaves
   robust (one that another attack broke cannot inflate the numbers; results without the cascade's
@@ -310,8 +324,8 @@ def check_autoattack_flags(results: dict, square_status: str) -> dict:
     return _check(11, name, "skipped", "not run")
   attacked, zero = sum(r["attacked"] for r in rows), sum(r["zero_grad_count"] for r in rows)
   zero_robust = sum(r.get("zero_grad_robust_count", r["zero_grad_count"]) for r in rows)
-  uncovered = sum(r.get("zero_grad_uncovered_count", r.get("zero_grad_robust_count", r["zero_grad_count"]))
-                  for r in rows)
+  flag_steps = (results.get("flags") or {}).get("flag_steps") or {}
+  uncovered = sum(_zero_grad_uncovered(r, rows, flag_steps) for r in rows)
   problems = []
   if zero_robust:
     problems.append(f"{zero} of {attacked} APGD runs started at a zero gradient, {zero_robust} of them on "

@@ -49,7 +49,7 @@ _FIXED_POLICY = ("finding", "no attack moved a fixation, the plain APGD-CE inclu
 def _zero_gradients_covered(check: dict) -> bool:
   """Check 11 failed on zero-gradient starts only (not on randomness or Square), and every such example that
   stayed robust was also attacked by another APGD run from a non-zero gradient at a step where it stays robust
-  (results that predate the count: not known, so no)."""
+  (results that predate the count: where their counts prove it, checks._zero_grad_uncovered)."""
   n = check.get("numbers") or {}
   rnd = n.get("randomness") or {}
   return (check["id"] == 11 and n.get("zero_grad_robust", 0) > 0 and n.get("zero_grad_uncovered") == 0
